@@ -1,0 +1,54 @@
+"""On-device image augmentation (TFLearn's ImageAugmentation), batched and jittable.
+
+Runs inside the jitted train step on normalized images, as TFLearn applied
+augmentation after preprocessing, so 'zeros outside' a rotated image means
+the mean colour.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy import ndimage
+
+
+def flip_lr(x_BxHxWxC: jax.Array, do_B: jax.Array) -> jax.Array:
+  """Mirror the images where do_B is True."""
+  return jnp.where(do_B[:, None, None, None], x_BxHxWxC[:, :, ::-1, :], x_BxHxWxC)
+
+
+def rotate(x_BxHxWxC: jax.Array, radians_B: jax.Array) -> jax.Array:
+  """Rotate each image about its centre; same size, zeros outside.
+
+  Like scipy.ndimage.rotate(reshape=False) but bilinear (order=1), which is
+  what jax.scipy.ndimage.map_coordinates offers; TFLearn used cubic splines.
+  """
+  _, h, w, _ = x_BxHxWxC.shape
+  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+
+  def one(img_HxWxC, theta):
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    # Inverse map: each output pixel samples the input at the point rotated by -theta.
+    src_y = c * (yy - cy) + s * (xx - cx) + cy
+    src_x = -s * (yy - cy) + c * (xx - cx) + cx
+    sample = lambda ch: ndimage.map_coordinates(ch, [src_y, src_x], order=1, mode="constant",
+                                                cval=0.0)
+    return jax.vmap(sample, in_axes=2, out_axes=2)(img_HxWxC.astype(jnp.float32))
+
+  return jax.vmap(one)(x_BxHxWxC, radians_B).astype(x_BxHxWxC.dtype)
+
+
+def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
+            max_degrees: float = 25.0) -> jax.Array:
+  """Random flip (p=0.5) then random rotation (p=0.5, uniform in +-max_degrees)."""
+  b = x_BxHxWxC.shape[0]
+  k_flip, k_rot, k_angle = jax.random.split(key, 3)
+  if flip:
+    x_BxHxWxC = flip_lr(x_BxHxWxC, jax.random.bernoulli(k_flip, 0.5, (b,)))
+  if max_degrees > 0:
+    do_rot = jax.random.bernoulli(k_rot, 0.5, (b,))
+    angle = jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees)
+    x_BxHxWxC = rotate(x_BxHxWxC, jnp.where(do_rot, jnp.deg2rad(angle), 0.0))
+  return x_BxHxWxC

@@ -1,0 +1,115 @@
+"""Command line from the frozen config dataclass (tyro), with one-line errors.
+
+Every failure a user can cause ends as `error: --flag: what is allowed`, exit
+status 2, no traceback. SIGINT/SIGTERM save a checkpoint and exit 130/143.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+import sys
+from typing import Callable, TypeVar
+
+C = TypeVar("C")
+
+_BOX = re.compile(r"[│╭╮╰╯─┌┐└┘]")
+
+
+def _tyro_message(text: str) -> str:
+  """The first message of tyro's boxed error, joined onto one line."""
+  lines = [_BOX.sub("", l).strip() for l in text.splitlines()]
+  body, started = [], False
+  for l in lines:
+    if not l:
+      if started:
+        break
+      continue
+    if l.startswith(("Error parsing", "Unrecognized", "Required", "Invalid", "Missing")) or started:
+      if started and (l.startswith(("For full helptext", "Argument helptext")) or set(l) <= {" "}):
+        break
+      started = True
+      body.append(l)
+  msg = " ".join(body) if body else " ".join(l for l in lines if l)[:300]
+  # "Error parsing Config: --epochs: must be ..." -> "--epochs: must be ..."
+  return re.sub(r"^Error parsing [A-Za-z_]+: ", "", msg)
+
+
+def fail(message: str, code: int = 2):
+  print(f"error: {message}", file=sys.stderr)
+  raise SystemExit(code)
+
+
+def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
+          description: str | None = None) -> C:
+  """A config of default's type from the command line, defaults taken from `default`."""
+  import tyro
+
+  err = io.StringIO()
+  try:
+    with contextlib.redirect_stderr(err):
+      return tyro.cli(type(default), default=default, args=args, prog=prog,
+                      description=description)
+  except SystemExit as e:
+    if e.code not in (0, None):
+      fail(_tyro_message(err.getvalue()), 2)
+    raise
+
+
+def preflight(config) -> None:
+  """Checks that need the file system, before any data loading or compiling."""
+  from dl101_jax.config import ConfigError
+
+  if config.data_dir is not None and not os.path.isdir(os.path.expanduser(config.data_dir)):
+    raise ConfigError("data_dir", f"must be an existing directory, got {config.data_dir!r}")
+  wd = config.run_dir
+  try:
+    os.makedirs(wd, exist_ok=True)
+    probe = os.path.join(wd, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError("workdir", f"must be a directory that can be created and written, "
+                      f"got {wd!r} ({e.strerror})") from None
+
+
+def resume_command() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  head = f"python -m {spec.name}" if spec and spec.name else f"python {sys.argv[0]}"
+  args = [a for a in sys.argv[1:] if a != "--restart"]
+  return " ".join([head, *map(shlex.quote, args)])
+
+
+def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
+  """Parse flags, run, and turn expected failures into one-line errors."""
+  from dl101_jax.checkpoint import CheckpointError
+  from dl101_jax.config import ConfigError
+  from dl101_jax.data import DataError
+  from dl101_jax.loop import Interrupted, install_signal_handlers
+
+  module = sys.modules.get(run.__module__)
+  doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else None
+  config = parse(default, args, description=doc)
+  try:
+    preflight(config)
+    install_signal_handlers()
+    run(config)
+  except ConfigError as e:
+    fail(str(e), 2)
+  except CheckpointError as e:
+    fail(str(e), 2)
+  except DataError as e:
+    fail(str(e), 1)
+  except Interrupted as e:
+    print(f"\nInterrupted: checkpoint saved in {config.run_dir}/checkpoints. "
+          f"To resume: {resume_command()}", file=sys.stderr)
+    raise SystemExit(e.code) from None
+  except KeyboardInterrupt:
+    print(f"\nInterrupted before a checkpoint. To resume from the last one: "
+          f"{resume_command()}", file=sys.stderr)
+    raise SystemExit(130) from None

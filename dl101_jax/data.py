@@ -1,0 +1,158 @@
+"""Datasets as host numpy arrays: the OR table, scikit-learn digits, CIFAR-10 via TFDS.
+
+Each loader returns a `Dataset` once; `train.py` puts it on the device and never
+copies it again. Images stay uint8 (CIFAR-10 is 150 MB that way) and are
+normalized on the device with `Normalizer` statistics from the training split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from dl101_jax.config import Config
+
+
+class DataError(RuntimeError):
+  """Data that cannot be loaded; the message says where we looked and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  x_train: np.ndarray  # N x ... (uint8 images N x H x W x C, or float32 features)
+  y_train: np.ndarray  # N int32 labels, or N x 1 float32 targets
+  x_test: np.ndarray | None
+  y_test: np.ndarray | None
+  num_classes: int  # 1 for a single sigmoid output
+
+  @property
+  def train_size(self) -> int:
+    return len(self.x_train)
+
+  @property
+  def test_size(self) -> int:
+    return 0 if self.x_test is None else len(self.x_test)
+
+  @property
+  def is_image(self) -> bool:
+    return self.x_train.ndim == 4
+
+
+def load_or() -> Dataset:
+  """The tutorial's logical OR: 4 rows, one sigmoid target each."""
+  x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], np.float32)
+  y = np.array([[0.0], [1.0], [1.0], [1.0]], np.float32)
+  return Dataset("or", x, y, None, None, num_classes=1)
+
+
+def load_digits() -> Dataset:
+  """scikit-learn's 1,797 real 8x8 digits; a fixed stratified 80/20 split (1,437/360)."""
+  from sklearn.datasets import load_digits as sk_load
+  from sklearn.model_selection import train_test_split
+
+  d = sk_load()
+  # Pixel values are 0..16; scale to uint8 so every image dataset shares one path.
+  x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  y = d.target.astype(np.int32)
+  x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=360, stratify=y, random_state=0)
+  return Dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
+
+
+def _tfds_error(data_dir: str, builder, cause: BaseException) -> DataError:
+  manual = os.path.join(data_dir, "downloads", "manual")
+  return DataError(
+      f"cifar10: no prepared TFDS data in {data_dir}/cifar10 and it could not be "
+      f"downloaded ({type(cause).__name__}: {str(cause).splitlines()[0][:120] if str(cause) else ''}). "
+      f"Place the official cifar-10-binary.tar.gz in {manual}/, or point --data-dir at a "
+      f"prepared TFDS data dir, or run offline with --dataset digits.")
+
+
+def load_cifar10(data_dir: str | None = None) -> Dataset:
+  """CIFAR-10 through TFDS, downloaded and prepared on first use, cached in `data_dir`."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import tensorflow as tf
+
+  tf.config.set_visible_devices([], "GPU")  # TF only prepares data; keep accelerators for JAX.
+  import tensorflow_datasets as tfds
+
+  data_dir = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+  try:
+    builder = tfds.builder("cifar10", data_dir=data_dir)
+  except Exception as e:  # unreadable dataset_info.json and the like
+    raise DataError(f"cifar10: cannot read the TFDS dir {data_dir}: {e}") from None
+  if not builder.is_prepared():
+    manual = os.path.join(data_dir, "downloads", "manual")
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    except Exception as e:
+      raise _tfds_error(data_dir, builder, e) from None
+  try:
+    splits = {s: tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1))
+              for s in ("train", "test")}
+  except Exception as e:
+    raise DataError(f"cifar10: the TFDS files in {data_dir}/cifar10 are unreadable or "
+                    f"corrupt ({type(e).__name__}); delete that folder to re-prepare it, "
+                    f"or point --data-dir elsewhere.") from None
+  tr, te = splits["train"], splits["test"]
+  return Dataset("cifar10", tr["image"], tr["label"].astype(np.int32),
+                 te["image"], te["label"].astype(np.int32), num_classes=10)
+
+
+def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:
+  """Indices of a deterministic, class-balanced subset of size n (in original order).
+
+  Classes are interleaved round-robin in original order, so any prefix is
+  as balanced as the classes allow.
+  """
+  if n <= 0 or n >= len(y):
+    return np.arange(len(y))
+  rank = np.empty(len(y), np.int64)
+  for c in np.unique(y):
+    idx = np.flatnonzero(y == c)
+    rank[idx] = np.arange(len(idx))
+  order = np.lexsort((y, rank))  # by rank within class, then class
+  return np.sort(order[:n])
+
+
+def subset(ds: Dataset, train_size: int, test_size: int) -> Dataset:
+  tr = stratified_subset(ds.y_train, train_size)
+  x_te, y_te = ds.x_test, ds.y_test
+  if x_te is not None:
+    te = stratified_subset(ds.y_test, test_size)
+    x_te, y_te = x_te[te], y_te[te]
+  return dataclasses.replace(ds, x_train=ds.x_train[tr], y_train=ds.y_train[tr],
+                             x_test=x_te, y_test=y_te)
+
+
+def load(config: Config) -> Dataset:
+  """The dataset a config names, subset as it asks."""
+  if config.dataset == "or":
+    return load_or()
+  ds = load_digits() if config.dataset == "digits" else load_cifar10(config.data_dir)
+  ds = subset(ds, config.train_size, config.test_size)
+  if config.batch_size > ds.train_size:
+    raise DataError(f"--batch-size: must be at most the training-set size "
+                    f"({ds.train_size}), got {config.batch_size}")
+  return ds
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalizer:
+  """Featurewise zero-centre and std-norm (TFLearn's ImagePreprocessing)."""
+
+  mean: np.ndarray  # scalar, or C per channel
+  std: np.ndarray
+
+  @classmethod
+  def fit(cls, x_train: np.ndarray, mode: str) -> "Normalizer":
+    if mode == "none" or x_train.ndim != 4:
+      return cls(np.zeros((), np.float32), np.ones((), np.float32))
+    axes = (0, 1, 2) if mode == "per_channel" else None
+    # float64 sums over 150M pixels; done once per run on the host.
+    x = x_train.astype(np.float64)
+    mean, std = x.mean(axis=axes), x.std(axis=axes)
+    return cls(np.asarray(mean, np.float32), np.asarray(np.maximum(std, 1e-6), np.float32))

@@ -1,0 +1,121 @@
+"""Flax Linen networks: the OR perceptron and the tutorial's conv nets.
+
+Hyperparameters that members of a vmapped group may vary (the dropout rate)
+are call arguments, not module attributes, so they can be traced arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dl101_jax.config import Config
+
+
+class Perceptron(nn.Module):
+  """One sigmoid neuron: Dense(1) + sigmoid. Outputs probabilities."""
+
+  @nn.compact
+  def __call__(self, x_BxF, *, train: bool = False, dropout_rate: Any = 0.0):
+    del train, dropout_rate  # nothing stochastic in one neuron
+    return nn.sigmoid(nn.Dense(1, name="head")(x_BxF))
+
+
+def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
+  """2x2/2 max-pool as reshape + max ('VALID': odd edges are cropped).
+
+  Same values as nn.max_pool(x, (2, 2), (2, 2)); its gradient is a cheap
+  elementwise mask instead of select-and-scatter, which is slow on CPU.
+  """
+  b, h, w, c = x_BxHxWxC.shape
+  x = x_BxHxWxC[:, : h // 2 * 2, : w // 2 * 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                dimension_numbers=None, feature_group_count=1, precision=None):
+  """lax.conv_general_dilated for stride-1, undilated NHWC convs, as shifted slices + one matmul.
+
+  XLA:CPU runs convolutions inside a while loop (our scanned epoch) through a
+  slow generic path, about 50x slower than outside one (jax-ml/jax#12868);
+  slices, a concat and a dot have no such cliff, and their gradients are
+  matmuls too. Same values up to float rounding. Other convs fall back to lax.
+  """
+  plain = (all(s == 1 for s in window_strides) and not any(d != 1 for d in (lhs_dilation or ()))
+           and not any(d != 1 for d in (rhs_dilation or ())) and feature_group_count == 1
+           and lhs.ndim == 4 and (not isinstance(padding, str) or padding in ("SAME", "VALID")))
+  if not plain:
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                        rhs_dilation, dimension_numbers, feature_group_count,
+                                        precision=precision)
+  b, h, w, c = lhs.shape
+  kh, kw, _, f = rhs.shape
+  if padding == "SAME":  # stride 1: output size = input size
+    padding = ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)
+  elif padding == "VALID":
+    padding = (0, 0), (0, 0)
+  (pt, pb), (pl, pr) = padding
+  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  oh, ow = h + pt + pb - kh + 1, w + pl + pr - kw + 1
+  cols = jnp.concatenate([x[:, i:i + oh, j:j + ow, :] for i in range(kh) for j in range(kw)],
+                         axis=-1)
+  y = jnp.dot(cols.reshape(b * oh * ow, kh * kw * c), rhs.reshape(kh * kw * c, f),
+              precision=precision)
+  return y.reshape(b, oh, ow, f)
+
+
+def dropout(key: jax.Array, x: jax.Array, rate: jax.Array) -> jax.Array:
+  """Inverted dropout whose rate may be a traced scalar (rate 0 is the identity)."""
+  keep = 1.0 - rate
+  mask = jax.random.uniform(key, x.shape) < keep
+  return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
+class ConvNet(nn.Module):
+  """Layer sets of conv3x3('same')+ReLU ending in a 2x2 max-pool, then fc+ReLU, then fc.
+
+  layer_sets=((32,), (64, 64)), fc=(512,) is conv32-pool-conv64-conv64-pool-fc512.
+  With `dropout`, a dropout layer (rate given at call time) precedes the last fc.
+  Outputs logits; works on any HxWxC input.
+  """
+
+  layer_sets: Sequence[Sequence[int]]
+  fc: Sequence[int]
+  num_classes: int
+  dropout: bool = False
+  dtype: Any = jnp.float32
+  im2col: bool = False  # convs as slices + matmul (fast on CPU); False uses XLA's conv
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC, *, train: bool = False, dropout_rate: Any = 0.0):
+    x = x_BxHxWxC.astype(self.dtype)
+    for i, convs in enumerate(self.layer_sets):
+      for j, features in enumerate(convs):
+        x = nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i}_{j}",
+                    conv_general_dilated=im2col_conv if self.im2col else None)(x)
+        x = nn.relu(x)
+      x = max_pool_2x2(x)
+    x = x.reshape(x.shape[0], -1)
+    for k, width in enumerate(self.fc):
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"fc{k}")(x))
+    if self.dropout and train:
+      x = dropout(self.make_rng("dropout"), x, jnp.asarray(dropout_rate, jnp.float32))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+
+
+def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
+               platform: str | None = None) -> nn.Module:
+  """The network a config names; `dropout` forces the dropout layer (for groups).
+
+  On CPU, convolutions use `im2col_conv`; elsewhere XLA's native convolution.
+  """
+  spec = config.net_spec
+  if spec.is_perceptron:
+    return Perceptron()
+  return ConvNet(layer_sets=spec.layer_sets, fc=spec.fc, num_classes=num_classes,
+                 dropout=config.dropout > 0 if dropout is None else dropout,
+                 dtype=jnp.bfloat16 if config.precision == "bf16" else jnp.float32,
+                im2col=(platform or jax.default_backend()) == "cpu")

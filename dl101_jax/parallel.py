@@ -1,0 +1,141 @@
+"""Devices, meshes and hosts: one code path for 1 device, N devices or N processes.
+
+Data parallelism with jax.sharding: a 1-D mesh with axis 'data'. Params,
+optimizer state and the (small) dataset are replicated; each batch is sharded
+on 'data', so XLA's partitioner all-reduces the gradients. Under
+jax.distributed every process runs the same program on the global mesh; each
+device gathers its own shard of every global batch from its replica of the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dl101_jax.config import Config, ConfigError
+
+
+def cache_dir() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "dl101_jax", "jax")
+
+
+def configure_jax(config: Config) -> None:
+  """Process-wide JAX settings a config asks for; call before any computation."""
+  if config.debug_nans:
+    jax.config.update("jax_debug_nans", True)
+  if config.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", cache_dir())
+    # Small programs too: a warm start then costs ~0 compile time.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  if config.coordinator or config.num_processes > 1:
+    _init_distributed(config)
+
+
+_distributed = False
+
+
+def _init_distributed(config: Config) -> None:
+  global _distributed
+  if _distributed:
+    return
+  if config.platform in ("cpu", "auto"):
+    try:  # cross-process collectives on CPU need gloo
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:
+      pass
+  if config.coordinator == "auto":
+    jax.distributed.initialize()  # Cloud TPU, Slurm, Kubernetes, ...
+  else:
+    if not config.coordinator:
+      raise ConfigError("coordinator", "must be HOST:PORT (or 'auto') when --num-processes > 1")
+    jax.distributed.initialize(coordinator_address=config.coordinator,
+                               num_processes=config.num_processes, process_id=config.process_id)
+  _distributed = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  """Where a run computes: the mesh and the two shardings it uses."""
+
+  mesh: Mesh
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batch_sharding(self) -> NamedSharding | None:
+    # With one device there is nothing to partition; skip the constraint.
+    return NamedSharding(self.mesh, P("data")) if self.num_devices > 1 else None
+
+  @property
+  def platform(self) -> str:
+    return self.mesh.devices.flat[0].platform
+
+  @property
+  def processes(self) -> int:
+    return jax.process_count()
+
+  @property
+  def is_primary(self) -> bool:
+    return jax.process_index() == 0
+
+
+def runtime(config: Config) -> Runtime:
+  """The mesh a config asks for; fails loudly if the platform is missing."""
+  if config.platform != "auto":
+    try:
+      devices = jax.devices(config.platform)
+    except RuntimeError:
+      devices = []
+    if not devices:
+      have = jax.devices()[0].platform
+      raise ConfigError("platform", f"no {config.platform} device found (JAX sees {have}); "
+                        f"on Colab, check the runtime type and that no other kernel holds it")
+  else:
+    devices = jax.devices()
+  if config.devices:
+    if jax.process_count() > 1:
+      raise ConfigError("devices", "must be 0 (all) in a multi-process run")
+    if config.devices > len(devices):
+      raise ConfigError("devices", f"must be at most {len(devices)} (devices present), "
+                        f"got {config.devices}")
+    devices = devices[: config.devices]
+  n = len(devices)
+  if config.batch_size % n:
+    lo, hi = config.batch_size // n * n, (config.batch_size // n + 1) * n
+    valid = f"{lo} or {hi}" if lo else f"{hi}"
+    raise ConfigError("batch_size", f"{config.batch_size} is not divisible by the {n} devices; "
+                      f"use a multiple of {n} such as {valid}, or fewer --devices")
+  return Runtime(Mesh(np.array(devices), ("data",)))
+
+
+def to_device(tree: Any, sharding: NamedSharding) -> Any:
+  """Host arrays -> global arrays with `sharding` (each process passes the same data)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)),
+      tree)
+
+
+def to_host(tree: Any) -> Any:
+  """Replicated global arrays -> numpy, on every process."""
+
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)

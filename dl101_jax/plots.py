@@ -1,0 +1,102 @@
+"""Pictures that answer an experiment's question (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _plt():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def _band(per_seed: list[dict], key: str, x_key: str):
+  """x, mean, std over the seeds that reached each epoch."""
+  n = max((len(h.get(key, [])) for h in per_seed), default=0)
+  xs, mu, sd = [], [], []
+  for i in range(n):
+    vals = [h[key][i] for h in per_seed if len(h.get(key, [])) > i]
+    xs.append(np.mean([h[x_key][i] for h in per_seed if len(h.get(key, [])) > i]))
+    mu.append(np.mean(vals)), sd.append(np.std(vals))
+  return np.array(xs), np.array(mu), np.array(sd)
+
+
+def comparison(results: dict, path: str) -> None:
+  """Validation accuracy and loss per epoch, mean +- std over seeds; training dashed.
+
+  Experiments about batch size also get the same curves against training
+  steps and wall-clock seconds.
+  """
+  plt = _plt()
+  has_val = any(v["history"].get("val_accuracy") for v in results["variants"])
+  x_keys = [("epoch", "epoch")]
+  if results["experiment"] == "batch_size":
+    x_keys += [("step", "training step"), ("seconds", "wall-clock seconds")]
+  fig, axes = plt.subplots(len(x_keys), 2, figsize=(12, 4.2 * len(x_keys)), squeeze=False)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for row, (x_key, x_label) in enumerate(x_keys):
+    for col, what in enumerate(("accuracy", "loss")):
+      ax = axes[row][col]
+      for k, v in enumerate(results["variants"]):
+        c = colors[k % len(colors)]
+        label = v["name"] + (f" (diverged @ {v['diverged_epoch']})" if v["diverged"] else "")
+        if has_val:
+          x, mu, sd = _band(v["per_seed"], f"val_{what}", x_key)
+          if len(x):
+            ax.plot(x, mu, color=c, label=f"{label} val")
+            if v["seeds"] > 1:
+              ax.fill_between(x, mu - sd, mu + sd, color=c, alpha=0.2)
+        x, mu, _ = _band(v["per_seed"], f"train_{what}", x_key)
+        if len(x):
+          ax.plot(x, mu, color=c, linestyle="--", label=f"{label} train")
+        if v["diverged"] and len(x):
+          ax.plot(x[-1], mu[-1], "x", color=c, markersize=10)
+      ax.set_xlabel(x_label)
+      ax.set_ylabel(what)
+      ax.set_title(f"{'Validation' if has_val else 'Training'} {what} vs {x_label}")
+      ax.grid(alpha=0.3)
+      if what == "loss":
+        ax.set_yscale("log")
+      ax.legend(fontsize=8)
+  d = results["dataset"]
+  seeds = max(v["seeds"] for v in results["variants"])
+  fig.suptitle(f"{results['experiment']}: {d['name']} ({d['train_size']} train / "
+               f"{d['test_size']} test), mean ± std over {seeds} seed(s); train dashed")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def sweep(points: list[dict], axes_names: list[str], path: str) -> None:
+  """Validation accuracy against each swept axis, with error bars over seeds."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(axes_names), figsize=(5.5 * len(axes_names), 4.2),
+                           squeeze=False)
+  for ax, name in zip(axes[0], axes_names):
+    others = [a for a in axes_names if a != name]
+    series: dict[tuple, list[dict]] = {}
+    for p in points:
+      series.setdefault(tuple(p[o] for o in others), []).append(p)
+    for key, pts in series.items():
+      pts = sorted(pts, key=lambda p: p[name])
+      label = ", ".join(f"{o}={v:g}" for o, v in zip(others, key)) or "val acc"
+      ax.errorbar([p[name] for p in pts], [p["val_accuracy"] for p in pts],
+                  yerr=[p["val_accuracy_std"] for p in pts], marker="o", capsize=3, label=label)
+    if name in ("learning_rate", "weight_decay") and all(p[name] > 0 for p in points):
+      ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel("final validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle("Sweep: mean ± std over seeds")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,233 @@
+"""Pure training functions: the step, the scanned epoch, and a group of members.
+
+Everything here is a function of pytrees. A *group* is M members (seeds, and
+variants that differ only in values) stacked on a leading axis and trained by
+one jitted program: `vmap` over members of a `lax.scan` over steps, inside a
+`lax.scan` over epochs. The dataset is an argument of that program, resident on
+the device; per-epoch metrics are the only thing that comes back.
+
+Randomness: a member's key is PRNGKey(seed). Init folds in INIT; the epoch's
+shuffle folds in (SHUFFLE, epoch); the step folds in (STEP, global step). So a
+run is a pure function of its config and can resume at any epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from dl101_jax.augment import augment
+from dl101_jax.optim import l2_penalty
+
+INIT, SHUFFLE, STEP = 0, 1, 2  # fold_in tags: independent streams per purpose
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus the per-member values a vmapped group may vary.
+
+  The learning rate and weight decay live in `opt_state.hyperparams`.
+  """
+
+  dropout_rate: jax.Array
+  l2: jax.Array
+
+
+@flax.struct.dataclass
+class DeviceData:
+  """A dataset on the device: uint8 images (or float features) and labels."""
+
+  x_train: jax.Array
+  y_train: jax.Array
+  x_test: jax.Array | None
+  y_test: jax.Array | None
+  mean: jax.Array  # normalization statistics from the training split
+  std: jax.Array
+
+  def normalize(self, x: jax.Array) -> jax.Array:
+    return (x.astype(jnp.float32) - self.mean) / self.std
+
+
+def per_example_loss(kind: str, out: jax.Array, y: jax.Array) -> jax.Array:
+  if kind == "xent":
+    return optax.softmax_cross_entropy_with_integer_labels(out, y)
+  return jnp.mean(jnp.square(out - y), axis=-1)
+
+
+def per_example_correct(out: jax.Array, y: jax.Array) -> jax.Array:
+  """argmax for several classes; a 0.5 threshold for one sigmoid output."""
+  if out.shape[-1] == 1:
+    return ((out[..., 0] > 0.5) == (y[..., 0] > 0.5)).astype(jnp.float32)
+  return (jnp.argmax(out, axis=-1) == y).astype(jnp.float32)
+
+
+def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
+  # Padded examples have weight 0; dividing by the real count keeps a padded
+  # last batch exactly equal to the smaller unpadded one.
+  return jnp.sum(v_B * w_B) / jnp.maximum(jnp.sum(w_B), 1.0)
+
+
+def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
+                    batch_sharding: Any = None) -> Callable:
+  """Returns train_step(state, batch, key) -> (state, metrics).
+
+  batch: {'x': normalized inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding}.
+  Augmentation (training only) and dropout draw from fold_in(key, state.step).
+  """
+
+  def train_step(state: TrainState, batch: dict, key: jax.Array):
+    key = jax.random.fold_in(key, state.step)
+    k_aug, k_drop = jax.random.split(key)
+    x, y = batch["x"], batch["y"]
+    w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
+    if batch_sharding is not None:
+      x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    if flip or max_degrees > 0:
+      x = augment(k_aug, x, flip=flip, max_degrees=max_degrees)
+
+    def objective(params):
+      out = state.apply_fn({"params": params}, x, train=True, dropout_rate=state.dropout_rate,
+                           rngs={"dropout": k_drop})
+      data_loss = _masked_mean(per_example_loss(loss, out, y), w)
+      return data_loss + state.l2 * l2_penalty(params), (data_loss, out)
+
+    (_, (data_loss, out)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    acc = _masked_mean(per_example_correct(out, y), w)
+    return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
+
+  return train_step
+
+
+def make_eval_step(apply_fn: Callable, loss: str) -> Callable:
+  """Returns eval_step(params, batch) -> metrics; deterministic (no dropout, no augmentation)."""
+
+  def eval_step(params: Any, batch: dict) -> Metrics:
+    out = apply_fn({"params": params}, batch["x"], train=False)
+    w = batch.get("mask", jnp.ones(batch["x"].shape[0], jnp.float32))
+    return {"loss": _masked_mean(per_example_loss(loss, out, batch["y"]), w),
+            "accuracy": _masked_mean(per_example_correct(out, batch["y"]), w),
+            "count": jnp.sum(w)}
+
+  return eval_step
+
+
+def padded_batches(order_N: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+  """Split indices into S x B batches; the last is padded with repeats and masked out."""
+  n = order_N.shape[0]
+  steps = -(-n // batch_size)
+  pad = steps * batch_size - n
+  idx = jnp.concatenate([order_N, order_N[:pad]]) if pad else order_N
+  mask = (jnp.arange(steps * batch_size) < n).astype(jnp.float32)
+  return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def _weighted(metrics_S: Metrics) -> Metrics:
+  """Per-example means over an epoch from per-step means and counts."""
+  n = metrics_S["count"]
+  total = jnp.maximum(jnp.sum(n), 1.0)
+  return {k: jnp.sum(v * n) / total for k, v in metrics_S.items() if k != "count"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """Static description of a group's compiled program."""
+
+  loss: str
+  batch_size: int
+  eval_batch_size: int
+  flip: bool = False
+  max_degrees: float = 0.0
+  batch_sharding: Any = None  # NamedSharding over the 'data' mesh axis, or None
+
+
+def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Array,
+                data: DeviceData) -> tuple[TrainState, Metrics]:
+  """One member, one epoch: shuffle by (seed, epoch), then lax.scan the steps."""
+  step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
+                         batch_sharding=prog.batch_sharding)
+  order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, SHUFFLE), epoch),
+                                 data.x_train.shape[0])
+  idx_SxB, mask_SxB = padded_batches(order, prog.batch_size)
+  step_key = jax.random.fold_in(key, STEP)
+
+  def body(state, im):
+    i_B, m_B = im
+    batch = {"x": data.normalize(data.x_train[i_B]), "y": data.y_train[i_B], "mask": m_B}
+    return step(state, batch, step_key)
+
+  state, metrics_S = jax.lax.scan(body, state, (idx_SxB, mask_SxB))
+  return state, _weighted(metrics_S)
+
+
+def evaluate(prog: Program, apply_fn: Callable, params: Any, data: DeviceData) -> Metrics:
+  """Validation over the whole test split, batched and scanned, nothing dropped."""
+  n = data.x_test.shape[0]
+  bs = min(prog.eval_batch_size, n)
+  idx_SxB, mask_SxB = padded_batches(jnp.arange(n), bs)
+  step = make_eval_step(apply_fn, prog.loss)
+
+  def body(_, im):
+    i_B, m_B = im
+    x = data.normalize(data.x_test[i_B])
+    if prog.batch_sharding is not None:
+      x = jax.lax.with_sharding_constraint(x, prog.batch_sharding)
+    return None, step(params, {"x": x, "y": data.y_test[i_B], "mask": m_B})
+
+  _, metrics_S = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
+  return _weighted(metrics_S)
+
+
+def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax.Array,
+               data: DeviceData, n_epochs: int) -> tuple[TrainState, Metrics]:
+  """n_epochs of training (+ validation) for all M members; metrics are n_epochs x M."""
+
+  def one_epoch(states, epoch):
+    states, tm = jax.vmap(functools.partial(train_epoch, prog), in_axes=(0, 0, None, None))(
+        states, keys_M, epoch, data)
+    out = {"train_loss": tm["loss"], "train_accuracy": tm["accuracy"]}
+    if data.x_test is not None:
+      vm = jax.vmap(lambda p: evaluate(prog, states.apply_fn, p, data))(states.params)
+      out.update(val_loss=vm["loss"], val_accuracy=vm["accuracy"])
+    return states, out
+
+  return jax.lax.scan(one_epoch, states, epoch0 + jnp.arange(n_epochs))
+
+
+def compile_run_epochs(prog: Program) -> Callable:
+  """jit(run_epochs) for one group; the states are donated (updated in place)."""
+  fn = lambda states, keys, epoch0, data, n_epochs: run_epochs(
+      prog, states, keys, epoch0, data, n_epochs)
+  return jax.jit(fn, static_argnames="n_epochs", donate_argnums=0)
+
+
+def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
+               hp: dict[str, jax.Array]) -> TrainState:
+  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2."""
+  from dl101_jax.optim import init_opt_state
+
+  key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
+  params = model.init({"params": key}, sample_x, train=False)["params"]
+  opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
+                             weight_decay=hp["weight_decay"])
+  return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
+                    opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
+                    l2=jnp.asarray(hp["l2"], jnp.float32))
+
+
+def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
+                hp_M: dict[str, jax.Array], out_sharding: Any = None) -> TrainState:
+  """M members' states stacked on a leading axis, built on the device in one program."""
+  fn = jax.vmap(lambda hp: init_state(model, tx, sample_x, hp))
+  return jax.jit(fn, out_shardings=out_sharding)(hp_M)
+
+
+def member_keys(seeds: list[int]) -> jax.Array:
+  return jnp.stack([jax.random.PRNGKey(s) for s in seeds])

@@ -1,0 +1,32 @@
+"""Experiment 3: batch 50 or batch 2000? Plotted against epochs, steps and seconds.
+
+    python -m experiments.batch_size
+    python -m experiments.batch_size --data-dir ../shared/data/cifar10-subset --epochs 3
+
+The dropout net (conv32-pool-conv64-conv64-pool-fc512-dropout0.5-fc10), Adam
+1e-3. The tutorial's point: a large batch takes far fewer steps per epoch, but
+each step costs more memory and time, and with the same learning rate it learns
+less per epoch. On a training set smaller than 2000 (digits), batch_2000 uses
+one full batch and says so.
+"""
+
+from dl101_jax import cli
+from dl101_jax.config import TRAIN_SIZES, Config
+from dl101_jax.experiment import Results, run_experiment
+
+CONFIG = Config(name="batch_size", dataset="cifar10",
+                net="conv32-pool-conv64-conv64-pool-fc512", dropout=0.5)
+VARIANTS = {"batch_50": {"batch_size": 50}, "batch_2000": {"batch_size": 2000}}
+
+
+def run(config: Config = CONFIG) -> Results:
+  n = min(config.train_size or TRAIN_SIZES[config.dataset], TRAIN_SIZES[config.dataset])
+  variants = {k: {"batch_size": min(v["batch_size"], n)} for k, v in VARIANTS.items()}
+  for k in variants:
+    if variants[k] != VARIANTS[k]:
+      print(f"{k}: the training set has {n} examples; using batch {n}")
+  return run_experiment(config, variants)
+
+
+if __name__ == "__main__":
+  cli.main(run, CONFIG)

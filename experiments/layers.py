@@ -1,0 +1,28 @@
+"""Experiment 0: one layer set or three? (conv32-pool vs three conv-pool sets).
+
+    python -m experiments.layers
+    python -m experiments.layers --data-dir ../shared/data/cifar10-subset --epochs 3
+
+one_layer_set:    conv32-pool-fc512-fc10
+three_layer_sets: conv32-pool-conv64-pool-conv64-pool-fc512-fc10
+Adam 1e-3, batch 96, flips and +-25 degree rotations, no dropout. The two
+nets have different shapes, so they train one after the other.
+"""
+
+from dl101_jax import cli
+from dl101_jax.config import Config
+from dl101_jax.experiment import Results, run_experiment
+
+CONFIG = Config(name="layers", dataset="cifar10", net="conv32-pool-fc512")
+VARIANTS = {
+    "one_layer_set": {"net": "conv32-pool-fc512"},
+    "three_layer_sets": {"net": "conv32-pool-conv64-pool-conv64-pool-fc512"},
+}
+
+
+def run(config: Config = CONFIG) -> Results:
+  return run_experiment(config, VARIANTS)
+
+
+if __name__ == "__main__":
+  cli.main(run, CONFIG)

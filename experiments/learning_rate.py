@@ -1,0 +1,31 @@
+"""Experiment 4: learning rate 1e-4, 1e-3 or 1e-2?
+
+    python -m experiments.learning_rate
+    python -m experiments.learning_rate --data-dir ../shared/data/cifar10-subset --epochs 3
+    python -m experiments.learning_rate --learning-rate 10   # adds a variant lr_10
+
+The dropout net, Adam, batch 96. All rates train together in one vmapped
+program (the rate is an optax hyperparameter in each member's state). A
+`--learning-rate` other than the three adds it as a fourth variant; a rate that
+makes the loss NaN/inf is marked diverged at that epoch and the rest finish.
+"""
+
+from dl101_jax import cli
+from dl101_jax.config import Config
+from dl101_jax.experiment import Results, run_experiment
+
+CONFIG = Config(name="learning_rate", dataset="cifar10",
+                net="conv32-pool-conv64-conv64-pool-fc512", dropout=0.5)
+VARIANTS = {"lr_1e-4": {"learning_rate": 1e-4}, "lr_1e-3": {"learning_rate": 1e-3},
+            "lr_1e-2": {"learning_rate": 1e-2}}
+
+
+def run(config: Config = CONFIG) -> Results:
+  variants = dict(VARIANTS)
+  if all(config.learning_rate != v["learning_rate"] for v in VARIANTS.values()):
+    variants[f"lr_{config.learning_rate:g}"] = {"learning_rate": config.learning_rate}
+  return run_experiment(config, variants)
+
+
+if __name__ == "__main__":
+  cli.main(run, CONFIG)
