@@ -52,3 +52,9 @@ def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
     angle = jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees)
     x_BxHxWxC = rotate(x_BxHxWxC, jnp.where(do_rot, jnp.deg2rad(angle), 0.0))
   return x_BxHxWxC
+
+
+def augment_batch(key: jax.Array, batch: dict, *, flip: bool = True,
+                  max_degrees: float = 25.0) -> dict:
+  """The batch with its images augmented; labels and masks are the same objects."""
+  return {**batch, "x": augment(key, batch["x"], flip=flip, max_degrees=max_degrees)}

@@ -20,22 +20,25 @@ _BOX = re.compile(r"[│╭╮╰╯─┌┐└┘]")
 
 
 def _tyro_message(text: str) -> str:
-  """The first message of tyro's boxed error, joined onto one line."""
-  lines = [_BOX.sub("", l).strip() for l in text.splitlines()]
-  body, started = [], False
-  for l in lines:
-    if not l:
-      if started:
+  """The body of tyro's boxed error (title and help hints dropped), on one line."""
+  body = []
+  for raw in text.splitlines():
+    if "╭" in raw or "╰" in raw:  # top border holds the title; bottom ends the box
+      continue
+    line = _BOX.sub("", raw).strip()
+    if not line and body:
+      break
+    if "─" in raw and not line:  # a separator rule: the message is over
+      if body:
         break
       continue
-    if l.startswith(("Error parsing", "Unrecognized", "Required", "Invalid", "Missing")) or started:
-      if started and (l.startswith(("For full helptext", "Argument helptext")) or set(l) <= {" "}):
-        break
-      started = True
-      body.append(l)
-  msg = " ".join(body) if body else " ".join(l for l in lines if l)[:300]
-  # "Error parsing Config: --epochs: must be ..." -> "--epochs: must be ..."
-  return re.sub(r"^Error parsing [A-Za-z_]+: ", "", msg)
+    if line.startswith(("For full helptext", "Argument helptext")):
+      break
+    if line:
+      body.append(line)
+  msg = " ".join(body) or " ".join(_BOX.sub("", text).split())[:300]
+  # "Error parsing Config: --epochs: must be ..." / "Error parsing --epochs: ..." -> "--epochs: ..."
+  return re.sub(r"^Error parsing (?:[A-Za-z_]+: )?", "", msg)
 
 
 def fail(message: str, code: int = 2):

@@ -61,13 +61,41 @@ def load_digits() -> Dataset:
   return Dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
 
 
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
 def _tfds_error(data_dir: str, builder, cause: BaseException) -> DataError:
   manual = os.path.join(data_dir, "downloads", "manual")
   return DataError(
       f"cifar10: no prepared TFDS data in {data_dir}/cifar10 and it could not be "
-      f"downloaded ({type(cause).__name__}: {str(cause).splitlines()[0][:120] if str(cause) else ''}). "
+      f"downloaded ({_first_line(cause)}). "
       f"Place the official cifar-10-binary.tar.gz in {manual}/, or point --data-dir at a "
       f"prepared TFDS data dir, or run offline with --dataset digits.")
+
+
+CIFAR10_HOST = "www.cs.toronto.edu"
+
+
+def _offline_reason() -> str | None:
+  """Why a download cannot work right now, or None: DL101_OFFLINE=1, or no route to the host."""
+  import socket
+
+  if os.environ.get("DL101_OFFLINE") == "1":
+    return "DL101_OFFLINE=1 is set"
+  try:
+    socket.create_connection((CIFAR10_HOST, 443), timeout=5).close()
+  except OSError as e:
+    return f"cannot reach {CIFAR10_HOST}: {e}"
+  return None
+
+
+def _read_split(tfds, builder, split: str) -> dict[str, np.ndarray]:
+  # Batches of 10k rather than batch_size=-1, which needs split sizes in the
+  # metadata (tfds.testing.mock_data has none).
+  parts = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000, shuffle_files=False)))
+  return {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
 
 
 def load_cifar10(data_dir: str | None = None) -> Dataset:
@@ -77,6 +105,9 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
 
   tf.config.set_visible_devices([], "GPU")  # TF only prepares data; keep accelerators for JAX.
   import tensorflow_datasets as tfds
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.ERROR)
 
   data_dir = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
   try:
@@ -85,14 +116,19 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
     raise DataError(f"cifar10: cannot read the TFDS dir {data_dir}: {e}") from None
   if not builder.is_prepared():
     manual = os.path.join(data_dir, "downloads", "manual")
+    have_archive = os.path.exists(os.path.join(manual, "cifar-10-binary.tar.gz"))
+    if not have_archive:
+      # Without this, TFDS retries an unreachable host for minutes before failing.
+      why = _offline_reason()
+      if why:
+        raise _tfds_error(data_dir, builder, ConnectionError(why))
     try:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual))
     except Exception as e:
       raise _tfds_error(data_dir, builder, e) from None
   try:
-    splits = {s: tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1))
-              for s in ("train", "test")}
+    splits = {s: _read_split(tfds, builder, s) for s in ("train", "test")}
   except Exception as e:
     raise DataError(f"cifar10: the TFDS files in {data_dir}/cifar10 are unreadable or "
                     f"corrupt ({type(e).__name__}); delete that folder to re-prepare it, "

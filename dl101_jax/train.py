@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from dl101_jax.augment import augment
+from dl101_jax.augment import augment_batch
 from dl101_jax.optim import l2_penalty
 
 INIT, SHUFFLE, STEP = 0, 1, 2  # fold_in tags: independent streams per purpose
@@ -85,12 +85,12 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
   def train_step(state: TrainState, batch: dict, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
     k_aug, k_drop = jax.random.split(key)
+    if batch_sharding is not None:
+      batch = {**batch, "x": jax.lax.with_sharding_constraint(batch["x"], batch_sharding)}
+    if flip or max_degrees > 0:
+      batch = augment_batch(k_aug, batch, flip=flip, max_degrees=max_degrees)
     x, y = batch["x"], batch["y"]
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
-    if batch_sharding is not None:
-      x = jax.lax.with_sharding_constraint(x, batch_sharding)
-    if flip or max_degrees > 0:
-      x = augment(k_aug, x, flip=flip, max_degrees=max_degrees)
 
     def objective(params):
       out = state.apply_fn({"params": params}, x, train=True, dropout_rate=state.dropout_rate,

@@ -1,0 +1,102 @@
+"""Augmentation properties (hypothesis) and 'evaluation never augments'."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from dl101_jax import augment, train
+
+SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
+images = st.tuples(st.sampled_from([1, 4]), st.sampled_from([5, 8]), st.sampled_from([1, 3]),
+                   st.integers(0, 1000))
+
+
+def make(b, hw, c, seed, dtype=jnp.float32):
+  x = np.random.default_rng(seed).normal(size=(b, hw, hw, c))
+  return jnp.asarray(x, dtype)
+
+
+@SETTINGS
+@given(images)
+def test_flip_twice_is_identity(spec):
+  x = make(*spec)
+  do = jax.random.bernoulli(jax.random.PRNGKey(spec[-1]), 0.5, (x.shape[0],))
+  assert np.array_equal(augment.flip_lr(augment.flip_lr(x, do), do), x)
+
+
+@SETTINGS
+@given(images)
+def test_flip_mirrors_the_chosen_images_only(spec):
+  x = make(*spec)
+  do = jnp.arange(x.shape[0]) % 2 == 0
+  y = augment.flip_lr(x, do)
+  for i in range(x.shape[0]):
+    assert np.array_equal(y[i], x[i, :, ::-1] if do[i] else x[i])
+
+
+@SETTINGS
+@given(images)
+def test_rotation_by_zero_is_identity(spec):
+  x = make(*spec)
+  assert np.array_equal(augment.rotate(x, jnp.zeros(x.shape[0])), x)
+
+
+@SETTINGS
+@given(images)
+def test_rotation_by_90_degrees_is_rot90(spec):
+  x = make(*spec)
+  y = augment.rotate(x, jnp.full(x.shape[0], jnp.pi / 2))
+  # Counter-clockwise in (row, col) image coordinates, as scipy.ndimage.rotate.
+  np.testing.assert_allclose(y, np.rot90(np.asarray(x), k=1, axes=(1, 2)), atol=1e-4)
+
+
+@SETTINGS
+@given(images, st.sampled_from([jnp.float32, jnp.bfloat16]))
+def test_augment_keeps_shape_and_dtype(spec, dtype):
+  x = make(*spec, dtype=dtype)
+  y = augment.augment(jax.random.PRNGKey(spec[-1]), x, flip=True, max_degrees=25.0)
+  assert y.shape == x.shape and y.dtype == x.dtype
+
+
+@SETTINGS
+@given(images)
+def test_augment_batch_leaves_labels_untouched(spec):
+  x = make(*spec)
+  y = jnp.arange(x.shape[0])
+  mask = jnp.ones(x.shape[0])
+  out = augment.augment_batch(jax.random.PRNGKey(spec[-1]), {"x": x, "y": y, "mask": mask},
+                              flip=True, max_degrees=25.0)
+  assert out["y"] is y and out["mask"] is mask
+
+
+def test_rotation_angles_stay_within_range():
+  # A single bright pixel off-centre lands on a circle; its angle is within +-25 degrees.
+  x = jnp.zeros((256, 21, 21, 1)).at[:, 10, 19, 0].set(1.0)
+  y = np.asarray(augment.augment(jax.random.PRNGKey(0), x, flip=False, max_degrees=25.0))
+  rows, cols = np.meshgrid(np.arange(21), np.arange(21), indexing="ij")
+  w = y[..., 0]
+  cy = (w * rows).sum((1, 2)) / w.sum((1, 2))
+  cx = (w * cols).sum((1, 2)) / w.sum((1, 2))
+  angles = np.degrees(np.arctan2(-(cy - 10), cx - 10))
+  assert np.all(np.abs(angles) <= 25.5)
+  rotated = np.abs(angles) > 0.5
+  assert 0.3 < rotated.mean() < 0.7  # p = 0.5
+
+
+def test_evaluation_never_augments():
+  from dl101_jax.models import ConvNet
+
+  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+  rng = np.random.default_rng(0)
+  data = train.DeviceData(jnp.asarray(rng.integers(0, 255, (10, 8, 8, 1)), jnp.uint8),
+                          jnp.zeros(10, jnp.int32),
+                          jnp.asarray(rng.integers(0, 255, (7, 8, 8, 1)), jnp.uint8),
+                          jnp.asarray(rng.integers(0, 3, 7), jnp.int32), jnp.float32(100.0),
+                          jnp.float32(50.0))
+  plain = train.Program("xent", 5, 3)
+  augmenting = train.Program("xent", 5, 3, flip=True, max_degrees=25.0)
+  a = train.evaluate(plain, model.apply, params, data)
+  b = train.evaluate(augmenting, model.apply, params, data)
+  assert float(a["loss"]) == float(b["loss"]) and float(a["accuracy"]) == float(b["accuracy"])

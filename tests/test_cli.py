@@ -1,0 +1,94 @@
+"""The command line: --help, and every bad input as one line, exit 2, no traceback."""
+
+import pytest
+
+from dl101_jax import cli
+from dl101_jax import data as data_lib
+from dl101_jax.config import Config, ConfigError
+from experiments import dropout, start_here
+from helpers import run_module
+
+
+def test_help_lists_every_field_with_default_and_description():
+  r = run_module("experiments.start_here", "--help")
+  assert r.returncode == 0
+  out = r.stdout
+  for flag, text in [("--epochs", "Passes over the training set"), ("--learning-rate", "2.0"),
+                     ("--seed", "First random seed"), ("--workdir", "runs/<name>"),
+                     ("--log-every", "Console line every N epochs"), ("--seeds", "mean"),
+                     ("--checkpoint-every", "0 disables")]:
+    assert flag in out and text in out, (flag, text)
+  assert "one sigmoid neuron" in out.lower()
+
+
+BAD = [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-3"], "--batch-size"),
+    (["--dataset", "digits", "--batch-size", "5000"], "--batch-size"),
+    (["--learning-rate", "0"], "--learning-rate"),
+    (["--learning-rate", "-1"], "--learning-rate"),
+    (["--learning-rate", "nan"], "--learning-rate"),
+    (["--learning-rate", "inf"], "--learning-rate"),
+    (["--epochs", "0"], "--epochs"),
+    (["--seeds", "0"], "--seeds"),
+    (["--dropout", "1"], "--dropout"),
+    (["--dropout", "-0.1"], "--dropout"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--train-size", "-1"], "--train-size"),
+    (["--test-size", "-5"], "--test-size"),
+    (["--dataset", "mnist"], "--dataset"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--dataset", "digits", "--variants", "dropout,nope"], "--variants"),
+    (["--bogus-flag", "1"], "--bogus-flag"),
+    (["--epochs", "three"], "--epochs"),
+    (["--data-dir", "/no/such/dir"], "--data-dir"),
+    (["--net", "conv32-fc10-pool"], "--net"),
+]
+
+
+@pytest.mark.parametrize("args,flag", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_exit_2(args, flag, capsys, monkeypatch, tmp_path):
+  def no_loading(*a, **k):
+    raise AssertionError("data was loaded before the bad input was caught")
+
+  monkeypatch.setattr(data_lib, "load", no_loading)
+  with pytest.raises(SystemExit) as e:
+    cli.main(dropout.run, dropout.CONFIG, [*args, "--workdir", str(tmp_path / "wd")])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert "Traceback" not in err
+  assert len(err.splitlines()) == 1, err
+  assert err.startswith("error:") and flag in err, err
+
+
+def test_workdir_under_a_regular_file(tmp_path, capsys):
+  f = tmp_path / "file"
+  f.write_text("x")
+  with pytest.raises(SystemExit) as e:
+    cli.main(start_here.run, start_here.CONFIG, ["--workdir", str(f / "sub")])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: --workdir") and len(err.splitlines()) == 1
+
+
+def test_real_process_exit_status_and_no_traceback(tmp_path):
+  r = run_module("experiments.dropout", "--dataset", "digits", "--batch-size", "0",
+                 "--workdir", str(tmp_path))
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert r.stderr.strip().startswith("error: --batch-size")
+  r = run_module("experiments.learning_rate", "--no-such-flag")
+  assert r.returncode == 2 and "Traceback" not in r.stderr and "--no-such-flag" in r.stderr
+
+
+def test_config_error_names_field_value_and_allowed():
+  with pytest.raises(ConfigError) as e:
+    Config(dropout=1.5)
+  assert e.value.field == "dropout"
+  assert "--dropout" in str(e.value) and "1.5" in str(e.value) and "[0, 1)" in str(e.value)
+
+
+def test_variants_are_replaces():
+  c = Config(epochs=2).replace(dropout=0.5)
+  assert c.dropout == 0.5 and c.epochs == 2
+  with pytest.raises(Exception):
+    c.epochs = 3  # frozen

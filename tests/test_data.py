@@ -1,0 +1,91 @@
+"""Datasets: OR, digits, the TFDS path (mocked and, when present, the real subset)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from dl101_jax import data
+from dl101_jax.config import Config
+from helpers import SHARED_CIFAR, run_module
+
+
+def test_or_table():
+  ds = data.load_or()
+  assert ds.x_train.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+  assert ds.y_train[:, 0].tolist() == [0, 1, 1, 1]
+
+
+def test_digits_fixed_stratified_split():
+  a, b = data.load_digits(), data.load_digits()
+  assert (a.train_size, a.test_size) == (1437, 360)
+  assert a.x_train.shape[1:] == (8, 8, 1) and a.x_train.dtype == np.uint8
+  assert np.array_equal(a.x_test, b.x_test)  # deterministic
+  counts = np.bincount(a.y_test, minlength=10)
+  assert counts.min() >= 35 and counts.max() <= 37  # stratified
+
+
+@pytest.mark.parametrize("n", [10, 25, 100, 1000])
+def test_stratified_subset_is_balanced_and_deterministic(n):
+  y = np.random.default_rng(0).integers(0, 10, 5000)
+  idx = data.stratified_subset(y, n)
+  assert len(idx) == n and np.array_equal(idx, data.stratified_subset(y, n))
+  counts = np.bincount(y[idx], minlength=10)
+  assert counts.max() - counts.min() <= 1
+
+
+def test_subset_zero_means_all():
+  ds = data.load_digits()
+  assert data.subset(ds, 0, 0).train_size == ds.train_size
+
+
+@pytest.mark.parametrize("mode", ["scalar", "per_channel"])
+def test_normalized_training_set_has_zero_mean_unit_std(mode):
+  x = np.random.default_rng(0).integers(0, 256, (500, 6, 6, 3)).astype(np.uint8)
+  x[..., 1] //= 3  # channels with different statistics
+  norm = data.Normalizer.fit(x, mode)
+  z = (x.astype(np.float32) - norm.mean) / norm.std
+  axes = (0, 1, 2) if mode == "per_channel" else None
+  np.testing.assert_allclose(z.mean(axis=axes), 0, atol=1e-4)
+  np.testing.assert_allclose(z.std(axis=axes), 1, atol=1e-4)
+  assert norm.mean.shape == ((3,) if mode == "per_channel" else ())
+
+
+def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  monkeypatch.setattr(data, "_offline_reason", lambda: None)
+  with tfds.testing.mock_data(num_examples=30):
+    ds = data.load_cifar10(str(tmp_path))
+  assert ds.x_train.shape == (30, 32, 32, 3) and ds.x_train.dtype == np.uint8
+  assert ds.y_train.dtype == np.int32 and ds.y_train.max() <= 9
+  assert ds.num_classes == 10 and ds.test_size == 30
+
+
+def test_missing_data_one_clear_message(tmp_path):
+  r = run_module("experiments.dropout", "--data-dir", str(tmp_path), "--epochs", "1",
+                 "--workdir", str(tmp_path / "wd"))
+  assert r.returncode == 1, r.stderr
+  assert "Traceback" not in r.stderr
+  err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(err) == 1
+  msg = err[0]
+  assert str(tmp_path) in msg and "cifar-10-binary.tar.gz" in msg
+  assert "--data-dir" in msg and "--dataset digits" in msg
+
+
+def test_corrupt_tfds_dir_names_dataset_and_dir(tmp_path):
+  d = tmp_path / "cifar10" / "3.0.2"
+  d.mkdir(parents=True)
+  (d / "dataset_info.json").write_text("{ not json")
+  with pytest.raises(data.DataError, match="cifar10") as e:
+    data.load_cifar10(str(tmp_path))
+  assert str(tmp_path) in str(e.value)
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_CIFAR), reason="../shared CIFAR-10 subset absent")
+def test_real_cifar10_subset():
+  cfg = Config(dataset="cifar10", data_dir=SHARED_CIFAR, train_size=1000, test_size=200)
+  ds = data.load(cfg)
+  assert ds.x_train.shape == (1000, 32, 32, 3) and ds.x_test.shape == (200, 32, 32, 3)
+  assert np.bincount(ds.y_train).tolist() == [100] * 10
+  assert 100 < ds.x_train.mean() < 140  # real photos, not noise
