@@ -85,20 +85,38 @@ class Checkpointer:
     import orbax.checkpoint as ocp
 
     steps = self.steps()
+    bad = []
     for step in reversed(steps):
       try:
         meta = self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         target = abstract_state(meta)
         state = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))["state"]
-        return state, meta
       except Exception as e:  # truncated, garbage or missing files
         print(f"warning: checkpoint {os.path.join(self.directory, str(step))} is unreadable "
               f"({type(e).__name__}); trying an older one", file=sys.stderr)
+        bad.append(step)
+        continue
+      self._set_aside(bad)
+      return state, meta
     if steps:
       raise CheckpointError(f"no readable checkpoint in {self.directory}; "
                             f"delete it or re-run with --restart")
     return None
+
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Move unreadable newer checkpoints out of the way (the run will write those steps again)."""
+    if not steps:
+      return
+    aside = self.directory + ".corrupt"
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      dst = os.path.join(aside, str(step))
+      shutil.rmtree(dst, ignore_errors=True)
+      shutil.move(os.path.join(self.directory, str(step)), dst)
+    print(f"warning: moved unreadable checkpoint(s) {steps} to {aside}", file=sys.stderr)
+    self.mngr.reload()
 
 
 def clear(directory: str) -> bool:

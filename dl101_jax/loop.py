@@ -206,6 +206,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
         keep = [j for j, i in enumerate(alive) if i not in newly_dead]
         alive = [alive[j] for j in keep]
         states = _select(states, keep) if keep else None
+      for w in tb.values():  # on disk before the checkpoint that covers these epochs
+        w.flush()
       stop = _pending_signal[0] if _pending_signal else None
       # With every member diverged there is no state left to save; a resume then
       # recomputes the same divergence from the previous checkpoint.

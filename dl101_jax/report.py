@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 import numpy as np
@@ -71,27 +72,47 @@ def _hparam_value(v: Any):
 
 
 class TensorBoardRun:
-  """Per-epoch scalars of one run (variant, seed) under <workdir>/<run name>/."""
+  """Per-epoch scalars of one run (variant, seed) under <workdir>/<run name>/.
+
+  Built on tensorboardX's synchronous EventsWriter and summary protos rather
+  than SummaryWriter, whose flush() does not drain its background queue: a
+  kill -9 right after a checkpoint would otherwise lose epochs that the
+  checkpoint already covers.
+  """
 
   def __init__(self, logdir: str, hparams: dict, *, resume_epoch: int = 0):
-    from tensorboardX import SummaryWriter
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto import event_pb2
     from tensorboardX.summary import hparams as hp_summary
 
-    # purge_step drops points a killed run wrote after its last checkpoint.
-    self.writer = SummaryWriter(logdir, purge_step=resume_epoch + 1 if resume_epoch else None,
-                                flush_secs=10)
-    if not resume_epoch:
-      # add_hparams() would open a stray timestamped sub-run; write the summaries
-      # into this run instead, with the validation scalars as its metrics.
-      exp, ssi, sei = hp_summary({k: _hparam_value(v) for k, v in hparams.items()},
-                                 {TAGS["val_accuracy"]: 0.0, TAGS["val_loss"]: 0.0})
-      for s in (exp, ssi, sei):
-        self.writer.file_writer.add_summary(s)
+    self._event_pb2 = event_pb2
+    os.makedirs(logdir, exist_ok=True)
+    self.writer = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}")
+    if resume_epoch:
+      # TensorBoard's purge: points at steps > resume_epoch from the killed run are dropped.
+      self._write(event_pb2.Event(step=resume_epoch + 1, session_log=event_pb2.SessionLog(
+          status=event_pb2.SessionLog.START)))
+    else:
+      # The hparams of this run, with the validation scalars as its metrics. (add_hparams()
+      # would open a stray timestamped sub-run instead.)
+      for summary in hp_summary({k: _hparam_value(v) for k, v in hparams.items()},
+                                {TAGS["val_accuracy"]: 0.0, TAGS["val_loss"]: 0.0}):
+        self._write(event_pb2.Event(summary=summary))
+    self.writer.flush()
+
+  def _write(self, event) -> None:
+    event.wall_time = time.time()
+    self.writer.write_event(event)
 
   def log(self, epoch: int, metrics: dict) -> None:
+    from tensorboardX.summary import scalar
+
     for k, v in metrics.items():
       if k in TAGS and math.isfinite(v):
-        self.writer.add_scalar(TAGS[k], v, epoch)
+        self._write(self._event_pb2.Event(step=epoch, summary=scalar(TAGS[k], v)))
+
+  def flush(self) -> None:
+    self.writer.flush()
 
   def close(self) -> None:
     self.writer.close()

@@ -32,7 +32,8 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """Every scalar in the event files under logdir: tag -> [(step, value)], in file order.
 
   Parses the TFRecord framing (length, crc, payload, crc) and tensorboardX's
-  Event proto directly, so the test needs no TensorFlow.
+  Event proto directly, so the test needs no TensorFlow. Applies TensorBoard's
+  purge rule for runs restarted with purge_step.
   """
   from tensorboardX.proto import event_pb2
 
@@ -49,6 +50,9 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
       i += 12 + n + 4
       ev = event_pb2.Event()
       ev.ParseFromString(payload)
+      if ev.HasField("session_log") and ev.session_log.status == ev.session_log.START:
+        # TensorBoard's purge rule: a restart at step s orphans points at steps >= s.
+        out = {t: [(st, x) for st, x in pts if st < ev.step] for t, pts in out.items()}
       for v in ev.summary.value:
         if v.HasField("simple_value"):
           out.setdefault(v.tag, []).append((ev.step, v.simple_value))

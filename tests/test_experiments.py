@@ -1,0 +1,104 @@
+"""Each experiment end to end on digits, as a user runs it; start_here's golden numbers."""
+
+import json
+import os
+
+import pytest
+
+from helpers import hparam_tags, read_scalars, run_module
+
+EXPECTED = {
+    "layers": ["one_layer_set", "three_layer_sets"],
+    "dropout": ["dropout", "no_dropout"],
+    "regularization": ["no_regularization", "l2", "weight_decay"],
+    "batch_size": ["batch_50", "batch_2000"],
+    "learning_rate": ["lr_1e-4", "lr_1e-3", "lr_1e-2"],
+}
+TAGS = {"Loss", "Accuracy", "Loss/Validation", "Accuracy/Validation"}
+
+
+@pytest.fixture(scope="module")
+def all_experiments(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("all")
+  r = run_module("experiments", "--dataset", "digits", "--epochs", "1", "--workdir", str(wd),
+                 timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return wd, r
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_experiment_outputs(all_experiments, name):
+  wd, _ = all_experiments
+  res = json.load(open(wd / name / "results.json"))
+  for k in ("experiment", "dataset", "devices", "processes", "platform", "config", "variants"):
+    assert k in res
+  assert res["experiment"] == name
+  assert res["dataset"] == {"name": "digits", "train_size": 1437, "test_size": 360}
+  assert res["devices"] >= 1 and res["processes"] == 1 and res["platform"] == "cpu"
+  assert [v["name"] for v in res["variants"]] == EXPECTED[name]
+  for v in res["variants"]:
+    for k in ("name", "seeds", "diverged", "diverged_epoch", "wall_seconds", "final",
+              "final_std", "history"):
+      assert k in v
+    assert set(v["final"]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+    assert v["final_std"]["val_accuracy"] == 0.0  # one seed
+    assert set(v["history"]) >= {"epoch", "step", "seconds", "train_loss", "train_accuracy",
+                                 "val_loss", "val_accuracy"}
+    assert v["history"]["epoch"] == [1] and not v["diverged"]
+    scalars = read_scalars(str(wd / name / v["name"]))
+    assert TAGS <= set(scalars), scalars.keys()
+    assert scalars["Accuracy/Validation"][0] == (1, pytest.approx(v["final"]["val_accuracy"]))
+    assert "hparams" in hparam_tags(str(wd / name / v["name"]))
+    # add_hparams() would have left a timestamped sub-run; there is none.
+    assert not [d for d in os.listdir(wd / name / v["name"]) if os.path.isdir(
+        wd / name / v["name"] / d)]
+  png = open(wd / name / "comparison.png", "rb").read()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+  summary = open(wd / name / "summary.md").read()
+  assert "| variant | train acc | val acc (mean ± std) |" in summary
+
+
+def test_report_links_every_picture(all_experiments):
+  wd, r = all_experiments
+  report = open(wd / "REPORT.md").read()
+  for name in EXPECTED:
+    assert f"({name}/comparison.png)" in report and f"## {name}" in report
+  assert "| Adam" in r.stdout and "val_acc" in r.stdout
+
+
+def test_batch_size_plots_steps_and_seconds(all_experiments):
+  wd, _ = all_experiments
+  res = json.load(open(wd / "batch_size" / "results.json"))
+  steps = {v["name"]: v["history"]["step"][0] for v in res["variants"]}
+  assert steps == {"batch_50": 29, "batch_2000": 1}  # 1437 examples; 2000 capped to 1437
+
+
+def test_start_here_golden(tmp_path):
+  r = run_module("experiments.start_here", "--workdir", str(tmp_path))
+  assert r.returncode == 0, r.stderr
+  out = r.stdout
+  assert "Training Step: 2000" in out and "| SGD | epoch: 2000 | loss:" in out
+  assert "Testing OR operator" in out
+  res = json.load(open(tmp_path / "results.json"))
+  p = res["predictions"]
+  # The tutorial: 0.0401, 0.9749, 0.9754, 0.99997, loss 0.00072.
+  assert p["0 or 0"] == pytest.approx(0.04, abs=0.02)
+  assert p["0 or 1"] == pytest.approx(0.975, abs=0.015)
+  assert p["1 or 0"] == pytest.approx(0.975, abs=0.015)
+  assert p["1 or 1"] > 0.9995
+  assert res["final_loss"] == pytest.approx(0.0007, abs=0.0003)
+  scalars = read_scalars(str(tmp_path / "or"))
+  assert [s for s, _ in scalars["Loss"]] == list(range(1, 2001))
+  assert scalars["Loss"][-1][1] == pytest.approx(res["final_loss"], rel=1e-5)
+
+
+def test_divergence_is_a_result(tmp_path):
+  r = run_module("experiments.learning_rate", "--dataset", "digits", "--epochs", "2",
+                 "--learning-rate", "10", "--workdir", str(tmp_path))
+  assert r.returncode == 0, r.stderr
+  res = json.load(open(tmp_path / "results.json"))
+  by = {v["name"]: v for v in res["variants"]}
+  assert by["lr_10"]["diverged"] and by["lr_10"]["diverged_epoch"] == 1
+  for name in ("lr_1e-4", "lr_1e-3", "lr_1e-2"):
+    assert not by[name]["diverged"] and by[name]["history"]["epoch"] == [1, 2]
+  assert "yes (epoch 1)" in open(tmp_path / "summary.md").read()
