@@ -102,3 +102,19 @@ def test_divergence_is_a_result(tmp_path):
   for name in ("lr_1e-4", "lr_1e-3", "lr_1e-2"):
     assert not by[name]["diverged"] and by[name]["history"]["epoch"] == [1, 2]
   assert "yes (epoch 1)" in open(tmp_path / "summary.md").read()
+
+
+def test_sweep_grid_is_one_program(tmp_path):
+  r = run_module("experiments.sweep", "--dataset", "digits", "--epochs", "1", "--seeds", "2",
+                 "--learning-rates", "1e-3,1e-2", "--dropouts", "0,0.5", "--workdir", str(tmp_path))
+  assert r.returncode == 0, r.stderr
+  res = json.load(open(tmp_path / "results.json"))
+  sw = res["sweep"]
+  assert sw["programs"] == 1 and len(sw["points"]) == 4
+  assert {(p["learning_rate"], p["dropout"]) for p in sw["points"]} == {
+      (1e-3, 0.0), (1e-3, 0.5), (1e-2, 0.0), (1e-2, 0.5)}
+  assert sw["best"]["val_accuracy"] == max(p["val_accuracy"] for p in sw["points"])
+  assert all(v["seeds"] == 2 and v["final_std"]["val_accuracy"] is not None
+             for v in res["variants"])
+  assert open(tmp_path / "sweep.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  assert "one compiled program" in r.stdout
