@@ -78,7 +78,7 @@ def _empty_history() -> dict:
 
 
 def _select(tree: Any, idx: list[int]) -> Any:
-  ix = jnp.asarray(idx)
+  ix = np.asarray(idx, np.int32)  # uncommitted: works on global multi-process arrays too
   return jax.tree.map(lambda a: a[ix], tree)
 
 
@@ -146,7 +146,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
 
   run = train.compile_run_epochs(prog)
   compiled, compile_s = {}, 0.0
-  keys_all = train.member_keys([m.config.seed for m in members])
+  keys_all = jax.device_put(train.member_keys([m.config.seed for m in members]), rt.replicated)
   steps_per_epoch = -(-ds.train_size // c0.batch_size)
   per_call = c0.epochs_per_log
   if c0.checkpoint_every:
@@ -168,13 +168,16 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   try:
     while epoch < c0.epochs and alive:
       n = min(per_call - epoch % per_call, c0.epochs - epoch)
-      args = (states, keys_all[jnp.asarray(alive)], jnp.asarray(epoch, jnp.int32), data)
+      # Explicit transfers only; inside the epoch call any hidden one is an error.
+      args = (states, _select(keys_all, alive), jax.device_put(np.int32(epoch), rt.replicated),
+              data)
       if (n, len(alive)) not in compiled:  # compile apart, so epoch seconds are compute only
         t0 = time.perf_counter()
         compiled[n, len(alive)] = run.lower(*args, n_epochs=n).compile()
         compile_s += time.perf_counter() - t0
       t0 = time.perf_counter()
-      states, mets = compiled[n, len(alive)](*args)
+      with jax.transfer_guard("disallow"):
+        states, mets = compiled[n, len(alive)](*args)
       mets = to_host(mets)  # the only device->host copy: n_epochs x M metrics
       dt = time.perf_counter() - t0
       newly_dead = []

@@ -135,7 +135,7 @@ def to_host(tree: Any) -> Any:
 
   def one(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(x.addressable_data(0))
-    return np.asarray(x)
+      return np.asarray(jax.device_get(x.addressable_data(0)))
+    return np.asarray(jax.device_get(x))
 
   return jax.tree.map(one, tree)
