@@ -30,7 +30,12 @@ import numpy as np
 NET = "conv32-pool-conv64-conv64-pool-fc512"
 
 
-def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 20, augment: bool = True,
+def _steps(batch_size: int) -> int:
+  """Steps per timed epoch: about 4,000 images, at least 2 steps."""
+  return max(2, 4000 // batch_size)
+
+
+def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = True,
                precision: str = "f32"):
   """The project's program for one epoch of `steps` steps on random CIFAR-shaped data."""
   import jax
@@ -43,7 +48,7 @@ def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 20, augment: bool =
 
   cfg = Config(dataset="cifar10", net=NET, dropout=0.5, batch_size=min(batch_size, 50_000),
                precision=precision)
-  n = batch_size * steps
+  n = batch_size * (steps or _steps(batch_size))
   rng = np.random.default_rng(0)
   data = jax.device_put(train.DeviceData(
       rng.integers(0, 256, (n, 32, 32, 3), np.uint8), rng.integers(0, 10, n).astype(np.int32),
@@ -100,7 +105,7 @@ class TorchBench:
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 8 * 8, 512), nn.ReLU(), nn.Dropout(0.5),
         nn.Linear(512, 10))
     self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
-    self.steps, self.bs = 20, batch_size
+    self.steps, self.bs = _steps(batch_size), batch_size
     self.x = torch.randn(self.steps, batch_size, 3, 32, 32)
     self.y = torch.randint(0, 10, (self.steps, batch_size))
     self.loss = nn.CrossEntropyLoss()

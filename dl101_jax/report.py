@@ -65,6 +65,22 @@ class Console:
       self._shown = 0  # the live block is above this; start a new one
 
 
+def _import_tensorboardx():
+  """Import tensorboardX without letting it import torch.
+
+  tensorboardX's writer does `try: import torch`, which costs ~0.9 s where torch is
+  installed (a benchmark venv) and is never needed here: an ImportError is its
+  designed fallback, so we make `import torch` fail for the duration.
+  """
+  if "tensorboardX.summary" in sys.modules or "torch" in sys.modules:
+    return
+  sys.modules["torch"] = None  # type: ignore[assignment]
+  try:
+    import tensorboardX.summary  # noqa: F401
+  finally:
+    del sys.modules["torch"]
+
+
 def _hparam_value(v: Any):
   if isinstance(v, bool) or isinstance(v, (int, float, str)):
     return v
@@ -81,6 +97,7 @@ class TensorBoardRun:
   """
 
   def __init__(self, logdir: str, hparams: dict, *, resume_epoch: int = 0):
+    _import_tensorboardx()
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto import event_pb2
     from tensorboardX.summary import hparams as hp_summary

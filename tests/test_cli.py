@@ -92,3 +92,13 @@ def test_variants_are_replaces():
   assert c.dropout == 0.5 and c.epochs == 2
   with pytest.raises(Exception):
     c.epochs = 3  # frozen
+
+
+def test_every_config_field_has_a_flag_and_description():
+  import dataclasses
+
+  r = run_module("experiments.dropout", "--help")
+  for f in dataclasses.fields(Config):
+    flag = "--" + f.name.replace("_", "-")
+    assert flag in r.stdout, flag
+  assert r.stdout.count("(default:") >= len(dataclasses.fields(Config))

@@ -232,3 +232,17 @@ def test_golden_one_step():
 
 GOLDEN_LOSS = 0.8926233649253845  # recorded 2026-11-30, jax 0.10.2, CPU
 GOLDEN_HEAD_SUM = 2.2594168186187744
+
+
+def test_bf16_computes_in_bf16_keeps_params_f32():
+  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dtype=jnp.bfloat16, im2col=True)
+  hp = {"seed": 0, "learning_rate": 1e-3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  s0 = train.init_state(model, make_optimizer("adam"), jnp.zeros((1, 6, 6, 3)), hp)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s0.params))
+  s1, m = JSTEP(s0, batch((6, 6, 3), 4, 0), KEY)
+  floats = [p for p in jax.tree.leaves((s1.params, s1.opt_state))
+            if jnp.issubdtype(p.dtype, jnp.floating)]
+  assert floats and all(p.dtype == jnp.float32 for p in floats)
+  assert np.isfinite(float(m["loss"]))
+  jaxpr = str(jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(s0.params, jnp.ones((2, 6, 6, 3))))
+  assert "bf16" in jaxpr
