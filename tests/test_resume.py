@@ -60,10 +60,12 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, seeds):
   assert steps == list(range(1, 7))
 
 
-def test_sigterm_saves_and_exits_143(tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_and_exits(tmp_path, sig, code):
   args = ["--dataset", "digits", "--epochs", "40"]
-  code, _, err = kill_after_checkpoint(args, tmp_path, signal.SIGTERM)
-  assert code == 143, err
+  got, _, err = kill_after_checkpoint(args, tmp_path, sig)
+  assert got == code, err
   assert "To resume: python -m experiments.dropout" in err and "Traceback" not in err
   r = run_module("experiments.dropout", *args, "--epochs", "1", "--workdir", str(tmp_path))
   # --epochs 1 is below the checkpoint: the run says it is already finished.

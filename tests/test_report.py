@@ -1,0 +1,41 @@
+"""Console lines in TFLearn's format, live on a terminal, sparse in a log."""
+
+import io
+
+from dl101_jax.report import Console, epoch_line, step_line, summary_table
+
+
+def test_tflearn_lines():
+  assert step_line(2000, 0.00072, 0.002) == "Training Step: 2000  | total loss: 0.00072 | time: 0.002s"
+  m = {"train_loss": 0.81234, "train_accuracy": 0.7123, "val_loss": 0.90012, "val_accuracy": 0.689}
+  assert epoch_line("Adam", 12, 50, m, 50000) == (
+      "| Adam | epoch: 012 | loss: 0.81234 - acc: 0.7123 | val_loss: 0.90012 - val_acc: 0.6890 "
+      "-- iter: 50000/50000")
+  assert epoch_line("SGD", 2000, 2000, {"train_loss": 0.00072}, 4, acc=False) == (
+      "| SGD | epoch: 2000 | loss: 0.00072 -- iter: 4/4")
+
+
+def test_log_prints_every_n_epochs_and_the_last():
+  out = io.StringIO()
+  c = Console(epochs=7, every=3, stream=out, tty=False)
+  for e in range(1, 8):
+    c.show(e, [f"epoch {e}"])
+  assert out.getvalue().split() == ["epoch", "3", "epoch", "6", "epoch", "7"]
+
+
+def test_terminal_updates_one_block_in_place():
+  out = io.StringIO()
+  c = Console(epochs=3, every=100, stream=out, tty=True)
+  for e in range(1, 4):
+    c.show(e, [f"step {e}", f"line {e}"])
+  text = out.getvalue()
+  assert text.count("\x1b[2F\x1b[J") == 2  # epochs 2 and 3 overwrite the 2-line block
+  assert text.endswith("step 3\nline 3\n")
+
+
+def test_summary_table_marks_divergence():
+  v = {"name": "lr_10", "final": dict.fromkeys(("train_accuracy", "val_accuracy")),
+       "final_std": {"val_accuracy": None}, "best": None, "wall_seconds": 1.0, "diverged": True,
+       "diverged_epoch": 1}
+  row = summary_table({"variants": [v]}).splitlines()[-1]
+  assert row == "| lr_10 | – | – | – | 1.0 | yes (epoch 1) |"
