@@ -92,6 +92,8 @@ class Checkpointer:
         target = abstract_state(meta)
         state = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))["state"]
+      except CheckpointError:  # readable, but not ours to resume (a config mismatch)
+        raise
       except Exception as e:  # truncated, garbage or missing files
         print(f"warning: checkpoint {os.path.join(self.directory, str(step))} is unreadable "
               f"({type(e).__name__}); trying an older one", file=sys.stderr)

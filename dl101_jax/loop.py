@@ -114,23 +114,25 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   def init(idx):
     return train.init_states(model, tx, sample_x, hparams(idx), rt.replicated)
 
+  configs = [m.config.to_dict() for m in members]
+
   def abstract(meta):
+    """The restore target for a checkpoint's meta, once its config is known to match."""
+    diff = ckpt_lib.config_diff(meta["configs"], configs)
+    if diff:
+      raise ckpt_lib.CheckpointError(
+          f"the checkpoint in {ckpt.directory} was written with a different config "
+          f"(fields: {', '.join(diff)}); use the old values, another --workdir, or --restart")
     shapes = jax.eval_shape(lambda: train.init_states(model, tx, sample_x, hparams(meta["alive"])))
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rt.replicated),
                         shapes)
 
-  configs = [m.config.to_dict() for m in members]
   ckpt = None
   if c0.checkpoint_every:
     ckpt = ckpt_lib.Checkpointer(os.path.join(c0.run_dir, "checkpoints", group), c0.keep_checkpoints)
   restored = ckpt.restore_latest(abstract) if ckpt else None
   if restored:
     states, meta = restored
-    diff = ckpt_lib.config_diff(meta["configs"], configs)
-    if diff:
-      raise ckpt_lib.CheckpointError(
-          f"the checkpoint in {ckpt.directory} was written with a different config "
-          f"(fields: {', '.join(diff)}); use the old values, another --workdir, or --restart")
     epoch, alive = meta["epoch"], list(meta["alive"])
     histories, diverged, wall = meta["histories"], meta["diverged"], meta["wall_seconds"]
   else:

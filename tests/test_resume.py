@@ -128,3 +128,10 @@ def test_restart_starts_fresh(finished):
   assert "Resuming" not in r.stdout and "Already finished" not in r.stdout
   steps = [s for s, _ in read_scalars(str(wd / "dropout"))["Loss"]]
   assert steps == [1, 2, 3]
+
+
+def test_more_seeds_than_the_checkpoint_is_a_mismatch_not_corruption(finished):
+  wd, args, _ = finished
+  r = run_module("experiments.dropout", *args, "--seeds", "2")
+  assert r.returncode == 2 and "unreadable" not in r.stderr
+  assert "number of members" in r.stderr and "--restart" in r.stderr
