@@ -51,11 +51,15 @@ def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
   """A config of default's type from the command line, defaults taken from `default`."""
   import tyro
 
+  from dl101_jax.config import ConfigError
+
   err = io.StringIO()
   try:
     with contextlib.redirect_stderr(err):
       return tyro.cli(type(default), default=default, args=args, prog=prog,
                       description=description)
+  except ConfigError as e:  # older tyro lets __post_init__'s error through
+    fail(str(e), 2)
   except SystemExit as e:
     if e.code not in (0, None):
       fail(_tyro_message(err.getvalue()), 2)
