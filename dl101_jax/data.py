@@ -188,7 +188,7 @@ class Normalizer:
     if mode == "none" or x_train.ndim != 4:
       return cls(np.zeros((), np.float32), np.ones((), np.float32))
     axes = (0, 1, 2) if mode == "per_channel" else None
-    # float64 sums over 150M pixels; done once per run on the host.
-    x = x_train.astype(np.float64)
-    mean, std = x.mean(axis=axes), x.std(axis=axes)
+    # float64 accumulation over up to 150M pixels, without a float64 copy; once per run.
+    mean = x_train.mean(axis=axes, dtype=np.float64)
+    std = x_train.std(axis=axes, dtype=np.float64)
     return cls(np.asarray(mean, np.float32), np.asarray(np.maximum(std, 1e-6), np.float32))

@@ -24,7 +24,7 @@ import optax
 from flax.training import train_state
 
 from dl101_jax.augment import augment_batch
-from dl101_jax.optim import l2_penalty
+from dl101_jax.optim import init_opt_state, l2_penalty
 
 INIT, SHUFFLE, STEP = 0, 1, 2  # fold_in tags: independent streams per purpose
 Metrics = dict[str, jax.Array]
@@ -219,8 +219,6 @@ def compile_run_epochs(prog: Program) -> Callable:
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
                hp: dict[str, jax.Array]) -> TrainState:
   """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2."""
-  from dl101_jax.optim import init_opt_state
-
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
   params = model.init({"params": key}, sample_x, train=False)["params"]
   opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
