@@ -84,12 +84,15 @@ def preflight(config) -> None:
                       f"got {wd!r} ({e.strerror})") from None
 
 
+def _invocation() -> str:
+  """'python -m experiments.dropout' when run with -m, else 'python path/to/script.py'."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  return f"python -m {spec.name}" if spec and spec.name else f"python {sys.argv[0]}"
+
+
 def resume_command() -> str:
-  main = sys.modules.get("__main__")
-  spec = getattr(main, "__spec__", None)
-  head = f"python -m {spec.name}" if spec and spec.name else f"python {sys.argv[0]}"
   args = [a for a in sys.argv[1:] if a != "--restart"]
-  return " ".join([head, *map(shlex.quote, args)])
+  return " ".join([_invocation(), *map(shlex.quote, args)])
 
 
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
@@ -101,7 +104,11 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
 
   module = sys.modules.get(run.__module__)
   doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else None
-  config = parse(default, args, description=doc)
+  try:
+    config = parse(default, args, prog=_invocation(), description=doc)
+  except BrokenPipeError:  # `--help | head`: the reader left; exit quietly
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(1) from None
   try:
     preflight(config)
     install_signal_handlers()

@@ -8,6 +8,11 @@ The dropout net (conv32-pool-conv64-conv64-pool-fc512-dropout0.5-fc10), Adam
 each step costs more memory and time, and with the same learning rate it learns
 less per epoch. On a training set smaller than 2000 (digits), batch_2000 uses
 one full batch and says so.
+
+Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
+epochs x 2 seeds: batch_50 0.583 +- 0.002 (200 steps/epoch), batch_2000 0.409
++- 0.022 (5 steps/epoch) val acc; 61 s and 80 s of training. Digits, 2 epochs:
+seconds.
 """
 
 from dl101_jax import cli

@@ -6,6 +6,11 @@
 Network: conv32-pool-conv64-conv64-pool-fc512-[dropout 0.5]-fc10, Adam 1e-3,
 batch 96, flips and +-25 degree rotations. Both variants train together in one
 vmapped program (dropout's rate is a runtime value, not a shape).
+
+Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
+epochs x 2 seeds: dropout 0.559 +- 0.007, no_dropout 0.576 +- 0.001 val acc;
+147 s of training for the 4 models. With --epochs 3, one seed: dropout 0.552.
+Digits, 2 epochs: seconds.
 """
 
 from dl101_jax import cli

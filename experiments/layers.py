@@ -7,6 +7,10 @@ one_layer_set:    conv32-pool-fc512-fc10
 three_layer_sets: conv32-pool-conv64-pool-conv64-pool-fc512-fc10
 Adam 1e-3, batch 96, flips and +-25 degree rotations, no dropout. The two
 nets have different shapes, so they train one after the other.
+
+Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
+epochs x 2 seeds: one_layer_set 0.530 +- 0.009, three_layer_sets 0.589 +- 0.008
+val acc; 25 s and 42 s of training. Digits, 2 epochs: seconds.
 """
 
 from dl101_jax import cli

