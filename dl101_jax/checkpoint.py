@@ -106,7 +106,6 @@ class Checkpointer:
                             f"delete it or re-run with --restart")
     return None
 
-
   def _set_aside(self, steps: list[int]) -> None:
     """Move unreadable newer checkpoints out of the way (the run will write those steps again)."""
     if not steps:

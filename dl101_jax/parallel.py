@@ -77,7 +77,7 @@ class Runtime:
   @property
   def batch_sharding(self) -> NamedSharding | None:
     # With one device there is nothing to partition; skip the constraint.
-    return NamedSharding(self.mesh, P("data")) if self.num_devices > 0 else None
+    return NamedSharding(self.mesh, P("data")) if self.num_devices > 1 else None
 
   @property
   def platform(self) -> str:
