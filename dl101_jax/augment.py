@@ -1,8 +1,9 @@
 """On-device image augmentation (TFLearn's ImageAugmentation), batched and jittable.
 
-Runs inside the jitted train step on normalized images, as TFLearn applied
-augmentation after preprocessing, so 'zeros outside' a rotated image means
-the mean colour.
+Runs inside the jitted train step. By default on raw pixels, before
+normalization, as TFLearn's data flow did (tflearn/data_flow.py applies
+ImageAugmentation, then ImagePreprocessing): 'zeros outside' a rotated image
+is black. `train.training_inputs` owns that order.
 """
 
 from __future__ import annotations
@@ -53,8 +54,3 @@ def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
     x_BxHxWxC = rotate(x_BxHxWxC, jnp.where(do_rot, jnp.deg2rad(angle), 0.0))
   return x_BxHxWxC
 
-
-def augment_batch(key: jax.Array, batch: dict, *, flip: bool = True,
-                  max_degrees: float = 25.0) -> dict:
-  """The batch with its images augmented; labels and masks are the same objects."""
-  return {**batch, "x": augment(key, batch["x"], flip=flip, max_degrees=max_degrees)}

@@ -14,14 +14,31 @@ import jax.numpy as jnp
 
 from dl101_jax.config import Config
 
+# TFLearn 0.3.2's defaults (tflearn/layers/conv.py, core.py): conv_2d uses
+# weights_init='uniform_scaling', i.e. uniform in +-sqrt(3 / fan_in) (a unit-variance
+# scaling); fully_connected uses truncated_normal(stddev=0.02) (TF's: redrawn beyond
+# 2 std), the output layer and the OR neuron included. Biases start at zero.
+TFLEARN_CONV_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+TFLEARN_DENSE_INIT = nn.initializers.truncated_normal(stddev=0.02)
+LECUN_INIT = nn.initializers.lecun_normal()
+
+
+def _inits(init: str) -> tuple[Any, Any]:
+  """(conv kernel init, dense kernel init) for --init."""
+  if init == "tflearn":
+    return TFLEARN_CONV_INIT, TFLEARN_DENSE_INIT
+  return LECUN_INIT, LECUN_INIT
+
 
 class Perceptron(nn.Module):
   """One sigmoid neuron: Dense(1) + sigmoid. Outputs probabilities."""
 
+  init_scheme: str = "tflearn"  # --init (Module.init is a method)
+
   @nn.compact
   def __call__(self, x_BxF, *, train: bool = False, dropout_rate: Any = 0.0):
     del train, dropout_rate  # nothing stochastic in one neuron
-    return nn.sigmoid(nn.Dense(1, name="head")(x_BxF))
+    return nn.sigmoid(nn.Dense(1, kernel_init=_inits(self.init_scheme)[1], name="head")(x_BxF))
 
 
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
@@ -40,7 +57,8 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   """lax.conv_general_dilated for stride-1, undilated NHWC convs, as shifted slices + one matmul.
 
   XLA:CPU runs convolutions inside a while loop (our scanned epoch) through a
-  slow generic path, about 50x slower than outside one (jax-ml/jax#12868);
+  slow generic path, many times slower than outside one (jax-ml/jax#12868;
+  measured in benchmarks/README.md, "Where the CPU time goes");
   slices, a concat and a dot have no such cliff, and their gradients are
   matmuls too. Same values up to float rounding. Other convs fall back to lax.
   """
@@ -77,8 +95,8 @@ def dropout(key: jax.Array, x: jax.Array, rate: jax.Array) -> jax.Array:
 class ConvNet(nn.Module):
   """Layer sets of conv3x3('same')+ReLU ending in a 2x2 max-pool, then fc+ReLU, then fc.
 
-  layer_sets=((32,), (64, 64)), fc=(512,) is conv32-pool-conv64-conv64-pool-fc512.
-  With `dropout`, a dropout layer (rate given at call time) precedes the last fc.
+  layer_sets=((32,), (64, 64)), fc=(512,) is conv32-pool-conv64-conv64-pool-fc512;
+  pool_last=False drops the last set's pool. With `dropout`, a dropout layer (rate given at call time) precedes the last fc.
   Outputs logits; works on any HxWxC input.
   """
 
@@ -86,24 +104,30 @@ class ConvNet(nn.Module):
   fc: Sequence[int]
   num_classes: int
   dropout: bool = False
+  pool_last: bool = True
+  init_scheme: str = "tflearn"  # --init: "tflearn" or "lecun" (see _inits); Module.init is taken
   dtype: Any = jnp.float32
   im2col: bool = False  # convs as slices + matmul (fast on CPU); False uses XLA's conv
 
   @nn.compact
   def __call__(self, x_BxHxWxC, *, train: bool = False, dropout_rate: Any = 0.0):
+    conv_init, dense_init = _inits(self.init_scheme)
     x = x_BxHxWxC.astype(self.dtype)
     for i, convs in enumerate(self.layer_sets):
       for j, features in enumerate(convs):
-        x = nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i}_{j}",
+        x = nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype, kernel_init=conv_init,
+                    name=f"conv{i}_{j}",
                     conv_general_dilated=im2col_conv if self.im2col else None)(x)
         x = nn.relu(x)
-      x = max_pool_2x2(x)
+      if self.pool_last or i < len(self.layer_sets) - 1:
+        x = max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
     for k, width in enumerate(self.fc):
-      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"fc{k}")(x))
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, kernel_init=dense_init, name=f"fc{k}")(x))
     if self.dropout and train:
       x = dropout(self.make_rng("dropout"), x, jnp.asarray(dropout_rate, jnp.float32))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+    return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=dense_init,
+                    name="head")(x).astype(jnp.float32)
 
 
 def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
@@ -114,8 +138,9 @@ def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
   """
   spec = config.net_spec
   if spec.is_perceptron:
-    return Perceptron()
-  return ConvNet(layer_sets=spec.layer_sets, fc=spec.fc, num_classes=num_classes,
+    return Perceptron(init_scheme=config.init)
+  return ConvNet(layer_sets=spec.layer_sets, fc=spec.fc, pool_last=spec.pool_last,
+                 num_classes=num_classes, init_scheme=config.init,
                  dropout=config.dropout > 0 if dropout is None else dropout,
                  dtype=jnp.bfloat16 if config.precision == "bf16" else jnp.float32,
                 im2col=(platform or jax.default_backend()) == "cpu")

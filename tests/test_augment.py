@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from dl101_jax import augment, train
@@ -59,15 +60,40 @@ def test_augment_keeps_shape_and_dtype(spec, dtype):
   assert y.shape == x.shape and y.dtype == x.dtype
 
 
-@SETTINGS
-@given(images)
-def test_augment_batch_leaves_labels_untouched(spec):
-  x = make(*spec)
-  y = jnp.arange(x.shape[0])
-  mask = jnp.ones(x.shape[0])
-  out = augment.augment_batch(jax.random.PRNGKey(spec[-1]), {"x": x, "y": y, "mask": mask},
-                              flip=True, max_degrees=25.0)
-  assert out["y"] is y and out["mask"] is mask
+MEAN, STD = 120.0, 60.0
+
+
+def _normalize(x):
+  return (x.astype(jnp.float32) - MEAN) / STD
+
+
+def test_tflearn_order_rotated_corners_are_normalized_black():
+  # A white image rotated by 45 degrees: its corners come from outside the image.
+  x = jnp.full((2, 9, 9, 3), 255.0)
+  rotated = augment.rotate(x, jnp.full(2, jnp.pi / 4))
+  out = np.asarray(_normalize(rotated))
+  for corner in (out[:, 0, 0], out[:, 0, -1], out[:, -1, 0], out[:, -1, -1]):
+    np.testing.assert_array_equal(corner, (0.0 - MEAN) / STD)  # black, then normalized
+  np.testing.assert_allclose(out[:, 4, 4], (255.0 - MEAN) / STD, rtol=1e-6)  # the centre stays
+
+
+@pytest.mark.parametrize("augment_first", [True, False])
+def test_training_inputs_order(augment_first):
+  """train.training_inputs augments then normalizes by default; else takes normalized input."""
+  rng = np.random.default_rng(0)
+  raw = jnp.asarray(rng.integers(0, 256, (16, 9, 9, 3)), jnp.float32)
+  key = jax.random.PRNGKey(3)
+  if augment_first:
+    got = train.training_inputs(key, raw, flip=True, max_degrees=25.0, normalize=_normalize)
+    want = _normalize(augment.augment(key, raw, flip=True, max_degrees=25.0))
+    other = augment.augment(key, _normalize(raw), flip=True, max_degrees=25.0)
+  else:
+    got = train.training_inputs(key, _normalize(raw), flip=True, max_degrees=25.0)
+    want = augment.augment(key, _normalize(raw), flip=True, max_degrees=25.0)
+    other = _normalize(augment.augment(key, raw, flip=True, max_degrees=25.0))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  # The two orders differ exactly where a rotation reached outside the image.
+  assert not np.allclose(got, other, atol=1e-3)
 
 
 def test_rotation_angles_stay_within_range():

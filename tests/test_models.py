@@ -1,0 +1,113 @@
+"""Networks: TFLearn's initializers, parameter counts, the pool, and `--net` parsing."""
+
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from dl101_jax.config import Config, NetSpec, parse_net
+from dl101_jax.models import ConvNet, Perceptron, make_model, max_pool_2x2
+
+
+def _params(net: str, init: str = "tflearn", seed: int = 0):
+  model = make_model(Config(dataset="cifar10", net=net, init=init), 10, platform="cpu")
+  return traverse_util.flatten_dict(
+      model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))["params"])
+
+
+def _count(flat) -> int:
+  return sum(int(np.prod(v.shape)) for v in flat.values())
+
+
+def conv(k, cin, cout):
+  return k * k * cin * cout + cout
+
+
+def dense(nin, nout):
+  return nin * nout + nout
+
+
+@pytest.mark.parametrize("net,expected", [
+    # conv32-pool-fc512: 16x16x32 into fc512.
+    ("conv32-pool-fc512", conv(3, 3, 32) + dense(16 * 16 * 32, 512) + dense(512, 10)),
+    ("conv32-pool-conv64-pool-conv64-pool-fc512",
+     conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 64) + dense(4 * 4 * 64, 512) + dense(512, 10)),
+    ("conv32-pool-conv64-conv64-pool-fc512",
+     conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 64) + dense(8 * 8 * 64, 512) + dense(512, 10)),
+    # The published 'without dropout' notebook: no second pool, so 16x16x64 into fc512.
+    ("conv32-pool-conv64-conv64-fc512",
+     conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 64) + dense(16 * 16 * 64, 512) + dense(512, 10)),
+])
+def test_parameter_counts_of_the_tutorial_networks(net, expected):
+  assert _count(_params(net)) == expected
+
+
+def test_tflearn_init_statistics():
+  flat = _params("conv32-pool-conv64-conv64-pool-fc512", seed=1)
+  for path, v in flat.items():
+    v = np.asarray(v)
+    if path[-1] == "bias":
+      assert np.all(v == 0), path  # TFLearn: bias_init='zeros'
+    elif path[0].startswith("conv"):
+      # uniform_scaling: U(+-sqrt(3/fan_in)), std sqrt(1/fan_in).
+      fan_in = int(np.prod(v.shape[:-1]))
+      bound = np.sqrt(3.0 / fan_in)
+      assert np.abs(v).max() <= bound, path
+      assert np.abs(v).max() > 0.95 * bound, path  # it does reach the bound: uniform
+      assert v.std() == pytest.approx(np.sqrt(1.0 / fan_in), rel=0.1), path
+      assert abs(v.mean()) < 0.1 * bound, path
+    else:
+      # truncated_normal(stddev=0.02): within 2 std, and the truncated std 0.02 * 0.88.
+      assert np.abs(v).max() <= 0.04 + 1e-7, path
+      assert v.std() == pytest.approx(0.02 * 0.8796, rel=0.1), path
+
+
+def test_or_neuron_init_is_tflearn_truncated_normal():
+  ws = [np.asarray(Perceptron().init(jax.random.PRNGKey(s), jnp.zeros((1, 2)))["params"]["head"]
+                   ["kernel"]) for s in range(200)]
+  w = np.concatenate([x.ravel() for x in ws])
+  assert np.abs(w).max() <= 0.04 + 1e-7
+  assert w.std() == pytest.approx(0.02 * 0.8796, rel=0.15)
+
+
+def test_lecun_init_is_the_option():
+  flat = _params("conv32-pool-fc512", init="lecun", seed=1)
+  head = np.asarray(flat["head", "kernel"])
+  # lecun_normal: truncated normal with std 1/sqrt(fan_in) = 1/sqrt(512), far above 0.02.
+  assert head.std() == pytest.approx(1 / np.sqrt(512), rel=0.1)
+  fc = np.asarray(flat["fc0", "kernel"])
+  assert fc.std() == pytest.approx(1 / np.sqrt(16 * 16 * 32), rel=0.1)
+
+
+def test_max_pool_2x2_matches_flax():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 6, 4))  # odd height: cropped like VALID
+  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+
+
+@pytest.mark.parametrize("net,spec", [
+    ("perceptron", NetSpec((), ())),
+    ("fc64", NetSpec((), (64,))),
+    ("conv32-pool-fc512", NetSpec(((32,),), (512,))),
+    ("conv32-pool-conv64-conv64-pool-fc512", NetSpec(((32,), (64, 64)), (512,))),
+    ("conv32-pool-conv64-conv64-fc512", NetSpec(((32,), (64, 64)), (512,), pool_last=False)),
+    ("conv8-pool", NetSpec(((8,),), ())),
+])
+def test_parse_net(net, spec):
+  assert parse_net(net) == spec
+
+
+@pytest.mark.parametrize("net", ["", "conv32", "pool", "fc10-conv3-pool", "conv32-fc10-pool",
+                                 "conv0-pool", "conv32-pool-conv64", "dense10", "conv32-conv64-fc5-pool"])
+def test_parse_net_rejects(net):
+  with pytest.raises(ValueError):
+    parse_net(net)
+
+
+def test_unpooled_last_set_keeps_resolution():
+  model = ConvNet(layer_sets=((4,), (8,)), fc=(), num_classes=2, pool_last=False, im2col=True)
+  out, variables = model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+  assert out.shape == (1, 2)
+  assert variables["params"]["head"]["kernel"].shape == (4 * 4 * 8, 2)  # one pool, not two
