@@ -4,34 +4,113 @@ Layout: <workdir>/checkpoints/<group>/<epoch>/{state,meta}. `meta` holds the
 epoch, the global step, which members are still alive, the history so far and
 the configs, so a resumed run continues exactly and a changed config is caught.
 Orbax writes into a temporary directory and renames it when complete, so a save
-killed halfway is never seen as a checkpoint.
+killed halfway is never seen as a checkpoint. Saves are synchronous: a failed
+one (a full disk) is known at once, its temporary directory is removed, and the
+older checkpoints are left as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import sys
+import tempfile
 from typing import Any, Callable
 
-# Fields whose change does not change what is computed: resuming across them is fine.
-# `epochs` too: a finished run continues when asked for more epochs.
-_IGNORED = {"name", "log_every", "workdir", "checkpoint_every", "keep_checkpoints", "restart",
-            "debug_nans", "variants", "devices", "platform", "coordinator", "num_processes",
-            "process_id", "compilation_cache", "epochs", "data_dir", "seeds"}
+from dl101_jax.config import SHAPE, VALUE, fields_with_role
+
+# Only the fields that change what is computed must match to resume; run fields
+# may change, and so may `epochs` (a finished run continues when asked for more).
+_CHECKED = fields_with_role(VALUE, SHAPE)
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used; the message names the directory and the way out."""
 
 
-def config_diff(saved: list[dict], current: list[dict]) -> list[str]:
-  """Names of the fields that differ between two groups' member configs."""
+class SaveError(OSError):
+  """Writing a checkpoint failed (disk full, read-only, ...); the message says what is intact."""
+
+
+TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+def newest_epoch(directory: str) -> int | None:
+  """The newest complete checkpoint's epoch in a group's directory, or None."""
+  if not os.path.isdir(directory):
+    return None
+  steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
+  return max(steps) if steps else None
+
+
+_real_stderr: list[int] = []  # the terminal's stderr, once a failed save silenced fd 2
+
+
+@contextlib.contextmanager
+def _stderr_held():
+  """Hold what is written to file descriptor 2 meanwhile; replay it unless the block fails.
+
+  A failed orbax write (a full disk) is reported from its worker threads and
+  asyncio loops as tracebacks on stderr, during the save and until the process
+  exits. The CLI turns the exception raised here into one line; so on failure
+  fd 2 stays silenced for good and the line goes to `real_stderr()`. On success
+  the held output (warnings, a Ctrl-C notice) is shown.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      sys.stderr.flush()
+      os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+      _real_stderr.append(saved)
+      raise
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    held.seek(0)
+    text = held.read()
+    if text:
+      os.write(2, text)
+
+
+def real_stderr() -> int:
+  """The file descriptor where a one-line error should go (2 unless a save silenced it)."""
+  return _real_stderr[0] if _real_stderr else 2
+
+
+_OS_CAUSE = re.compile(r"No space left on device|Disk quota exceeded|File too large|"
+                       r"Read-only file system|Permission denied|Input/output error")
+
+
+def first_line(e: BaseException) -> str:
+  """The cause in a few words: the OS's reason when the message has one, else its first line."""
+  text = str(e)
+  cause = _OS_CAUSE.search(text)
+  if cause:
+    return cause.group(0)
+  lines = text.strip().splitlines()
+  return lines[0][:200] if lines else type(e).__name__
+
+
+def config_diff(saved: list[dict], current: list[dict],
+                defaults: dict | None = None) -> list[str]:
+  """Names of the fields that differ between two groups' member configs.
+
+  A field the saved config lacks (added to Config after that checkpoint was
+  written) counts as its value in `defaults`, so older checkpoints stay resumable.
+  """
   if len(saved) != len(current):
     return ["variants/seeds (number of members)"]
+  defaults = defaults or {}
   fields = set()
   for a, b in zip(saved, current):
-    fields |= {k for k in set(a) | set(b) if k not in _IGNORED and a.get(k) != b.get(k)}
+    a = {**{k: v for k, v in defaults.items() if k not in a}, **a}
+    fields |= {k for k in _CHECKED if a.get(k) != b.get(k)}
   return sorted(fields)
 
 
@@ -51,7 +130,7 @@ class Checkpointer:
       self._mngr = ocp.CheckpointManager(
           self.directory, item_names=("state", "meta"),
           options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
-                                               enable_async_checkpointing=True))
+                                               enable_async_checkpointing=False))
     return self._mngr
 
   def steps(self) -> list[int]:
@@ -60,14 +139,32 @@ class Checkpointer:
     return sorted(self.mngr.all_steps())
 
   def save(self, epoch: int, state: Any, meta: dict) -> None:
+    """Write one checkpoint, or raise SaveError with the newest intact one named."""
     import orbax.checkpoint as ocp
 
-    self.mngr.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    try:
+      with _stderr_held():
+        self.mngr.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # ENOSPC arrives as OSError, or as tensorstore's RESOURCE_EXHAUSTED
+      self._discard_partial()
+      newest = newest_epoch(self.directory)
+      raise SaveError(f"saving the epoch-{epoch} checkpoint in {self.directory} failed "
+                      f"({first_line(e)}); newest intact checkpoint: "
+                      f"{'none' if newest is None else f'epoch {newest}'}") from None
 
-  def wait(self) -> None:
-    if self._mngr is not None:
-      self._mngr.wait_until_finished()
+  def _discard_partial(self) -> None:
+    """Close the manager (its threads stop writing), then remove the failed save's temp dirs."""
+    mngr, self._mngr = self._mngr, None
+    try:
+      if mngr is not None:
+        mngr.close()
+    except Exception:  # it already failed; the error that matters is being raised
+      pass
+    if os.path.isdir(self.directory):
+      for d in os.listdir(self.directory):
+        if TMP_MARK in d:
+          shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
 
   def close(self) -> None:
     if self._mngr is not None:
@@ -118,11 +215,3 @@ class Checkpointer:
       shutil.move(os.path.join(self.directory, str(step)), dst)
     print(f"warning: moved unreadable checkpoint(s) {steps} to {aside}", file=sys.stderr)
     self.mngr.reload()
-
-
-def clear(directory: str) -> bool:
-  """Delete a checkpoint tree; True if there was one."""
-  if os.path.isdir(directory):
-    shutil.rmtree(directory)
-    return True
-  return False

@@ -7,12 +7,14 @@ status 2, no traceback. SIGINT/SIGTERM save a checkpoint and exit 130/143.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import io
 import os
 import re
 import shlex
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 C = TypeVar("C")
 
@@ -41,8 +43,87 @@ def _tyro_message(text: str) -> str:
   return re.sub(r"^Error parsing (?:[A-Za-z_]+: )?", "", msg)
 
 
-def fail(message: str, code: int = 2):
-  print(f"error: {message}", file=sys.stderr)
+class _Rejected(Exception):
+  """tyro rejected the command line; the message is our one line."""
+
+
+def _flags(config_type: type) -> list[str]:
+  out = []
+  for f in dataclasses.fields(config_type):
+    out.append("--" + f.name.replace("_", "-"))
+    if f.type in (bool, "bool"):
+      out.append("--no-" + f.name.replace("_", "-"))
+  return out
+
+
+def _event_message(event: Any, flags: list[str]) -> str | None:
+  """One line from tyro's structured parse-error event (None: let tyro report it)."""
+  kind = type(event).__name__
+  try:
+    flag = event.argument.lowered.name_or_flags[0]
+  except Exception:  # no argument on this event, or tyro's internals moved
+    flag = None
+  if kind == "UnrecognizedArgs":
+    opts = [t.split("=")[0] for t in event.tokens if t.startswith("-")]
+    if not opts:
+      return f"unexpected value {event.tokens[0]!r} (each flag takes one value; see --help)"
+    near = difflib.get_close_matches(opts[0], flags, n=1, cutoff=0.6)
+    return f"{opts[0]}: unrecognized flag; " + (f"did you mean {near[0]}?" if near
+                                                 else "see --help for the flags")
+  if kind == "InvalidChoice":
+    return f"{flag}: must be one of {', '.join(event.choices)}, got {event.value!r}"
+  if kind == "InstantiationFailure":
+    msg = event.message.strip().splitlines()[0] if event.message.strip() else "invalid value"
+    return msg if msg.startswith("--") or not flag else f"{flag}: {msg}"
+  if kind == "BadValue":
+    return f"{flag}: cannot take the value {event.offending_value!r}" if flag else None
+  return None
+
+
+_given: set[str] = set()
+
+
+def given_fields() -> set[str]:
+  """Config fields set explicitly on the last parsed command line."""
+  return set(_given)
+
+
+def _record_given(config_type: type, args: list[str]) -> None:
+  _given.clear()
+  for f in dataclasses.fields(config_type):
+    flag = "--" + f.name.replace("_", "-")
+    if any(a == flag or a.startswith(flag + "=") or a == "--no-" + flag[2:] for a in args):
+      _given.add(f.name)
+
+
+# Exit statuses beyond 0: 1 data could not be loaded, 2 bad input, 130/143 Ctrl-C/SIGTERM,
+# and these two (sysexits.h's EX_IOERR and EX_OSERR).
+EXIT_DISK = 74
+EXIT_MEMORY = 71
+
+
+def _newest(config) -> str:
+  """'newest intact checkpoint: epoch 3 (dropout+no_dropout)', from the workdir's checkpoints."""
+  from dl101_jax.checkpoint import newest_epoch
+
+  root = os.path.join(config.run_dir, "checkpoints")
+  groups = sorted(os.listdir(root)) if os.path.isdir(root) else []
+  found = [(g, newest_epoch(os.path.join(root, g))) for g in groups]
+  found = [f"epoch {n} ({g})" for g, n in found if n is not None]
+  return "newest intact checkpoint: " + (", ".join(found) if found else "none")
+
+
+def fail(message: str, code: int = 2, *, quiet_after: bool = False):
+  """Print the one line and exit. `quiet_after`: drop whatever library threads still
+  print while the process shuts down (orbax after a failed write), so this line is the last."""
+  from dl101_jax.checkpoint import real_stderr
+
+  if real_stderr() == 2:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+  else:  # a failed save silenced fd 2 against orbax's thread noise; write past it
+    os.write(real_stderr(), f"error: {message}\n".encode())
+  if quiet_after:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
   raise SystemExit(code)
 
 
@@ -53,11 +134,24 @@ def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
 
   from dl101_jax.config import ConfigError
 
+  argv = sys.argv[1:] if args is None else list(args)
+  _record_given(type(default), argv)
+  flags = _flags(type(default))
+
+  def hook(event):
+    msg = _event_message(event, flags)
+    if msg:
+      raise _Rejected(msg)
+
+  # tyro >= 1.0 reports parse failures as structured events; older ones only as text.
+  errors = getattr(getattr(tyro, "_errors", None), "on_parse_error", None)
   err = io.StringIO()
   try:
-    with contextlib.redirect_stderr(err):
-      return tyro.cli(type(default), default=default, args=args, prog=prog,
+    with contextlib.redirect_stderr(err), (errors(hook) if errors else contextlib.nullcontext()):
+      return tyro.cli(type(default), default=default, args=argv, prog=prog,
                       description=description)
+  except _Rejected as e:
+    fail(str(e), 2)
   except ConfigError as e:  # older tyro lets __post_init__'s error through
     fail(str(e), 2)
   except SystemExit as e:
@@ -87,7 +181,9 @@ def preflight(config) -> None:
 def _invocation() -> str:
   """'python -m experiments.dropout' when run with -m, else 'python path/to/script.py'."""
   spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-  return f"python -m {spec.name}" if spec and spec.name else f"python {sys.argv[0]}"
+  if spec and spec.name:
+    return f"python -m {spec.name.removesuffix('.__main__')}"
+  return f"python {sys.argv[0]}"
 
 
 def resume_command() -> str:
@@ -97,10 +193,11 @@ def resume_command() -> str:
 
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
   """Parse flags, run, and turn expected failures into one-line errors."""
-  from dl101_jax.checkpoint import CheckpointError
+  from dl101_jax import signals
+  from dl101_jax.checkpoint import CheckpointError, SaveError
   from dl101_jax.config import ConfigError
   from dl101_jax.data import DataError
-  from dl101_jax.loop import Interrupted, install_signal_handlers
+  from dl101_jax.parallel import OutOfMemory
 
   module = sys.modules.get(run.__module__)
   doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else None
@@ -111,17 +208,34 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
     raise SystemExit(1) from None
   try:
     preflight(config)
-    install_signal_handlers()
+    signals.install()
     run(config)
+    late = signals.pending()
+    if late:  # arrived after the last epoch: the outputs are written; now stop as asked
+      raise SystemExit(signals.exit_code(late))
   except ConfigError as e:
     fail(str(e), 2)
   except CheckpointError as e:
     fail(str(e), 2)
   except DataError as e:
     fail(str(e), 1)
-  except Interrupted as e:
+  except SaveError as e:
+    fail(f"{e}. Free space or use another --workdir, then re-run the same command to resume.",
+         EXIT_DISK, quiet_after=True)
+  except OSError as e:  # outputs, event files: written atomically, so nothing is half-written
+    where = e.filename or "an output file"
+    fail(f"could not write {where} ({e.strerror or e}); {_newest(config)}. Free space or use "
+         f"another --workdir, then re-run the same command to continue.", EXIT_DISK,
+         quiet_after=True)
+  except OutOfMemory as e:
+    fail(str(e), EXIT_MEMORY, quiet_after=True)
+  except signals.Interrupted as e:
     print(f"\nInterrupted: checkpoint saved in {config.run_dir}/checkpoints. "
           f"To resume: {resume_command()}", file=sys.stderr)
+    raise SystemExit(e.code) from None
+  except signals.StoppedEarly as e:
+    print(f"\nStopped before the next epoch started (finished checkpoints are kept). "
+          f"To continue: {resume_command()}", file=sys.stderr)
     raise SystemExit(e.code) from None
   except KeyboardInterrupt:
     print(f"\nInterrupted before a checkpoint. To resume from the last one: "

@@ -16,7 +16,6 @@ DATASETS = ("or", "digits", "cifar10")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # Known training-set sizes, so a batch larger than the data is caught before loading.
 TRAIN_SIZES = {"or": 4, "digits": 1437, "cifar10": 50_000}
-TEST_SIZES = {"or": 0, "digits": 360, "cifar10": 10_000}
 
 
 class ConfigError(ValueError):
@@ -33,10 +32,15 @@ def flag(field: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class NetSpec:
-  """A parsed `--net` string: conv layer sets (each ends in a 2x2 pool), then fc widths."""
+  """A parsed `--net` string: conv layer sets (each ends in a 2x2 pool), then fc widths.
+
+  `pool_last` is False when the last run of convs has no pool after it, as in the
+  tutorial's published 'without dropout' notebook (conv32-pool-conv64-conv64-fc512).
+  """
 
   layer_sets: tuple[tuple[int, ...], ...]
   fc: tuple[int, ...]
+  pool_last: bool = True
 
   @property
   def is_perceptron(self) -> bool:
@@ -50,11 +54,12 @@ def parse_net(net: str) -> NetSpec:
   """'conv32-pool-conv64-conv64-pool-fc512' -> NetSpec(((32,), (64, 64)), (512,)).
 
   'perceptron' is one Dense unit with a sigmoid. The final fc to the class
-  count is implicit, and so is the dropout layer before it.
+  count is implicit, and so is the dropout layer before it. Only the last run
+  of convs may go without a pool ('conv32-pool-conv64-conv64-fc512').
   """
   if net == "perceptron":
     return NetSpec((), ())
-  sets, convs, fc = [], [], []
+  sets, convs, fc, pool_last = [], [], [], True
   for tok in net.split("-"):
     m = _TOKEN.match(tok)
     if not m:
@@ -69,89 +74,113 @@ def parse_net(net: str) -> NetSpec:
         raise ValueError("convN cannot follow fcN")
       convs.append(int(m.group(2)))
     else:
-      if convs:
-        raise ValueError("each run of convN layers must end in 'pool'")
+      if convs and not fc:  # the last conv run, left unpooled
+        sets.append(tuple(convs))
+        convs, pool_last = [], False
       fc.append(int(m.group(2)))
   if convs:
-    raise ValueError("each run of convN layers must end in 'pool'")
+    raise ValueError("a run of convN layers must end in 'pool' or be followed by fcN")
   if not sets and not fc:
     raise ValueError("empty network")
-  return NetSpec(tuple(sets), tuple(fc))
+  return NetSpec(tuple(sets), tuple(fc), pool_last)
+
+
+# Each Config field's role, declared once (the `role` tag of its field) and read by
+# everything that must treat fields differently:
+#   VALUE     may differ between members of one compiled program (optax
+#             hyperparameters, traced scalars); one array per member in fit.
+#   SHAPE     defines the compiled program: members of a group share it.
+#   SCHEDULE  how long to train: a group shares it, but a finished run may resume
+#             with more (the checkpoint does not pin it).
+#   RUN       where and how to run; never changes what is computed.
+# Group key = all but VALUE and RUN; checkpoint config check = VALUE and SHAPE;
+# TensorBoard hparams = all but RUN.
+VALUE, SHAPE, SCHEDULE, RUN = "value", "shape", "schedule", "run"
+
+
+def _field(default, role: str):
+  return dataclasses.field(default=default, metadata={"role": role})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
   """One training run, or the base of an experiment's variants."""
 
-  name: str = "run"
+  name: str = _field("run", RUN)
   """Experiment name: labels the console, results.json and the default workdir."""
-  dataset: Literal["or", "digits", "cifar10"] = "digits"
+  dataset: Literal["or", "digits", "cifar10"] = _field("digits", SHAPE)
   """Data: the OR truth table, scikit-learn's 8x8 digits (offline), or CIFAR-10 via TFDS."""
-  data_dir: str | None = None
+  data_dir: str | None = _field(None, RUN)
   """TFDS data dir for CIFAR-10 (default: TFDS's own, usually ~/tensorflow_datasets)."""
-  train_size: int = 0
+  train_size: int = _field(0, SHAPE)
   """Class-stratified training subset size; 0 uses all."""
-  test_size: int = 0
+  test_size: int = _field(0, SHAPE)
   """Class-stratified test subset size; 0 uses all."""
-  net: str = "conv32-pool-conv64-conv64-pool-fc512"
+  val_size: int = _field(0, SHAPE)
+  """Hold out this many training examples (class-stratified) to validate on; 0 validates on the test split, as the tutorial did."""
+  net: str = _field("conv32-pool-conv64-conv64-pool-fc512", SHAPE)
   """Network: 'perceptron', or convN/pool/fcN joined by '-' (a final fc to the classes is added)."""
-  dropout: float = 0.0
+  dropout: float = _field(0.0, VALUE)
   """Dropout rate before the last layer (TFLearn's dropout(0.5) keeps 50%); 0 disables."""
-  l2: float = 0.0
+  l2: float = _field(0.0, VALUE)
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
-  optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+  optimizer: Literal["sgd", "adam", "adamw"] = _field("adam", SHAPE)
   """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), or adamw (decoupled decay)."""
-  learning_rate: float = 1e-3
+  learning_rate: float = _field(1e-3, VALUE)
   """Learning rate."""
-  weight_decay: float = 0.0
+  weight_decay: float = _field(0.0, VALUE)
   """Decoupled weight decay for adamw, applied to kernels only."""
-  loss: Literal["xent", "mse"] = "xent"
+  loss: Literal["xent", "mse"] = _field("xent", SHAPE)
   """Loss: softmax cross-entropy with integer labels, or mean square."""
-  epochs: int = 50
+  epochs: int = _field(50, SCHEDULE)
   """Passes over the training set."""
-  batch_size: int = 96
+  batch_size: int = _field(96, SHAPE)
   """Examples per step; the last partial batch is padded and masked, never dropped."""
-  seed: int = 0
+  seed: int = _field(0, VALUE)
   """First random seed; --seeds N uses seed .. seed+N-1."""
-  seeds: int = 1
+  seeds: int = _field(1, RUN)
   """Seeds per variant, trained together in one vmapped program; reported as mean +- std."""
-  norm: Literal["scalar", "per_channel", "none"] = "scalar"
+  norm: Literal["scalar", "per_channel", "none"] = _field("scalar", SHAPE)
   """Featurewise normalization from training-set statistics (TFLearn's default is one scalar)."""
-  flip: bool = True
+  flip: bool = _field(True, SHAPE)
   """Random left-right flip with p=0.5 in training (image datasets)."""
-  rotate: float = 25.0
+  rotate: float = _field(25.0, SHAPE)
   """Random rotation with p=0.5, uniform in [-rotate, rotate] degrees; 0 disables."""
-  precision: Literal["f32", "bf16"] = "f32"
+  augment_first: bool = _field(True, SHAPE)
+  """Augment raw pixels, then normalize (TFLearn's order: a rotation's corners are black); False normalizes first (corners take the mean colour)."""
+  init: Literal["tflearn", "lecun"] = _field("tflearn", SHAPE)
+  """Weight init: TFLearn's (conv uniform +-sqrt(3/fan_in), fc truncated normal std 0.02, zero biases) or Flax's lecun_normal."""
+  precision: Literal["f32", "bf16"] = _field("f32", SHAPE)
   """Compute dtype; params and optimizer state stay float32."""
-  eval_batch_size: int = 1000
+  eval_batch_size: int = _field(1000, SHAPE)
   """Examples per validation step."""
-  log_every: int = 0
+  log_every: int = _field(0, RUN)
   """Console line every N epochs when not on a terminal; 0 picks 1 up to 100 epochs, else epochs/20."""
-  workdir: str | None = None
+  workdir: str | None = _field(None, RUN)
   """Output directory for TensorBoard, checkpoints and results (default: runs/<name>)."""
-  checkpoint_every: int = 1
+  checkpoint_every: int = _field(1, RUN)
   """Save a checkpoint every N epochs; 0 disables checkpoints."""
-  keep_checkpoints: int = 3
+  keep_checkpoints: int = _field(3, RUN)
   """How many recent checkpoints to keep per run group."""
-  restart: bool = False
+  restart: bool = _field(False, RUN)
   """Ignore existing checkpoints in the workdir and start fresh (old ones are deleted)."""
-  diverge_above: float = 1e4
+  diverge_above: float = _field(1e4, SHAPE)
   """A training loss above this, or NaN/inf, marks a member diverged and stops it; 0: NaN/inf only."""
-  debug_nans: bool = False
+  debug_nans: bool = _field(False, RUN)
   """Turn on jax_debug_nans to stop at the first NaN-producing operation."""
-  variants: str = ""
+  variants: str = _field("", RUN)
   """Comma-separated variants to run (default: all of the experiment's)."""
-  devices: int = 0
+  devices: int = _field(0, RUN)
   """Local devices to use for data parallelism; 0 uses all."""
-  platform: Literal["auto", "cpu", "gpu", "tpu"] = "auto"
+  platform: Literal["auto", "cpu", "gpu", "tpu"] = _field("auto", RUN)
   """Require this JAX platform and fail loudly if it is missing; auto takes the default."""
-  coordinator: str = ""
+  coordinator: str = _field("", RUN)
   """Multi-host: HOST:PORT of process 0 for jax.distributed; 'auto' lets JAX detect it."""
-  num_processes: int = 1
+  num_processes: int = _field(1, RUN)
   """Multi-host: total number of processes."""
-  process_id: int = 0
+  process_id: int = _field(0, RUN)
   """Multi-host: this process's index."""
-  compilation_cache: bool = True
+  compilation_cache: bool = _field(True, RUN)
   """Keep compiled programs in JAX's persistent cache (~/.cache/dl101_jax/jax)."""
 
   def __post_init__(self):
@@ -169,6 +198,7 @@ class Config:
     need(self.loss in ("xent", "mse"), "loss", "xent or mse")
     need(self.norm in ("scalar", "per_channel", "none"), "norm", "scalar, per_channel or none")
     need(self.precision in ("f32", "bf16"), "precision", "f32 or bf16")
+    need(self.init in ("tflearn", "lecun"), "init", "tflearn or lecun")
     need(self.platform in ("auto", "cpu", "gpu", "tpu"), "platform", "auto, cpu, gpu or tpu")
     need(self.epochs >= 1, "epochs", "an integer >= 1")
     need(self.seeds >= 1, "seeds", "an integer >= 1")
@@ -186,6 +216,7 @@ class Config:
     need(finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
     need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")
     need(self.test_size >= 0, "test_size", "an integer >= 0 (0 = all)")
+    need(self.val_size >= 0, "val_size", "an integer >= 0 (0 = validate on the test split)")
     need(finite(self.diverge_above) and self.diverge_above >= 0, "diverge_above",
          "a finite number >= 0")
     need(self.log_every >= 0, "log_every", "an integer >= 0 (0 = auto)")
@@ -203,13 +234,9 @@ class Config:
       need(spec.is_perceptron, "net", "'perceptron' for --dataset or")
     else:
       need(not spec.is_perceptron, "net", "a conv/fc network for image datasets")
-    if self.dataset == "or" or not self.train_size:
-      n_train = TRAIN_SIZES[self.dataset]
-    else:
-      n_train = min(self.train_size, TRAIN_SIZES[self.dataset])
-    # A prepared CIFAR-10 dir may hold fewer images than the full set; the loader re-checks.
-    need(self.batch_size <= n_train, "batch_size",
-         f"at most the training-set size ({n_train})")
+    # Known sizes catch a too-large batch before loading; a prepared CIFAR-10 dir may
+    # hold fewer images, so the experiment checks again with the loaded size.
+    check_batch_size(self, TRAIN_SIZES[self.dataset])
 
   @property
   def net_spec(self) -> NetSpec:
@@ -236,20 +263,30 @@ class Config:
     return dataclasses.asdict(self)
 
 
-# Fields that may differ between members of one compiled program: they are
-# runtime values (optax hyperparameters or traced scalars), not shapes.
-VALUE_FIELDS = ("seed", "learning_rate", "weight_decay", "l2", "dropout")
-# Fields that say where and how to run, not what is computed.
-RUN_FIELDS = ("name", "diverge_above", "log_every", "workdir", "checkpoint_every", "keep_checkpoints",
-              "restart", "debug_nans", "variants", "devices", "platform", "coordinator",
-              "num_processes", "process_id", "compilation_cache", "seeds")
+def check_batch_size(config: Config, n_available: int, variant: str | None = None) -> None:
+  """The one batch-size check: at most the training-set size (after --train-size and --val-size).
+
+  `n_available`: the training examples before --val-size is held out.
+  """
+  n = min(config.train_size, n_available) if config.train_size else n_available
+  if config.val_size and config.dataset != "or" and config.val_size >= n:
+    raise ConfigError("val_size", f"must be below the training-set size ({n}), "
+                      f"got {config.val_size}")
+  n -= config.val_size if config.dataset != "or" else 0
+  if config.batch_size > n:
+    who = f"variant {variant}: " if variant else ""
+    raise ConfigError("batch_size", f"{who}must be at most the training-set size ({n}), "
+                      f"got {config.batch_size}")
+
+
+def fields_with_role(*roles: str) -> tuple[str, ...]:
+  """Config field names whose role is one of `roles`, in declaration order."""
+  return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["role"] in roles)
 
 
 def group_key(config: Config) -> tuple:
   """Configs with equal keys train together in one vmapped program."""
-  d = config.to_dict()
-  for f in VALUE_FIELDS + RUN_FIELDS:
-    d.pop(f)
+  d = {k: getattr(config, k) for k in fields_with_role(SHAPE, SCHEDULE)}
   # adam is adamw with zero decay, so they share one program.
   d["optimizer"] = "sgd" if config.optimizer == "sgd" else "adamw"
   return tuple(sorted(d.items()))

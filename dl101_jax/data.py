@@ -27,6 +27,9 @@ class Dataset:
   x_test: np.ndarray | None
   y_test: np.ndarray | None
   num_classes: int  # 1 for a single sigmoid output
+  # With --val-size, x_test/y_test are the held-out validation split and this is the
+  # untouched test split, scored once at the end by whoever selects on validation.
+  test_split: tuple[np.ndarray, np.ndarray] | None = None
 
   @property
   def train_size(self) -> int:
@@ -66,7 +69,7 @@ def _first_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
 
 
-def _tfds_error(data_dir: str, builder, cause: BaseException) -> DataError:
+def _tfds_error(data_dir: str, cause: BaseException) -> DataError:
   manual = os.path.join(data_dir, "downloads", "manual")
   return DataError(
       f"cifar10: no prepared TFDS data in {data_dir}/cifar10 and it could not be "
@@ -100,7 +103,10 @@ def _read_split(tfds, builder, split: str) -> dict[str, np.ndarray]:
 
 def load_cifar10(data_dir: str | None = None) -> Dataset:
   """CIFAR-10 through TFDS, downloaded and prepared on first use, cached in `data_dir`."""
+  # TF only reads the files: silence its C++ logs, and its oneDNN notice (about TF's own
+  # numerics, which never touch training), which otherwise print before our first line.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   import tensorflow as tf
 
   tf.config.set_visible_devices([], "GPU")  # TF only prepares data; keep accelerators for JAX.
@@ -121,12 +127,12 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
       # Without this, TFDS retries an unreachable host for minutes before failing.
       why = _offline_reason()
       if why:
-        raise _tfds_error(data_dir, builder, ConnectionError(why))
+        raise _tfds_error(data_dir, ConnectionError(why))
     try:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual))
     except Exception as e:
-      raise _tfds_error(data_dir, builder, e) from None
+      raise _tfds_error(data_dir, e) from None
   try:
     splits = {s: _read_split(tfds, builder, s) for s in ("train", "test")}
   except Exception as e:
@@ -164,16 +170,26 @@ def subset(ds: Dataset, train_size: int, test_size: int) -> Dataset:
                              x_test=x_te, y_test=y_te)
 
 
+def hold_out(ds: Dataset, n: int) -> Dataset:
+  """A class-stratified validation split of n training examples, in place of the test split.
+
+  Deterministic (the same n always holds out the same examples); the test split
+  moves to `test_split`, untouched.
+  """
+  val = stratified_subset(ds.y_train, n)
+  rest = np.setdiff1d(np.arange(ds.train_size), val)
+  return dataclasses.replace(ds, x_train=ds.x_train[rest], y_train=ds.y_train[rest],
+                             x_test=ds.x_train[val], y_test=ds.y_train[val],
+                             test_split=(ds.x_test, ds.y_test))
+
+
 def load(config: Config) -> Dataset:
-  """The dataset a config names, subset as it asks."""
+  """The dataset a config names, subset and split as it asks."""
   if config.dataset == "or":
     return load_or()
   ds = load_digits() if config.dataset == "digits" else load_cifar10(config.data_dir)
   ds = subset(ds, config.train_size, config.test_size)
-  if config.batch_size > ds.train_size:
-    raise DataError(f"--batch-size: must be at most the training-set size "
-                    f"({ds.train_size}), got {config.batch_size}")
-  return ds
+  return hold_out(ds, config.val_size) if config.val_size else ds
 
 
 @dataclasses.dataclass(frozen=True)

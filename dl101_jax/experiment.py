@@ -11,10 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from dl101_jax import checkpoint as ckpt_lib
+import platform
+import subprocess
+import time
+from typing import Any, Callable
+
+import numpy as np
+
 from dl101_jax import data as data_lib
-from dl101_jax import report
-from dl101_jax.config import Config, ConfigError, group_key
+from dl101_jax import files, report, signals
+from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
 from dl101_jax.loop import GroupResult, Member, device_data, fit
 from dl101_jax.parallel import configure_jax, runtime
 
@@ -26,19 +32,45 @@ class Results:
   json: dict
   groups: list[GroupResult]
   dataset: data_lib.Dataset
+  is_primary: bool = True  # this process writes the outputs
+  data: Any = None  # the train.DeviceData the groups trained on (normalization included)
 
-  def __getitem__(self, key):
-    return self.json[key]
+  def test_accuracy(self, variant: str) -> list[float]:
+    """The test split's accuracy for each surviving seed of `variant`, in one jitted pass.
+
+    For runs that validate on a held-out split (--val-size): select there, then
+    score the chosen variant here, once.
+    """
+    import jax
+
+    from dl101_jax import train
+    from dl101_jax.parallel import to_host
+
+    x, y = self.dataset.test_split
+    for g in self.groups:
+      idx = [j for j, i in enumerate(g.alive) if g.members[i].variant == variant]
+      if not idx:
+        continue
+      c = g.members[0].config
+      data = dataclasses.replace(self.data, x_test=jax.device_put(x), y_test=jax.device_put(y))
+      prog = train.Program(loss=c.loss, batch_size=c.batch_size,
+                           eval_batch_size=min(c.eval_batch_size, len(y)))
+      params = jax.tree.map(lambda a: a[np.asarray(idx)], g.states.params)
+      score = jax.jit(jax.vmap(lambda p: train.evaluate(prog, g.states.apply_fn, p, data)))
+      return [float(a) for a in to_host(score(params))["accuracy"]]
+    return []
 
 
-def select_variants(config: Config, variants: dict[str, dict]) -> dict[str, Config]:
-  """The variants --variants asks for (all by default), as full configs."""
+def select_variants(config: Config, variants: dict[str, dict],
+                    opt_in: dict[str, dict] | None = None) -> dict[str, Config]:
+  """The variants --variants asks for (by default all of `variants`, none of `opt_in`)."""
+  every = {**variants, **(opt_in or {})}
   names = config.variant_names or tuple(variants)
-  unknown = [n for n in names if n not in variants]
+  unknown = [n for n in names if n not in every]
   if unknown:
     raise ConfigError("variants", f"unknown variant {', '.join(unknown)}; allowed: "
-                      f"{', '.join(variants)}")
-  return {n: dataclasses.replace(config, **variants[n]) for n in names}
+                      f"{', '.join(every)}")
+  return {n: dataclasses.replace(config, **every[n]) for n in names}
 
 
 def make_members(selected: dict[str, Config]) -> list[Member]:
@@ -65,17 +97,67 @@ def group_name(members: list[Member]) -> str:
 def restart(config: Config, members: list[Member], console: report.Console) -> None:
   """--restart: delete the old checkpoints and these runs' TensorBoard logs."""
   wd = config.run_dir
-  gone = ckpt_lib.clear(os.path.join(wd, "checkpoints"))
+  gone = files.remove_tree(os.path.join(wd, "checkpoints"))
   for m in members:
-    gone |= ckpt_lib.clear(os.path.join(wd, m.run_name))
+    gone |= files.remove_tree(os.path.join(wd, m.run_name))
   if gone:
     console.say(f"--restart: deleted the checkpoints and TensorBoard runs in {wd}")
 
 
+def varied_fields(variants: dict[str, dict]) -> set[str]:
+  """The Config fields an experiment's variants set."""
+  return {k for overrides in variants.values() for k in overrides}
+
+
+def refuse_varied_flags(config: Config, default: Config, variants: dict[str, dict],
+                        experiment: str) -> None:
+  """The one rule for flags that set what an experiment varies: refuse, naming the way.
+
+  A value the variants would override is never dropped without a word: if
+  `config` differs from the experiment's `default` in such a field, ConfigError.
+  """
+  for f in sorted(varied_fields(variants)):
+    if getattr(config, f) != getattr(default, f):
+      shown = ", ".join(f"{n}={o[f]:g}" if isinstance(o.get(f), float) else f"{n}={o.get(f)}"
+                        for n, o in variants.items() if f in o)
+      raise ConfigError(f, f"the {experiment} experiment sets this per variant ({shown}); pick "
+                        f"variants with --variants, or try other values with experiments.sweep")
+
+
+def software() -> dict:
+  """Versions that say what computed these results, and the git commit when in a checkout."""
+  import flax
+  import jax
+  import jaxlib
+  import optax
+
+  out = {"python": platform.python_version(), "jax": jax.__version__,
+         "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                       text=True, timeout=5, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    out["git_commit"] = None
+  return out
+
+
 def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = True,
-                   console: report.Console | None = None) -> Results:
-  """Train every selected variant (x seeds) of an experiment; write its outputs."""
-  selected = select_variants(config, variants)
+                   console: report.Console | None = None,
+                   opt_in: dict[str, dict] | None = None, default: Config | None = None,
+                   extra: Callable[["Results"], dict] | None = None) -> Results:
+  """Train every selected variant (x seeds) of an experiment; write its outputs once.
+
+  `opt_in` variants run only when --variants names them. With `default` (the
+  experiment's CONFIG), a config that changes a field the variants set is
+  refused. `extra(results)` may add fields to results.json (computed from the
+  trained states) before it is written.
+  """
+  t_start = time.perf_counter()
+  selected = select_variants(config, variants, opt_in)
+  if default is not None:  # only the variants that run can override a flag
+    every = {**variants, **(opt_in or {})}
+    refuse_varied_flags(config, default, {n: every[n] for n in selected}, config.name)
   members = make_members(selected)
   configure_jax(config)
   rt = runtime(config)
@@ -85,36 +167,64 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
                                       enabled=rt.is_primary)
   if config.restart and rt.is_primary:
     restart(config, members, console)
+
+  # --- Data, once for every group.
+  t0 = time.perf_counter()
+  console.say(f"{config.name}: loading {config.dataset}...")
   ds = data_lib.load(config)
   for name, vc in selected.items():
-    if vc.batch_size > ds.train_size:
-      raise ConfigError("batch_size", f"variant {name}: must be at most the training-set size "
-                        f"({ds.train_size}), got {vc.batch_size}")
+    held_out = ds.test_size if ds.test_split is not None else 0
+    check_batch_size(vc, ds.train_size + held_out, variant=name)
   normalizer = data_lib.Normalizer.fit(ds.x_train, config.norm)
   dev = device_data(ds, normalizer, rt)
+  console.say(f"{config.name}: {ds.train_size} train / {ds.test_size} test examples on "
+              f"{rt.num_devices} {rt.platform} device(s) in {time.perf_counter() - t0:.1f} s; "
+              f"{len(members)} model(s) in {len(make_groups(members))} program(s)")
+
+  # --- Train each group; stop between groups if a signal came in.
   groups = []
   for g in make_groups(members):
-    groups.append(fit(g, ds, dev, rt, group=group_name(g), console=console))
+    stop = signals.pending()
+    if stop:
+      raise signals.Interrupted(signals.exit_code(stop))
+    groups.append(fit(g, ds, dev, rt, group=group_name(g), console=console,
+                      label_variants=len(selected) > 1))
+  signals.phase("finishing")
 
   out = {
       "experiment": config.name,
-      "dataset": {"name": ds.name, "train_size": ds.train_size, "test_size": ds.test_size},
+      "dataset": {"name": ds.name, "train_size": ds.train_size,
+                  "test_size": len(ds.test_split[1]) if ds.test_split else ds.test_size,
+                  "validation_size": ds.test_size,
+                  "validation": (f"{ds.test_size} examples held out of the training set"
+                                 if ds.test_split is not None else "the test split")},
       "devices": rt.num_devices, "processes": rt.processes, "platform": rt.platform,
+      "software": software(),
       "config": config.to_dict(),
       "variants": [],
+      # One entry per compiled program: its variants and seconds (training; compiling apart).
+      "groups": [{"name": group_name(g.members), "members": len(g.members),
+                  "wall_seconds": round(g.wall_seconds, 3),
+                  "compile_seconds": round(g.compile_seconds, 3)} for g in groups],
   }
-  for name in selected:
+  for name, vc in selected.items():
     hs, div, wall, comp = [], [], 0.0, 0.0
     for g in groups:
       for i, m in enumerate(g.members):
         if m.variant == name:
-          hs.append(g.histories[i]), div.append(g.diverged[i])
+          hs.append(g.histories[i])
+          div.append(g.diverged[i])
           # Members of one group share its wall time (training, compile excluded).
           wall, comp = g.wall_seconds, g.compile_seconds
     v = report.variant_result(name, hs, div, wall)
     v["compile_seconds"] = round(comp, 3)
+    overrides = {**variants, **(opt_in or {})}[name]
+    v["config"] = {"overrides": overrides, "effective": vc.to_dict()}
     out["variants"].append(v)
-  results = Results(out, groups, ds)
+  results = Results(out, groups, ds, rt.is_primary, dev)
+  if extra:
+    out.update(extra(results))
+  out["process_seconds"] = round(time.perf_counter() - t_start, 3)
   if rt.is_primary:
     write_outputs(results, config, console, plot=plot)
   return results
@@ -123,15 +233,18 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
 def write_outputs(results: Results, config: Config, console: report.Console, *,
                   plot: bool = True) -> None:
   wd = config.run_dir
-  report.write_json(os.path.join(wd, "results.json"), results.json)
+  files.write_json(os.path.join(wd, "results.json"), results.json)
   table = report.summary_table(results.json)
   d = results.json["dataset"]
+  seeds = f"{config.seeds} seed{'s' if config.seeds != 1 else ''}"
   header = (f"# {config.name}\n\n{d['name']}: {d['train_size']} train / {d['test_size']} test "
-            f"images, {config.epochs} epochs, {config.seeds} seed(s), "
+            f"images, {config.epochs} epochs, {seeds}, "
             f"{results.json['devices']} {results.json['platform']} device(s)\n\n")
-  report.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
+  files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
   if plot:
     from dl101_jax import plots
 
     plots.comparison(results.json, os.path.join(wd, "comparison.png"))
   console.say("\n" + table)
+  console.say(f"\n{config.name}: outputs in {wd}/ (results.json, summary.md"
+              f"{', comparison.png' if plot else ''}, TensorBoard runs)")

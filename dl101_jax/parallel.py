@@ -20,6 +20,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from dl101_jax.config import Config, ConfigError
 
 
+class OutOfMemory(RuntimeError):
+  """A program did not fit in host or device memory; the message says what to lower."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+  """XLA's RESOURCE_EXHAUSTED / out-of-memory errors, and Python's MemoryError."""
+  if isinstance(e, MemoryError):
+    return True
+  text = str(e)
+  return ("RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()) and (
+      "No space left" not in text)
+
+
+def out_of_memory(e: BaseException, *, what: str, batch_size: int, members: int,
+                  rt: "Runtime") -> OutOfMemory:
+  first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+  return OutOfMemory(
+      f"out of memory while {what} ({first}): batch {batch_size}, {members} model(s) in one "
+      f"program (variants x seeds), {rt.num_devices} {rt.platform} device(s). Lower "
+      f"--batch-size, --seeds or --variants, or add --devices; the checkpoints so far are intact")
+
+
 def cache_dir() -> str:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "dl101_jax", "jax")

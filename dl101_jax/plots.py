@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
+from dl101_jax.report import over_seeds
 
 
 def _plt():
@@ -16,16 +14,6 @@ def _plt():
   return plt
 
 
-def _band(per_seed: list[dict], key: str, x_key: str):
-  """x, mean, std over the seeds that reached each epoch."""
-  n = max((len(h.get(key, [])) for h in per_seed), default=0)
-  xs, mu, sd = [], [], []
-  for i in range(n):
-    vals = [h[key][i] for h in per_seed if len(h.get(key, [])) > i]
-    xs.append(np.mean([h[x_key][i] for h in per_seed if len(h.get(key, [])) > i]))
-    mu.append(np.mean(vals)), sd.append(np.std(vals))
-  return np.array(xs), np.array(mu), np.array(sd)
-
 
 def comparison(results: dict, path: str) -> None:
   """Validation accuracy and loss per epoch, mean +- std over seeds; training dashed.
@@ -34,6 +22,8 @@ def comparison(results: dict, path: str) -> None:
   steps and wall-clock seconds.
   """
   plt = _plt()
+  from matplotlib.ticker import FuncFormatter, MaxNLocator
+
   has_val = any(v["history"].get("val_accuracy") for v in results["variants"])
   x_keys = [("epoch", "epoch")]
   if results["experiment"] == "batch_size":
@@ -47,31 +37,47 @@ def comparison(results: dict, path: str) -> None:
         c = colors[k % len(colors)]
         label = v["name"] + (f" (diverged @ {v['diverged_epoch']})" if v["diverged"] else "")
         if has_val:
-          x, mu, sd = _band(v["per_seed"], f"val_{what}", x_key)
+          x, mu, sd = over_seeds(v["per_seed"], f"val_{what}", x_key)
           if len(x):
             ax.plot(x, mu, color=c, label=f"{label} val")
             if v["seeds"] > 1:
               ax.fill_between(x, mu - sd, mu + sd, color=c, alpha=0.2)
-        x, mu, _ = _band(v["per_seed"], f"train_{what}", x_key)
+        x, mu, _ = over_seeds(v["per_seed"], f"train_{what}", x_key)
         if len(x):
           ax.plot(x, mu, color=c, linestyle="--", label=f"{label} train")
         if v["diverged"] and len(x):
           ax.plot(x[-1], mu[-1], "x", color=c, markersize=10)
       ax.set_xlabel(x_label)
       ax.set_ylabel(what)
-      ax.set_title(f"{'Validation' if has_val else 'Training'} {what} vs {x_label}")
+      drawn = "validation (solid) and training (dashed)" if has_val else "training"
+      ax.set_title(f"{what.capitalize()}: {drawn}, by {x_label}")
       ax.grid(alpha=0.3)
+      if x_key == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+      elif x_key == "step":
+        ax.set_xscale("log")  # batch 2000's few steps per epoch stay visible beside batch 50's
       if what == "loss":
+        # Log scale, labelled in plain decimals (0.5, 1, 2), never as 2×10⁰.
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
       ax.legend(fontsize=8)
   d = results["dataset"]
   seeds = max(v["seeds"] for v in results["variants"])
+  spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed"
   fig.suptitle(f"{results['experiment']}: {d['name']} ({d['train_size']} train / "
-               f"{d['test_size']} test), mean ± std over {seeds} seed(s); train dashed")
+               f"{d['test_size']} test), {spread}")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)
+
+
+def _save(fig, path: str) -> None:
+  """Write the PNG under a temporary name, then rename: never a half-written picture."""
+  from dl101_jax.files import atomic_path
+
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110)
 
 
 def sweep(points: list[dict], axes_names: list[str], path: str) -> None:
@@ -97,6 +103,5 @@ def sweep(points: list[dict], axes_names: list[str], path: str) -> None:
     ax.legend(fontsize=8)
   fig.suptitle("Sweep: mean ± std over seeds")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)

@@ -5,10 +5,10 @@ Pictures are in plots.py (matplotlib is imported only when one is drawn).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -21,7 +21,9 @@ TAGS = {"train_loss": "Loss", "train_accuracy": "Accuracy", "val_loss": "Loss/Va
 
 
 def step_line(step: int, loss: float, seconds: float) -> str:
-  return f"Training Step: {step}  | total loss: {loss:.5f} | time: {seconds:.3f}s"
+  """TFLearn's step line; `time` is the epoch's seconds (sub-millisecond epochs in µs)."""
+  t = f"{seconds:.3f}s" if seconds >= 0.001 else f"{seconds * 1e6:.0f}µs"
+  return f"Training Step: {step}  | total loss: {loss:.5f} | time: {t}"
 
 
 def epoch_line(label: str, epoch: int, epochs: int, m: dict, n: int, *, acc: bool = True) -> str:
@@ -46,10 +48,31 @@ class Console:
     self.tty = self.stream.isatty() if tty is None else tty
     self.epochs, self.every, self.enabled = epochs, every, enabled
     self._shown = 0
+    self._progress = False
+    self._lock = threading.Lock()  # progress ticks arrive on a runtime thread
+
+  def progress(self, text: str) -> None:
+    """One status line rewritten in place (terminals only), under the live block."""
+    if not (self.enabled and self.tty):
+      return
+    with self._lock:
+      self.stream.write("\r\x1b[K" + text)
+      self.stream.flush()
+      self._progress = True
+
+  def _clear_progress(self) -> None:
+    if self._progress:
+      self.stream.write("\r\x1b[K")
+      self._progress = False
 
   def show(self, epoch: int, lines: list[str], *, force: bool = False) -> None:
     if not self.enabled:
       return
+    with self._lock:
+      self._show(epoch, lines, force)
+
+  def _show(self, epoch: int, lines: list[str], force: bool) -> None:
+    self._clear_progress()
     if self.tty:
       up = f"\x1b[{self._shown}F\x1b[J" if self._shown else ""
       self.stream.write(up + "\n".join(lines) + "\n")
@@ -58,27 +81,41 @@ class Console:
       self.stream.write("\n".join(lines) + "\n")
     self.stream.flush()
 
+  def new_block(self) -> None:
+    """The next live block starts below whatever is on screen now."""
+    self._shown = 0
+
   def say(self, text: str) -> None:
     if self.enabled:
-      self.stream.write(text + "\n")
-      self.stream.flush()
-      self._shown = 0  # the live block is above this; start a new one
+      with self._lock:
+        self._clear_progress()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._shown = 0  # the live block is above this; start a new one
 
 
-def _import_tensorboardx():
-  """Import tensorboardX without letting it import torch.
+class EpochProgress:
+  """In-epoch progress for a terminal: steps done, percent, elapsed and ETA of the epoch.
 
-  tensorboardX's writer does `try: import torch`, which costs ~0.9 s where torch is
-  installed (a benchmark venv) and is never needed here: an ImportError is its
-  designed fallback, so we make `import torch` fail for the duration.
+  `tick(epoch, steps_done)` is the program's callback; `start` is called by the
+  host loop right before each chunk of epochs runs.
   """
-  if "tensorboardX.summary" in sys.modules or "torch" in sys.modules:
-    return
-  sys.modules["torch"] = None  # type: ignore[assignment]
-  try:
-    import tensorboardX.summary  # noqa: F401
-  finally:
-    del sys.modules["torch"]
+
+  def __init__(self, console: Console, steps_per_epoch: int, epochs: int):
+    self.console, self.spe, self.epochs = console, steps_per_epoch, epochs
+    self.t0, self.epoch0 = time.perf_counter(), 0
+
+  def start(self, epoch0: int) -> None:
+    self.t0, self.epoch0 = time.perf_counter(), epoch0
+
+  def tick(self, epoch, steps_done) -> None:
+    epoch, done = int(epoch), int(steps_done)
+    elapsed = time.perf_counter() - self.t0
+    total_done = (epoch - self.epoch0) * self.spe + done
+    per_step = elapsed / max(total_done, 1)
+    eta = per_step * (self.spe - done)
+    self.console.progress(f"epoch {epoch + 1}/{self.epochs}: step {done}/{self.spe} "
+                          f"({100 * done // self.spe}%), {elapsed:.0f} s, epoch ETA {eta:.0f} s")
 
 
 def _hparam_value(v: Any):
@@ -87,8 +124,19 @@ def _hparam_value(v: Any):
   return str(v)
 
 
+# Keras-style overlay: <run>/train and <run>/validation hold the same tags, so
+# TensorBoard draws training and validation on one chart (the overfitting gap).
+OVERLAY = {"train_loss": ("train", "epoch_loss"), "train_accuracy": ("train", "epoch_accuracy"),
+           "val_loss": ("validation", "epoch_loss"),
+           "val_accuracy": ("validation", "epoch_accuracy")}
+
+
 class TensorBoardRun:
   """Per-epoch scalars of one run (variant, seed) under <workdir>/<run name>/.
+
+  The run folder holds the tutorial's tags (Loss, Accuracy, Loss/Validation,
+  Accuracy/Validation) and the hparams; its train/ and validation/ subfolders
+  hold epoch_loss and epoch_accuracy, which TensorBoard overlays on one chart.
 
   Built on tensorboardX's synchronous EventsWriter and summary protos rather
   than SummaryWriter, whose flush() does not drain its background queue: a
@@ -97,54 +145,77 @@ class TensorBoardRun:
   """
 
   def __init__(self, logdir: str, hparams: dict, *, resume_epoch: int = 0):
-    _import_tensorboardx()
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto import event_pb2
     from tensorboardX.summary import hparams as hp_summary
 
     self._event_pb2 = event_pb2
-    os.makedirs(logdir, exist_ok=True)
-    self.writer = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}")
-    if resume_epoch:
-      # TensorBoard's purge: points at steps > resume_epoch from the killed run are dropped.
-      self._write(event_pb2.Event(step=resume_epoch + 1, session_log=event_pb2.SessionLog(
-          status=event_pb2.SessionLog.START)))
-    else:
-      # The hparams of this run, with the validation scalars as its metrics. (add_hparams()
-      # would open a stray timestamped sub-run instead.)
-      for summary in hp_summary({k: _hparam_value(v) for k, v in hparams.items()},
-                                {TAGS["val_accuracy"]: 0.0, TAGS["val_loss"]: 0.0}):
-        self._write(event_pb2.Event(summary=summary))
-    self.writer.flush()
+    self.writers = {}
+    for sub in ("", "train", "validation"):
+      d = os.path.join(logdir, sub)
+      os.makedirs(d, exist_ok=True)
+      self.writers[sub] = EventsWriter(os.path.join(d, "events"), f".{os.getpid()}")
+      if resume_epoch:
+        # TensorBoard's purge: points at steps > resume_epoch from the killed run are dropped.
+        self._write(sub, event_pb2.Event(step=resume_epoch + 1, session_log=event_pb2.SessionLog(
+            status=event_pb2.SessionLog.START)))
+    # The hparams of this run (again on a resume: --epochs may have grown), with the
+    # validation scalars as its metrics. (add_hparams() would open a stray sub-run.)
+    for summary in hp_summary({k: _hparam_value(v) for k, v in hparams.items()},
+                              {TAGS["val_accuracy"]: 0.0, TAGS["val_loss"]: 0.0}):
+      self._write("", event_pb2.Event(summary=summary))
+    self.flush()
 
-  def _write(self, event) -> None:
+  def _write(self, sub: str, event) -> None:
     event.wall_time = time.time()
-    self.writer.write_event(event)
+    self.writers[sub].write_event(event)
 
   def log(self, epoch: int, metrics: dict) -> None:
     from tensorboardX.summary import scalar
 
     for k, v in metrics.items():
       if k in TAGS and math.isfinite(v):
-        self._write(self._event_pb2.Event(step=epoch, summary=scalar(TAGS[k], v)))
+        self._write("", self._event_pb2.Event(step=epoch, summary=scalar(TAGS[k], v)))
+        sub, tag = OVERLAY[k]
+        self._write(sub, self._event_pb2.Event(step=epoch, summary=scalar(tag, v)))
 
   def flush(self) -> None:
-    self.writer.flush()
+    for w in self.writers.values():
+      w.flush()
 
   def close(self) -> None:
-    self.writer.close()
+    for w in self.writers.values():
+      w.close()
+
+
+def empty_history() -> dict:
+  """A member's history before its first epoch: one list per recorded quantity."""
+  return {k: [] for k in ("epoch", "step", "seconds", *METRICS)}
+
+
+def over_seeds(histories: list[dict], key: str, x_key: str = "epoch"):
+  """(x_N, mean_N, std_N) of `key` over the seeds that reached each entry.
+
+  The one place seeds are averaged: a seed that diverged early stops counting
+  where its history ends. x is the mean of `x_key` over the same seeds.
+  """
+  n = max((len(h.get(key, [])) for h in histories), default=0)
+  xs, mu, sd = [], [], []
+  for i in range(n):
+    alive = [h for h in histories if len(h.get(key, [])) > i]
+    vals = [h[key][i] for h in alive]
+    xs.append(float(np.mean([h[x_key][i] for h in alive])))
+    mu.append(float(np.mean(vals)))
+    sd.append(float(np.std(vals)))
+  return np.asarray(xs), np.asarray(mu), np.asarray(sd)
 
 
 def aggregate(histories: list[dict]) -> dict:
-  """Mean history over seeds, epoch by epoch (seeds that diverged early stop counting)."""
-  length = max(len(h["epoch"]) for h in histories)
-  out = {k: [] for k in ("epoch", "step", "seconds", *METRICS)}
-  for i in range(length):
-    alive = [h for h in histories if len(h["epoch"]) > i]
-    for k in out:
-      vals = [h[k][i] for h in alive if len(h.get(k, [])) > i]
-      if vals:
-        out[k].append(int(vals[0]) if k in ("epoch", "step") else float(np.mean(vals)))
+  """Mean history over seeds, epoch by epoch (see `over_seeds`)."""
+  out = {}
+  for k in empty_history():
+    _, mu, _ = over_seeds(histories, k)
+    out[k] = [int(v) for v in mu] if k in ("epoch", "step") else [float(v) for v in mu]
   return {k: v for k, v in out.items() if v or k in ("epoch", "step", "seconds")}
 
 
@@ -156,8 +227,7 @@ def variant_result(name: str, histories: list[dict], diverged: list[int | None],
   have = lambda k: bool(finals) and all(k in f for f in finals)
   final = {k: float(np.mean([f[k] for f in finals])) if have(k) else None for k in METRICS}
   final_std = {k: float(np.std([f[k] for f in finals])) if have(k) else None for k in METRICS}
-  hist = aggregate(histories) if any(h["epoch"] for h in histories) else {
-      k: [] for k in ("epoch", "step", "seconds", *METRICS)}
+  hist = aggregate(histories) if any(h["epoch"] for h in histories) else empty_history()
   div = [e for e in diverged if e is not None]
   best = None
   if hist.get("val_accuracy"):
@@ -175,24 +245,10 @@ def summary_table(results: dict) -> str:
   for v in results["variants"]:
     f, s = v["final"], v["final_std"]
     tr = "–" if f["train_accuracy"] is None else f"{f['train_accuracy']:.4f}"
-    va = "–" if f["val_accuracy"] is None else f"{f['val_accuracy']:.4f} ± {s['val_accuracy']:.4f}"
+    several = v["seeds"] > 1 and s["val_accuracy"] is not None
+    spread = f" ± {s['val_accuracy']:.4f}" if several else ""
+    va = "–" if f["val_accuracy"] is None else f"{f['val_accuracy']:.4f}{spread}"
     best = (f"{v['best']['val_accuracy']:.4f} ({v['best']['epoch']})" if v.get("best") else "–")
     div = f"yes (epoch {v['diverged_epoch']})" if v["diverged"] else "no"
     rows.append(f"| {v['name']} | {tr} | {va} | {best} | {v['wall_seconds']:.1f} | {div} |")
   return "\n".join(rows)
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Atomic write (a killed process never leaves half a results.json)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    f.write(text)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from dl101_jax.augment import augment_batch
+from dl101_jax.augment import augment
 from dl101_jax.optim import init_opt_state, l2_penalty
 
 INIT, SHUFFLE, STEP = 0, 1, 2  # fold_in tags: independent streams per purpose
@@ -52,7 +52,9 @@ class DeviceData:
   std: jax.Array
 
   def normalize(self, x: jax.Array) -> jax.Array:
-    return (x.astype(jnp.float32) - self.mean) / self.std
+    # mean/std are a scalar or one value per channel: align them with x's last axis.
+    shape = (1,) * (x.ndim - self.mean.ndim) + self.mean.shape
+    return (x.astype(jnp.float32) - self.mean.reshape(shape)) / self.std.reshape(shape)
 
 
 def per_example_loss(kind: str, out: jax.Array, y: jax.Array) -> jax.Array:
@@ -74,22 +76,38 @@ def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
   return jnp.sum(v_B * w_B) / jnp.maximum(jnp.sum(w_B), 1.0)
 
 
+def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_degrees: float,
+                    normalize: Callable | None = None) -> jax.Array:
+  """Augment (flip, rotate), then normalize when `normalize` is given.
+
+  TFLearn's order (tflearn/data_flow.py, fill_feed_dict_queue: ImageAugmentation,
+  then ImagePreprocessing): rotation fills the corners with pixel value 0, black,
+  which normalization then maps to -mean/std. Without `normalize`, x is taken as
+  already normalized, so the corners take the mean colour.
+  """
+  if flip or max_degrees > 0:
+    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees)
+  return x_BxHxWxC if normalize is None else normalize(x_BxHxWxC)
+
+
 def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
-                    batch_sharding: Any = None) -> Callable:
+                    batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
 
-  batch: {'x': normalized inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding}.
-  Augmentation (training only) and dropout draw from fold_in(key, state.step).
+  batch: {'x': inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding}. The
+  inputs are normalized already, or raw when `normalize` is given (applied after
+  augmentation, see `training_inputs`). Augmentation (training only) and dropout
+  draw from fold_in(key, state.step).
   """
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
     k_aug, k_drop = jax.random.split(key)
+    x = batch["x"]
     if batch_sharding is not None:
-      batch = {**batch, "x": jax.lax.with_sharding_constraint(batch["x"], batch_sharding)}
-    if flip or max_degrees > 0:
-      batch = augment_batch(k_aug, batch, flip=flip, max_degrees=max_degrees)
-    x, y = batch["x"], batch["y"]
+      x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    x = training_inputs(k_aug, x, flip=flip, max_degrees=max_degrees, normalize=normalize)
+    y = batch["y"]
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
     def objective(params):
@@ -124,7 +142,8 @@ def padded_batches(order_N: jax.Array, batch_size: int) -> tuple[jax.Array, jax.
   n = order_N.shape[0]
   steps = -(-n // batch_size)
   pad = steps * batch_size - n
-  idx = jnp.concatenate([order_N, order_N[:pad]]) if pad else order_N
+  # Repeats cycle through the order, so a batch larger than the data is padded too.
+  idx = jnp.concatenate([order_N, jnp.resize(order_N, pad)]) if pad else order_N
   mask = (jnp.arange(steps * batch_size) < n).astype(jnp.float32)
   return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
@@ -145,25 +164,39 @@ class Program:
   eval_batch_size: int
   flip: bool = False
   max_degrees: float = 0.0
+  augment_first: bool = True  # TFLearn's order: augment raw pixels, then normalize
   batch_sharding: Any = None  # NamedSharding over the 'data' mesh axis, or None
+  # In-epoch progress: every `progress_every` steps the program calls the host's
+  # on_progress(epoch, steps_done) (jax.debug.callback, once per tick, not per member).
+  progress_every: int = 0
+  on_progress: Callable[[Any, Any], None] | None = None
 
 
 def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Array,
                 data: DeviceData) -> tuple[TrainState, Metrics]:
   """One member, one epoch: shuffle by (seed, epoch), then lax.scan the steps."""
+  raw = prog.augment_first and (prog.flip or prog.max_degrees > 0)
   step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
-                         batch_sharding=prog.batch_sharding)
+                         batch_sharding=prog.batch_sharding,
+                         normalize=data.normalize if raw else None)
+  prepare = (lambda x: x.astype(jnp.float32)) if raw else data.normalize
   order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, SHUFFLE), epoch),
                                  data.x_train.shape[0])
   idx_SxB, mask_SxB = padded_batches(order, prog.batch_size)
   step_key = jax.random.fold_in(key, STEP)
 
-  def body(state, im):
-    i_B, m_B = im
-    batch = {"x": data.normalize(data.x_train[i_B]), "y": data.y_train[i_B], "mask": m_B}
+  def body(state, ism):
+    s, i_B, m_B = ism
+    batch = {"x": prepare(data.x_train[i_B]), "y": data.y_train[i_B], "mask": m_B}
+    if prog.progress_every:
+      # The step index is the same for every member, so under vmap this stays one
+      # cond and the host hears one tick, not one per member.
+      jax.lax.cond((s + 1) % prog.progress_every == 0,
+                   lambda: jax.debug.callback(prog.on_progress, epoch, s + 1), lambda: None)
     return step(state, batch, step_key)
 
-  state, metrics_S = jax.lax.scan(body, state, (idx_SxB, mask_SxB))
+  steps_S = jnp.arange(idx_SxB.shape[0])
+  state, metrics_S = jax.lax.scan(body, state, (steps_S, idx_SxB, mask_SxB))
   return state, _weighted(metrics_S)
 
 

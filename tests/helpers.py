@@ -76,3 +76,25 @@ def hparam_tags(logdir: str) -> set[str]:
         if v.metadata.plugin_data.plugin_name:
           names.add(v.metadata.plugin_data.plugin_name)
   return names
+
+
+def hparams_sessions(logdir: str) -> list[dict]:
+  """The hparams of each session start in the run's event files, in file order."""
+  from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+
+  out = []
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    data = open(path, "rb").read()
+    i = 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      ev = event_pb2.Event()
+      ev.ParseFromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for v in ev.summary.value:
+        if v.metadata.plugin_data.plugin_name == "hparams":
+          pd = plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+          if pd.HasField("session_start_info"):
+            hp = pd.session_start_info.hparams
+            out.append({k: getattr(hp[k], hp[k].WhichOneof("kind")) for k in hp})
+  return out

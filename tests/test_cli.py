@@ -5,7 +5,8 @@ import pytest
 from dl101_jax import cli
 from dl101_jax import data as data_lib
 from dl101_jax.config import Config, ConfigError
-from experiments import dropout, start_here
+from experiments import __main__ as suite
+from experiments import batch_size, dropout, layers, learning_rate, regularization, start_here, sweep
 from helpers import run_module
 
 
@@ -94,7 +95,7 @@ def test_variants_are_replaces():
     c.epochs = 3  # frozen
 
 
-def test_every_config_field_has_a_flag_and_description():
+def test_every_config_field_has_a_flag_and_default():
   import dataclasses
 
   r = run_module("experiments.dropout", "--help")
@@ -102,3 +103,61 @@ def test_every_config_field_has_a_flag_and_description():
     flag = "--" + f.name.replace("_", "-")
     assert flag in r.stdout, flag
   assert r.stdout.count("(default:") >= len(dataclasses.fields(Config))
+
+
+VARIED = [
+    (dropout, ["--dropout", "0.3"], "--dropout", "dropout=0.5"),
+    (batch_size, ["--batch-size", "64"], "--batch-size", "batch_2000=2000"),
+    (learning_rate, ["--learning-rate", "0.05"], "--learning-rate", "lr_1e-2=0.01"),
+    (regularization, ["--l2", "0.01"], "--l2", "l2=0.001"),
+    (layers, ["--net", "fc10"], "--net", "one_layer_set="),
+    (sweep, ["--learning-rate", "0.05"], "--learning-rate", "--learning-rates"),
+]
+
+
+@pytest.mark.parametrize("module,args,flag,names", VARIED,
+                         ids=[m.__name__.split(".")[-1] for m, *_ in VARIED])
+def test_a_flag_an_experiment_varies_is_refused_not_dropped(module, args, flag, names, capsys,
+                                                             monkeypatch, tmp_path):
+  def no_loading(*a, **k):
+    raise AssertionError("data was loaded before the refusal")
+
+  monkeypatch.setattr(data_lib, "load", no_loading)
+  with pytest.raises(SystemExit) as e:
+    cli.main(module.run, module.CONFIG, [*args, "--dataset", "digits", "--workdir",
+                                         str(tmp_path)])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1, err
+  assert err.startswith(f"error: {flag}:") and names in err, err
+
+
+def test_suite_applies_given_flags_to_every_experiment_or_refuses():
+  cfgs = suite.configs(suite.CONFIG.replace(rotate=0.0, epochs=3), {"rotate", "epochs"})
+  assert [c.rotate for c in cfgs] == [0.0] * 5 and [c.epochs for c in cfgs] == [3] * 5
+  # Not given: each experiment keeps its own base (batch_size/learning_rate use dropout 0.5).
+  assert {c.name: c.dropout for c in cfgs}["batch_size"] == 0.5
+  # Given even at the suite's default value: still the same flag for all, so refused where varied.
+  with pytest.raises(ConfigError) as e:
+    suite.configs(suite.CONFIG, {"dropout"})
+  assert e.value.field == "dropout" and "dropout experiment" in str(e.value)
+  for f in ("name", "variants"):
+    with pytest.raises(ConfigError, match=f"--{f}"):
+      suite.configs(suite.CONFIG, {f})
+
+
+def test_suite_command_line():
+  r = run_module("experiments", "--name", "foo", "--dataset", "digits")
+  assert r.returncode == 2 and r.stderr.strip().startswith("error: --name:"), r.stderr
+  r = run_module("experiments", "--help")
+  assert r.returncode == 0 and r.stdout.startswith("usage: python -m experiments ")
+
+
+def test_unknown_flag_gets_a_suggestion(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.parse(dropout.CONFIG, ["--epoch", "3"])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and err == "error: --epoch: unrecognized flag; did you mean --epochs?"
+  with pytest.raises(SystemExit):
+    cli.parse(dropout.CONFIG, ["--dataset", "mnist"])
+  err = capsys.readouterr().err.strip()
+  assert err == "error: --dataset: must be one of or, digits, cifar10, got 'mnist'"

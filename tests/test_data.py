@@ -89,3 +89,17 @@ def test_real_cifar10_subset():
   assert ds.x_train.shape == (1000, 32, 32, 3) and ds.x_test.shape == (200, 32, 32, 3)
   assert np.bincount(ds.y_train).tolist() == [100] * 10
   assert 100 < ds.x_train.mean() < 140  # real photos, not noise
+
+
+def test_hold_out_is_stratified_disjoint_and_keeps_the_test_split():
+  ds = data.load_digits()
+  held = data.hold_out(ds, 200)
+  assert held.train_size == ds.train_size - 200 and held.test_size == 200
+  assert held.test_split[0] is ds.x_test and held.test_split[1] is ds.y_test
+  counts = np.bincount(held.y_test, minlength=10)
+  assert counts.max() - counts.min() <= 1  # class-balanced
+  # Disjoint and complete: every training image is in exactly one of the two.
+  both = np.concatenate([held.x_train, held.x_test]).reshape(ds.train_size, -1)
+  assert len(np.unique(both, axis=0)) == len(np.unique(ds.x_train.reshape(ds.train_size, -1),
+                                                       axis=0))
+  assert np.array_equal(data.hold_out(ds, 200).y_test, held.y_test)  # deterministic

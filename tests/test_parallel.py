@@ -74,7 +74,7 @@ def test_eight_devices_match_one(tmp_path, aug, tol):
   assert res8["devices"] == 8 and res1["devices"] == 1
   for name in v1:
     # Augmented runs differ more: float reassociation in the partitioned program is
-    # amplified by Adam's normalisation of near-zero gradients (see README, Scaling out).
+    # amplified by Adam's normalisation of near-zero gradients (docs/scaling.md).
     assert abs(v8[name] - v1[name]) < tol, (name, v8[name], v1[name])
 
 

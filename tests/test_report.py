@@ -36,6 +36,19 @@ def test_terminal_updates_one_block_in_place():
 def test_summary_table_marks_divergence():
   v = {"name": "lr_10", "final": dict.fromkeys(("train_accuracy", "val_accuracy")),
        "final_std": {"val_accuracy": None}, "best": None, "wall_seconds": 1.0, "diverged": True,
-       "diverged_epoch": 1}
+       "diverged_epoch": 1, "seeds": 2}
   row = summary_table({"variants": [v]}).splitlines()[-1]
   assert row == "| lr_10 | – | – | – | 1.0 | yes (epoch 1) |"
+
+
+def test_summary_table_shows_spread_only_with_several_seeds():
+  v = {"name": "a", "final": {"train_accuracy": 0.5, "val_accuracy": 0.25},
+       "final_std": {"val_accuracy": 0.0}, "best": None, "wall_seconds": 1.0, "diverged": False,
+       "seeds": 1}
+  assert "| 0.2500 |" in summary_table({"variants": [v]})  # one seed: no "± 0.0000"
+  v.update(seeds=3, final_std={"val_accuracy": 0.01})
+  assert "| 0.2500 ± 0.0100 |" in summary_table({"variants": [v]})
+
+
+def test_sub_millisecond_epochs_are_not_shown_as_zero():
+  assert step_line(4, 0.5, 0.000015).endswith("| time: 15µs")
