@@ -1,69 +1,111 @@
-"""All five CIFAR-10 experiments with the same flags, then runs/REPORT.md.
+"""All five CIFAR-10 experiments with the same flags, then runs/REPORT.md with a verdict per claim.
 
-    python -m experiments                          # the tutorial: 5 x 50 epochs
-    python -m experiments --dataset digits --epochs 2
-    python -m experiments --data-dir ../shared/data/cifar10-subset --epochs 3
+    python -m experiments --dataset digits --epochs 2          # offline, about a minute
+    python -m experiments --data-dir DATA_DIR --epochs 20 --seeds 3
+    python -m experiments --seeds 3                             # the tutorial: 5 x 50 epochs, hours on a CPU
 
-Flags apply to every experiment (--workdir W puts each in W/<experiment>);
-each experiment keeps its own network and variants.
+Every flag given is applied to every experiment, as given (--workdir W puts each
+in W/<experiment>); the rest come from each experiment's own CONFIG. A flag that
+one experiment varies (--dropout, --batch-size, --learning-rate, --l2,
+--weight-decay, --optimizer, --net) is refused with the experiment's name, and
+so are --name and --variants, which differ per experiment.
 """
 
 import dataclasses
 import os
 
-from dl101_jax import cli
+from dl101_jax import cli, verdict
 from dl101_jax.config import Config
-from dl101_jax.report import write_text
+from dl101_jax.config import ConfigError
+from dl101_jax.experiment import varied_fields
+from dl101_jax.files import write_text
 from experiments import batch_size, dropout, layers, learning_rate, regularization
+from experiments.claims import CLAIMS
 
 EXPERIMENTS = (layers, dropout, regularization, batch_size, learning_rate)
 # What `python -m experiments` parses: the shared recipe. Per-experiment fields
 # (name, net, dropout) come from each module's CONFIG unless given as flags.
 CONFIG = Config(name="experiments", dataset="cifar10")
 VARIANTS: dict = {}
-CLAIMS = {
-    "layers": "(0) three layer sets are ~15% more accurate than one",
-    "dropout": "(1) dropout improves validation accuracy",
-    "regularization": "(2) L2 improves validation accuracy",
-    "batch_size": "(3) a large batch needs fewer steps, each slower",
-    "learning_rate": "(4) 1e-2 does not converge well",
-}
 
 
-def configs(config: Config) -> list[Config]:
-  """Each experiment's CONFIG with the fields this run's flags changed."""
-  changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)
-             if getattr(config, f.name) != getattr(CONFIG, f.name) and f.name != "workdir"}
+PER_EXPERIMENT = ("name", "variants")
+
+
+def configs(config: Config, given: set[str] | None = None) -> list[Config]:
+  """Each experiment's CONFIG with the fields this run sets.
+
+  `given`: the fields set on the command line (from Python: those that differ
+  from CONFIG). Each is applied to every experiment, or refused.
+  """
+  if given is None:
+    given = {f.name for f in dataclasses.fields(Config)
+             if getattr(config, f.name) != getattr(CONFIG, f.name)}
+  given = set(given) - {"workdir"}
+  for f in sorted(given & set(PER_EXPERIMENT)):
+    raise ConfigError(f, "differs per experiment; run one experiment with "
+                      "python -m experiments.<name> to set it")
+  for m in EXPERIMENTS:
+    clash = sorted(given & varied_fields(m.VARIANTS))
+    if clash:
+      raise ConfigError(clash[0], f"the {m.CONFIG.name} experiment sets this per variant; "
+                        f"leave it out here, or run python -m experiments.{m.CONFIG.name}")
   root = config.workdir or "runs"
+  changed = {f: getattr(config, f) for f in given}
   return [dataclasses.replace(m.CONFIG, **changed, workdir=os.path.join(root, m.CONFIG.name))
           for m in EXPERIMENTS]
 
 
-def run(config: Config = CONFIG) -> dict:
+def run(config: Config = CONFIG, given: set[str] | None = None) -> dict:
+  cfgs = configs(config, given)  # every refusal before anything trains
   results = {}
-  for module, cfg in zip(EXPERIMENTS, configs(config)):
+  for module, cfg in zip(EXPERIMENTS, cfgs):
     print(f"\n=== {cfg.name} ===")
-    results[cfg.name] = module.run(cfg).json
+    results[module.CONFIG.name] = module.run(cfg).json
   root = config.workdir or "runs"
   write_text(os.path.join(root, "REPORT.md"), report_md(results))
   print(f"\nWrote {os.path.join(root, 'REPORT.md')}")
   return results
 
 
-def report_md(results: dict) -> str:
+def verdicts(results: dict[str, dict]) -> list:
+  """A verdict for each claim whose experiment and variants are in `results`."""
+  out = []
+  for claim in CLAIMS:
+    r = results.get(claim.experiment)
+    names = {v["name"] for v in r["variants"]} if r else set()
+    if {claim.larger.variant, claim.smaller.variant} <= names:
+      out.append(verdict.judge(claim, r))
+  return out
+
+
+def report_md(results: dict[str, dict]) -> str:
   from dl101_jax.report import summary_table
 
   first = next(iter(results.values()))
   d, c = first["dataset"], first["config"]
+  train_s = sum(g["wall_seconds"] for r in results.values() for g in r.get("groups", []))
+  vs = verdicts(results)
   out = ["# dl101_jax: the tutorial's five experiments", "",
-         f"{d['name']}: {d['train_size']} train / {d['test_size']} test images, "
-         f"{c['epochs']} epochs, {c['seeds']} seed(s) per variant, {first['devices']} "
-         f"{first['platform']} device(s).", ""]
+         f"{d['name']}: {d['train_size']} train / {d['test_size']} test images (validation on "
+         f"the test split, as in the tutorial), {c['epochs']} epochs, {c['seeds']} "
+         f"seed{'s' if c['seeds'] != 1 else ''} per variant, {first['devices']} "
+         f"{first['platform']} device(s); {train_s / 60:.1f} min of training in all.", "",
+         "## The tutorial's claims, judged", "",
+         f"Rule: {verdict.RULE}. Final-epoch values, one sample per seed (3b: per epoch).", "",
+         verdict.table(vs), ""]
   for name, r in results.items():
-    out += [f"## {name}", "", f"Tutorial claim: {CLAIMS[name]}.", "", summary_table(r), "",
-            f"![{name}]({name}/comparison.png)", ""]
+    out += [f"## {name}", ""]
+    out += [f"- ({v.claim.id}) {v.claim.text}: **{v.verdict}**" for v in vs
+            if v.claim.experiment == name]
+    out += ["", summary_table(r), "", f"![{name}]({name}/comparison.png)", ""]
   return "\n".join(out)
 
 
+def main(config: Config = CONFIG) -> dict:
+  """The command line: what was given there is what every experiment gets."""
+  return run(config, cli.given_fields())
+
+
 if __name__ == "__main__":
-  cli.main(run, CONFIG)
+  cli.main(main, CONFIG)

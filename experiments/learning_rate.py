@@ -2,12 +2,13 @@
 
     python -m experiments.learning_rate
     python -m experiments.learning_rate --data-dir ../shared/data/cifar10-subset --epochs 3
-    python -m experiments.learning_rate --learning-rate 10   # adds a variant lr_10
+    python -m experiments.learning_rate --variants lr_1e-3,lr_1e-2
 
 The dropout net, Adam, batch 96. All rates train together in one vmapped
-program (the rate is an optax hyperparameter in each member's state). A
-`--learning-rate` other than the three adds it as a fourth variant; a rate that
-makes the loss NaN/inf is marked diverged at that epoch and the rest finish.
+program (the rate is an optax hyperparameter in each member's state). The
+experiment sets the rate per variant, so --learning-rate is refused; other
+rates are `python -m experiments.sweep --learning-rates ...`. A rate that makes
+the loss NaN/inf is marked diverged at that epoch and the rest finish.
 
 Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
 epochs x 2 seeds: lr_1e-4 0.495 +- 0.012, lr_1e-3 0.571 +- 0.006, lr_1e-2 0.100
@@ -25,10 +26,7 @@ VARIANTS = {"lr_1e-4": {"learning_rate": 1e-4}, "lr_1e-3": {"learning_rate": 1e-
 
 
 def run(config: Config = CONFIG) -> Results:
-  variants = dict(VARIANTS)
-  if all(config.learning_rate != v["learning_rate"] for v in VARIANTS.values()):
-    variants[f"lr_{config.learning_rate:g}"] = {"learning_rate": config.learning_rate}
-  return run_experiment(config, variants)
+  return run_experiment(config, VARIANTS, default=CONFIG)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ VARIANTS = {
 
 
 def run(config: Config = CONFIG) -> Results:
-  return run_experiment(config, VARIANTS)
+  return run_experiment(config, VARIANTS, default=CONFIG)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ EXPECTED = {
     "layers": ["one_layer_set", "three_layer_sets"],
     "dropout": ["dropout", "no_dropout"],
     "regularization": ["no_regularization", "l2", "weight_decay"],
-    "batch_size": ["batch_50", "batch_2000"],
+    "batch_size": ["batch_50", "batch_1437"],  # digits has 1437: batch_2000 is named as run
     "learning_rate": ["lr_1e-4", "lr_1e-3", "lr_1e-2"],
 }
 TAGS = {"Loss", "Accuracy", "Loss/Validation", "Accuracy/Validation"}
@@ -33,7 +33,8 @@ def test_experiment_outputs(all_experiments, name):
   for k in ("experiment", "dataset", "devices", "processes", "platform", "config", "variants"):
     assert k in res
   assert res["experiment"] == name
-  assert res["dataset"] == {"name": "digits", "train_size": 1437, "test_size": 360}
+  assert res["dataset"] == {"name": "digits", "train_size": 1437, "test_size": 360,
+                            "validation_size": 360, "validation": "the test split"}
   assert res["devices"] >= 1 and res["processes"] == 1 and res["platform"] == "cpu"
   assert [v["name"] for v in res["variants"]] == EXPECTED[name]
   for v in res["variants"]:
@@ -42,6 +43,8 @@ def test_experiment_outputs(all_experiments, name):
       assert k in v
     assert set(v["final"]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     assert v["final_std"]["val_accuracy"] == 0.0  # one seed
+    eff = v["config"]["effective"]
+    assert all(eff[k] == val for k, val in v["config"]["overrides"].items())
     assert set(v["history"]) >= {"epoch", "step", "seconds", "train_loss", "train_accuracy",
                                  "val_loss", "val_accuracy"}
     assert v["history"]["epoch"] == [1] and not v["diverged"]
@@ -49,9 +52,14 @@ def test_experiment_outputs(all_experiments, name):
     assert TAGS <= set(scalars), scalars.keys()
     assert scalars["Accuracy/Validation"][0] == (1, pytest.approx(v["final"]["val_accuracy"]))
     assert "hparams" in hparam_tags(str(wd / name / v["name"]))
-    # add_hparams() would have left a timestamped sub-run; there is none.
-    assert not [d for d in os.listdir(wd / name / v["name"]) if os.path.isdir(
-        wd / name / v["name"] / d)]
+    # Training and validation overlay on one chart: the same tags in train/ and validation/.
+    # (add_hparams() would have left a timestamped sub-run; there is none.)
+    run = wd / name / v["name"]
+    assert {d for d in os.listdir(run) if os.path.isdir(run / d)} == {"train", "validation"}
+    train, val = read_scalars(str(run / "train")), read_scalars(str(run / "validation"))
+    assert set(train) == set(val) == {"epoch_loss", "epoch_accuracy"}
+    assert val["epoch_accuracy"] == scalars["Accuracy/Validation"]
+    assert train["epoch_loss"] == scalars["Loss"]
   png = open(wd / name / "comparison.png", "rb").read()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
   summary = open(wd / name / "summary.md").read()
@@ -64,13 +72,20 @@ def test_report_links_every_picture(all_experiments):
   for name in EXPECTED:
     assert f"({name}/comparison.png)" in report and f"## {name}" in report
   assert "| Adam" in r.stdout and "val_acc" in r.stdout
+  assert "Rule: supported when the 95% confidence interval" in report
+  # With one seed no interval can be estimated: every claim is inconclusive, none is dropped.
+  assert report.count("| **inconclusive** |") == 7  # all but 3a/3b (no batch_2000 on digits)
 
 
 def test_batch_size_plots_steps_and_seconds(all_experiments):
   wd, _ = all_experiments
   res = json.load(open(wd / "batch_size" / "results.json"))
   steps = {v["name"]: v["history"]["step"][0] for v in res["variants"]}
-  assert steps == {"batch_50": 29, "batch_2000": 1}  # 1437 examples; 2000 capped to 1437
+  assert steps == {"batch_50": 29, "batch_1437": 1}  # 1437 examples; 2000 capped to 1437
+  used = {v["name"]: v["config"]["effective"]["batch_size"] for v in res["variants"]}
+  assert used == {"batch_50": 50, "batch_1437": 1437}
+  assert "batch_1437" in open(wd / "batch_size" / "summary.md").read()
+  assert set(res["software"]) >= {"python", "jax", "jaxlib", "flax", "optax", "git_commit"}
 
 
 def test_start_here_golden(tmp_path):
@@ -93,14 +108,14 @@ def test_start_here_golden(tmp_path):
 
 
 def test_divergence_is_a_result(tmp_path):
-  r = run_module("experiments.learning_rate", "--dataset", "digits", "--epochs", "2",
-                 "--learning-rate", "10", "--workdir", str(tmp_path))
+  r = run_module("experiments.sweep", "--dataset", "digits", "--epochs", "2",
+                 "--learning-rates", "1e-3,10", "--workdir", str(tmp_path))
   assert r.returncode == 0, r.stderr
   res = json.load(open(tmp_path / "results.json"))
   by = {v["name"]: v for v in res["variants"]}
-  assert by["lr_10"]["diverged"] and by["lr_10"]["diverged_epoch"] == 1
-  for name in ("lr_1e-4", "lr_1e-3", "lr_1e-2"):
-    assert not by[name]["diverged"] and by[name]["history"]["epoch"] == [1, 2]
+  bad, good = "lr_10-dropout_0.5-wd_0", "lr_0.001-dropout_0.5-wd_0"
+  assert by[bad]["diverged"] and by[bad]["diverged_epoch"] == 1
+  assert not by[good]["diverged"] and by[good]["history"]["epoch"] == [1, 2]
   assert "yes (epoch 1)" in open(tmp_path / "summary.md").read()
 
 
@@ -114,6 +129,11 @@ def test_sweep_grid_is_one_program(tmp_path):
   assert {(p["learning_rate"], p["dropout"]) for p in sw["points"]} == {
       (1e-3, 0.0), (1e-3, 0.5), (1e-2, 0.0), (1e-2, 0.5)}
   assert sw["best"]["val_accuracy"] == max(p["val_accuracy"] for p in sw["points"])
+  # Selection on 10% held out of the training set; the test split scored once, for the best.
+  assert res["dataset"]["train_size"] == 1437 - 143 and res["dataset"]["validation_size"] == 143
+  assert sw["selected_on"] == "143 examples held out of the training set"
+  assert len(sw["best"]["test_accuracy_per_seed"]) == 2 and 0 < sw["best"]["test_accuracy"] <= 1
+  assert all("test_accuracy" not in p for p in sw["points"])
   assert all(v["seeds"] == 2 and v["final_std"]["val_accuracy"] is not None
              for v in res["variants"])
   assert open(tmp_path / "sweep.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"

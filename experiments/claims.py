@@ -1,0 +1,33 @@
+"""The tutorial's claims, each with the metric it is judged on: the one list REPORT.md uses.
+
+Sources: the tutorial's blog post and its notebooks (emilwallner/Deep-Learning-101).
+Each claim names two (variant, metric) sides of one experiment; `larger` is the
+side the tutorial says comes out higher. Final-epoch values, one per seed, except
+seconds_per_step (one per epoch: a group's seeds share one program's clock).
+`dl101_jax.verdict` turns each into supported / contradicted / inconclusive.
+"""
+
+from dl101_jax.verdict import Claim, Side
+
+CLAIMS = (
+    Claim("0", "three layer sets beat one (~15% more accurate; one set underfits)", "layers",
+          Side("three_layer_sets", "val_accuracy"), Side("one_layer_set", "val_accuracy")),
+    Claim("0b", "without dropout or L2 the net overfits: training accuracy ends above validation",
+          "dropout", Side("no_dropout", "train_accuracy"), Side("no_dropout", "val_accuracy")),
+    Claim("1", "dropout improves validation accuracy", "dropout",
+          Side("dropout", "val_accuracy"), Side("no_dropout", "val_accuracy")),
+    Claim("2", "L2 improves validation accuracy", "regularization",
+          Side("l2", "val_accuracy"), Side("no_regularization", "val_accuracy")),
+    Claim("2b", "(beside it, not the tutorial's) decoupled weight decay improves validation "
+          "accuracy", "regularization",
+          Side("weight_decay", "val_accuracy"), Side("no_regularization", "val_accuracy")),
+    Claim("3a", "a large batch takes far fewer steps per epoch", "batch_size",
+          Side("batch_50", "steps_per_epoch"), Side("batch_2000", "steps_per_epoch")),
+    Claim("3b", "each large-batch step costs more time", "batch_size",
+          Side("batch_2000", "seconds_per_step"), Side("batch_50", "seconds_per_step"),
+          samples="epochs"),
+    Claim("4a", "a too-high learning rate (1e-2) fails to converge", "learning_rate",
+          Side("lr_1e-3", "val_accuracy"), Side("lr_1e-2", "val_accuracy")),
+    Claim("4b", "a too-low learning rate (1e-4) learns slowly", "learning_rate",
+          Side("lr_1e-3", "val_accuracy"), Side("lr_1e-4", "val_accuracy")),
+)
