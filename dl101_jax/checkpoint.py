@@ -203,6 +203,19 @@ class Checkpointer:
                             f"delete it or re-run with --restart")
     return None
 
+  def restore_step(self, step: int, target: Any) -> tuple[Any, dict] | None:
+    """(state, meta) of one step, or None if it is missing or unreadable."""
+    import orbax.checkpoint as ocp
+
+    if step not in self.steps():
+      return None
+    try:
+      out = self.mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    except Exception:  # unreadable: the caller starts over from what it has
+      return None
+    return out["state"], out["meta"]
+
   def _set_aside(self, steps: list[int]) -> None:
     """Move unreadable newer checkpoints out of the way (the run will write those steps again)."""
     if not steps:

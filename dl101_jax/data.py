@@ -15,6 +15,11 @@ import numpy as np
 from dl101_jax.config import Config
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
 class DataError(RuntimeError):
   """Data that cannot be loaded; the message says where we looked and what to do."""
 
@@ -30,6 +35,7 @@ class Dataset:
   # With --val-size, x_test/y_test are the held-out validation split and this is the
   # untouched test split, scored once at the end by whoever selects on validation.
   test_split: tuple[np.ndarray, np.ndarray] | None = None
+  class_names: tuple[str, ...] = ()  # label i's name, for tables and pictures
 
   @property
   def train_size(self) -> int:
@@ -61,7 +67,7 @@ def load_digits() -> Dataset:
   x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   y = d.target.astype(np.int32)
   x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=360, stratify=y, random_state=0)
-  return Dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
+  return Dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10, class_names=DIGIT_CLASSES)
 
 
 def _first_line(e: BaseException) -> str:
@@ -141,7 +147,8 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
                     f"or point --data-dir elsewhere.") from None
   tr, te = splits["train"], splits["test"]
   return Dataset("cifar10", tr["image"], tr["label"].astype(np.int32),
-                 te["image"], te["label"].astype(np.int32), num_classes=10)
+                 te["image"], te["label"].astype(np.int32), num_classes=10,
+                 class_names=CIFAR10_CLASSES)
 
 
 def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:

@@ -19,9 +19,10 @@ from typing import Any, Callable
 import numpy as np
 
 from dl101_jax import data as data_lib
-from dl101_jax import files, report, signals
+from dl101_jax import evaluation, files, report, signals
 from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
-from dl101_jax.loop import GroupResult, Member, device_data, fit
+from dl101_jax.group import GroupResult, Member, device_data
+from dl101_jax.loop import fit
 from dl101_jax.parallel import configure_jax, runtime
 
 
@@ -218,9 +219,15 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
           wall, comp = g.wall_seconds, g.compile_seconds
     v = report.variant_result(name, hs, div, wall)
     v["compile_seconds"] = round(comp, 3)
+    v["parameters"] = next(g.parameters for g in groups if any(m.variant == name
+                                                                for m in g.members))
+    v["best_epoch_per_seed"] = [int(h["epoch"][int(np.argmax(h["val_accuracy"]))])
+                                if h.get("val_accuracy") else None for h in hs]
     overrides = {**variants, **(opt_in or {})}[name]
     v["config"] = {"overrides": overrides, "effective": vc.to_dict()}
     out["variants"].append(v)
+  if ds.num_classes > 1 and ds.test_size:
+    out.update(where_it_errs(out, groups, ds, dev))
   results = Results(out, groups, ds, rt.is_primary, dev)
   if extra:
     out.update(extra(results))
@@ -228,6 +235,29 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
   if rt.is_primary:
     write_outputs(results, config, console, plot=plot)
   return results
+
+
+def where_it_errs(out: dict, groups: list[GroupResult], ds: data_lib.Dataset, dev: Any) -> dict:
+  """Per-class validation accuracy for every variant (into `out`), and the best variant's
+  confusion counts and predictions, from each seed's final model."""
+  names = list(ds.class_names) or [str(i) for i in range(ds.num_classes)]
+  errs = evaluation.variant_errors(groups, dev, ds.y_test, ds.num_classes)
+  for v in out["variants"]:
+    e = errs.get(v["name"])
+    if e is not None:
+      v["per_class_accuracy"] = dict(zip(names, map(float, e.per_class_KxS.mean(axis=1))))
+      v["per_class_accuracy_std"] = dict(zip(names, map(float, e.per_class_KxS.std(axis=1))))
+  scored = [v for v in out["variants"] if v["name"] in errs and v["final"]["val_accuracy"]]
+  if not scored:
+    return {}
+  best = max(scored, key=lambda v: v["final"]["val_accuracy"])["name"]
+  return {"errors": {"classes": names, "best_variant": best,
+                     "confusion": errs[best].confusion_KxK.tolist(),
+                     "confusion_note": "rows: true class, columns: predicted; summed over seeds",
+                     "predictions_first_seed": errs[best].first_seed_pred_N[:PICTURED].tolist()}}
+
+
+PICTURED = 32  # validation images drawn in predictions.png
 
 
 def write_outputs(results: Results, config: Config, console: report.Console, *,
@@ -240,11 +270,25 @@ def write_outputs(results: Results, config: Config, console: report.Console, *,
   header = (f"# {config.name}\n\n{d['name']}: {d['train_size']} train / {d['test_size']} test "
             f"images, {config.epochs} epochs, {seeds}, "
             f"{results.json['devices']} {results.json['platform']} device(s)\n\n")
+  errors = results.json.get("errors")
+  if errors:
+    per_class = evaluation.per_class_table(results.json["variants"], errors["classes"])
+    table += ("\n\nPer-class validation accuracy (final model of each seed"
+              f"{', mean ± std' if config.seeds > 1 else ''}):\n\n{per_class}")
   files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
+  drawn = []
   if plot:
     from dl101_jax import plots
 
     plots.comparison(results.json, os.path.join(wd, "comparison.png"))
+    drawn.append("comparison.png")
+    if errors:
+      plots.confusion(errors, os.path.join(wd, "confusion.png"))
+      ds = results.dataset
+      plots.predictions(ds.x_test[:PICTURED], ds.y_test[:PICTURED],
+                        errors["predictions_first_seed"], errors["classes"],
+                        f"{errors['best_variant']}, first seed", os.path.join(wd, "predictions.png"))
+      drawn += ["confusion.png", "predictions.png"]
   console.say("\n" + table)
-  console.say(f"\n{config.name}: outputs in {wd}/ (results.json, summary.md"
-              f"{', comparison.png' if plot else ''}, TensorBoard runs)")
+  console.say(f"\n{config.name}: outputs in {wd}/ (results.json, summary.md, "
+              + "".join(f"{d}, " for d in drawn) + "TensorBoard runs, checkpoints)")

@@ -18,152 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax import checkpoint as ckpt_lib
-from dl101_jax import files, signals, train
-from dl101_jax.config import RUN, VALUE, Config, fields_with_role
+from dl101_jax import evaluation, files, signals, train
+from dl101_jax.config import RUN, Config, fields_with_role
 from dl101_jax.data import Dataset
-from dl101_jax.models import make_model
-from dl101_jax.optim import LABELS, make_optimizer
-from dl101_jax.parallel import Runtime, is_out_of_memory, out_of_memory, to_device, to_host
-from dl101_jax.report import (METRICS, Console, EpochProgress, TensorBoardRun, empty_history,
-                              epoch_line, step_line)
+from dl101_jax.group import (GroupProgram, GroupResult, Member, Progress, restore_or_init,
+                             select)
+from dl101_jax.optim import LABELS
+from dl101_jax.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
+from dl101_jax.report import (METRICS, Console, EpochProgress, TensorBoardRun, epoch_line,
+                              step_line)
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """One trained model: a variant at one seed."""
-
-  variant: str
-  config: Config
-  run_name: str
-
-
-@dataclasses.dataclass
-class Progress:
-  """Where a group stands: the loop's state, and the checkpoint's metadata as is.
-
-  `alive` lists the members still training (indices into the group); a member
-  that diverged has its epoch in `diverged` and keeps the history it had.
-  """
-
-  epoch: int
-  alive: list[int]
-  histories: list[dict]
-  diverged: list[int | None]
-  wall_seconds: float
-
-  @classmethod
-  def fresh(cls, n_members: int) -> "Progress":
-    return cls(0, list(range(n_members)), [empty_history() for _ in range(n_members)],
-               [None] * n_members, 0.0)
-
-  @classmethod
-  def from_meta(cls, meta: dict) -> "Progress":
-    return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls)})
-
-  def to_meta(self, configs: list[dict]) -> dict:
-    return {**dataclasses.asdict(self), "configs": configs}
-
-
-@dataclasses.dataclass
-class GroupResult:
-  members: list[Member]
-  progress: Progress
-  states: Any  # final states of the members in progress.alive, stacked
-  resumed_epoch: int = 0
-  compile_seconds: float = 0.0
-
-  @property
-  def histories(self) -> list[dict]:
-    return self.progress.histories
-
-  @property
-  def diverged(self) -> list[int | None]:
-    return self.progress.diverged
-
-  @property
-  def wall_seconds(self) -> float:
-    return self.progress.wall_seconds
-
-  @property
-  def alive(self) -> list[int]:
-    return self.progress.alive
-
-
-def _select(tree: Any, idx: list[int]) -> Any:
-  ix = np.asarray(idx, np.int32)  # uncommitted: works on global multi-process arrays too
-  return jax.tree.map(lambda a: a[ix], tree)
-
-
-def device_data(ds: Dataset, normalizer, rt: Runtime) -> train.DeviceData:
-  """Put a dataset on the device(s) once, replicated."""
-  arrays = train.DeviceData(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
-                            normalizer.mean, normalizer.std)
-  return to_device(arrays, rt.replicated)
-
-
-@dataclasses.dataclass(frozen=True)
-class GroupProgram:
-  """What a group compiles: its model, optimizer and static program, and how to init members."""
-
-  members: list[Member]
-  model: Any
-  tx: Any
-  prog: train.Program
-  sample_x: jax.Array
-
-  @classmethod
-  def build(cls, members: list[Member], ds: Dataset, rt: Runtime,
-            progress: EpochProgress | None = None) -> "GroupProgram":
-    """The group's program; with `progress`, it reports ~20 ticks per epoch."""
-    c0 = members[0].config
-    model = make_model(c0, ds.num_classes, dropout=any(m.config.dropout > 0 for m in members),
-                       platform=rt.platform)
-    eval_bs = -(-min(c0.eval_batch_size, max(ds.test_size, 1)) // rt.num_devices) * rt.num_devices
-    prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
-                         flip=ds.is_image and c0.flip,
-                         max_degrees=c0.rotate if ds.is_image else 0.0,
-                         augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
-                         progress_every=max(1, progress.spe // 20) if progress else 0,
-                         on_progress=progress.tick if progress else None)
-    return cls(members, model, make_optimizer(c0.optimizer), prog,
-               jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32))
-
-  def hparams(self, idx: list[int]) -> dict[str, jax.Array]:
-    """One array per VALUE field: the per-member hyperparameters of `init_state`."""
-    cs = [self.members[i].config for i in idx]
-    return {k: jnp.asarray([getattr(c, k) for c in cs], jnp.int32 if k == "seed" else jnp.float32)
-            for k in fields_with_role(VALUE)}
-
-  def init(self, idx: list[int], sharding: Any = None) -> train.TrainState:
-    return train.init_states(self.model, self.tx, self.sample_x, self.hparams(idx), sharding)
-
-  def abstract(self, idx: list[int], sharding: Any) -> Any:
-    """Shapes and shardings of `init(idx)`, without computing it (a restore target)."""
-    shapes = jax.eval_shape(lambda: self.init(idx))
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
-
-
-def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
-                    rt: Runtime) -> tuple[Any, Progress]:
-  """The newest matching checkpoint's states and progress, or fresh ones."""
-  configs = [m.config.to_dict() for m in gp.members]
-
-  def target(meta):
-    diff = ckpt_lib.config_diff(meta["configs"], configs, Config().to_dict())
-    if diff:
-      raise ckpt_lib.CheckpointError(
-          f"the checkpoint in {ckpt.directory} was written with a different config "
-          f"(fields: {', '.join(diff)}); use the old values, another --workdir, or --restart")
-    return gp.abstract(list(meta["alive"]), rt.replicated)
-
-  restored = ckpt.restore_latest(target) if ckpt else None
-  if restored:
-    states, meta = restored
-    return states, Progress.from_meta(meta)
-  progress = Progress.fresh(len(gp.members))
-  return gp.init(progress.alive, rt.replicated), progress
 
 
 def open_tensorboard(members: list[Member], c0: Config, resumed: int) -> dict[int, TensorBoardRun]:
@@ -179,11 +44,13 @@ def open_tensorboard(members: list[Member], c0: Config, resumed: int) -> dict[in
 
 def record_chunk(progress: Progress, mets: dict[str, np.ndarray], seconds: float,
                  c0: Config, steps_per_epoch: int, tb: dict[int, TensorBoardRun],
-                 show: Callable[[int, float, bool], None]) -> list[int]:
-  """Append a chunk's n_epochs x M metrics to the histories; returns the newly diverged.
+                 show: Callable[[int, float, bool], None]) -> tuple[list[int], list[int]]:
+  """Append a chunk's n_epochs x M metrics to the histories.
 
-  A member whose training loss is NaN/inf or above --diverge-above is marked
-  diverged at that epoch and gets no more history.
+  Returns (newly diverged members, members whose chunk-end validation accuracy is
+  their best so far). A member whose training loss is NaN/inf or above
+  --diverge-above is marked diverged at that epoch and gets no more history.
+  Only a chunk's last epoch can be a best epoch: its params are the ones at hand.
   """
   n = next(iter(mets.values())).shape[0]
   newly_dead: list[int] = []
@@ -209,20 +76,105 @@ def record_chunk(progress: Progress, mets: dict[str, np.ndarray], seconds: float
         tb[i].log(ep, m)
     show(ep, seconds / n, bool(newly_dead) and e == n - 1)
   progress.epoch += n
-  return newly_dead
+  improved = []
+  for i in progress.alive:
+    h = progress.histories[i]
+    if (i not in newly_dead and h.get("val_accuracy") and h["epoch"][-1] == progress.epoch
+        and h["val_accuracy"][-1] > progress.best_val(i)):
+      progress.best_epoch[i] = progress.epoch
+      improved.append(i)
+  return newly_dead, improved
+
+
+@jax.jit
+def _keep_best(best: Any, params: Any, improved_M: jax.Array) -> Any:
+  """Per member: the new params where it improved, else the kept ones (on the device)."""
+  pick = lambda b, p: jnp.where(improved_M.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
+  return jax.tree.map(pick, best, params)
 
 
 def prune(states: Any, progress: Progress, dead: list[int]) -> Any:
   """Drop diverged members from the stacked states (no more compute for them)."""
   keep = [j for j, i in enumerate(progress.alive) if i not in dead]
   progress.alive = [progress.alive[j] for j in keep]
-  return _select(states, keep) if keep else None
+  return select(states, keep) if keep else None
 
 
 def chunk_length(c0: Config) -> int:
   """Epochs per device call: a log line and a checkpoint both fall on a chunk's end."""
   per_call = c0.epochs_per_log
   return math.gcd(per_call, c0.checkpoint_every) if c0.checkpoint_every else per_call
+
+
+def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
+  """What a standalone model needs to see inputs as training did (export reads it)."""
+  return {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
+          "input_shape": list(ds.x_train.shape[1:]), "mean": np.asarray(data.mean).tolist(),
+          "std": np.asarray(data.std).tolist()}
+
+
+def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,
+                 rt: Runtime) -> Any:
+  """The kept best params of the alive members; the current params where none was kept."""
+  if best_ckpt is None or states is None:
+    return None if states is None else states.params
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
+                        states.params)
+  restored = best_ckpt.restore_step(progress.epoch, target) if progress.epoch else None
+  if restored is None or restored[1]["best_epoch"] != progress.best_epoch:
+    progress.best_epoch = [None] * len(progress.histories)  # keep bests from here on
+    return jax.tree.map(jnp.copy, states.params)
+  return restored[0]
+
+
+class ChunkRunner:
+  """Compiles a group's program once per (epochs per call, members alive) and runs it.
+
+  Compiling is timed apart, so epoch seconds are compute only. Out-of-memory at
+  either stage becomes parallel.OutOfMemory, naming what to lower.
+  """
+
+  def __init__(self, gp: GroupProgram, rt: Runtime, console: Console, group: str,
+               ticker: EpochProgress | None):
+    self.run = train.compile_run_epochs(gp.prog)
+    self.rt, self.console, self.group, self.ticker = rt, console, group, ticker
+    self.batch_size = gp.members[0].config.batch_size
+    self.compiled: dict[tuple[int, int], Any] = {}
+    self.compile_seconds = 0.0
+
+  def _oom(self, e: BaseException, what: str, members: int):
+    return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
+                         members=members, rt=self.rt)
+
+  def __call__(self, states: Any, keys_M: jax.Array, epoch: int, data: train.DeviceData,
+               n: int) -> tuple[Any, dict[str, np.ndarray], float]:
+    """n epochs from `epoch`: (states, n_epochs x M metrics on the host, seconds)."""
+    m = keys_M.shape[0]
+    args = (states, keys_M, jax.device_put(np.int32(epoch), self.rt.replicated), data)
+    try:
+      if (n, m) not in self.compiled:
+        t0 = time.perf_counter()
+        self.console.say(f"{self.group}: compiling {m} model(s) into one program...")
+        self.compiled[n, m] = self.run.lower(*args, n_epochs=n).compile()
+        self.compile_seconds += time.perf_counter() - t0
+        self.console.say(f"{self.group}: compiled in {time.perf_counter() - t0:.1f} s")
+    except Exception as e:
+      if is_out_of_memory(e):
+        raise self._oom(e, "compiling", m) from None
+      raise
+    signals.phase("training")
+    if self.ticker:
+      self.ticker.start(epoch)
+    t0 = time.perf_counter()
+    try:
+      with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
+        states, mets = self.compiled[n, m](*args)
+      mets = to_host(_wait(mets))  # the only device->host copy: n_epochs x M metrics
+    except Exception as e:
+      if is_out_of_memory(e):
+        raise self._oom(e, "training", m) from None
+      raise
+    return states, mets, time.perf_counter() - t0
 
 
 def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime, *,
@@ -235,12 +187,14 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   names the variant on every console line (an experiment with several).
   """
   c0 = members[0].config
-  steps_per_epoch = -(-ds.train_size // c0.batch_size)
+  spe = -(-ds.train_size // c0.batch_size)  # steps per epoch
   # In-epoch progress only where someone watches (a terminal) and an epoch has steps to show.
-  ticker = (EpochProgress(console, steps_per_epoch, c0.epochs)
-            if console.tty and console.enabled and steps_per_epoch >= PROGRESS_MIN_STEPS else None)
+  ticker = (EpochProgress(console, spe, c0.epochs)
+            if console.tty and console.enabled and spe >= PROGRESS_MIN_STEPS else None)
   gp = GroupProgram.build(members, ds, rt, ticker)
   configs = [m.config.to_dict() for m in members]
+  rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
+  console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
 
   # --- Restore or start fresh.
   ckpt = None
@@ -248,80 +202,64 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
     ckpt = ckpt_lib.Checkpointer(os.path.join(c0.run_dir, "checkpoints", group),
                                  c0.keep_checkpoints)
   states, progress = restore_or_init(gp, ckpt, rt)
+  # Each member's best-epoch params, saved just before each checkpoint (the last 2 kept,
+  # so a kill between the two saves still finds the one matching the checkpoint).
+  best_ckpt = (ckpt_lib.Checkpointer(os.path.join(c0.run_dir, "checkpoints", group + ".best"), 2)
+               if ckpt else None)
+  best = restore_best(best_ckpt, states, progress, rt)
+  meta_extra = {"variants": [m.variant for m in members], "data": data_spec(ds, data)}
   resumed = progress.epoch
   if resumed:
     step = max((h["step"][-1] for h in progress.histories if h["step"]), default=0)
     done = resumed >= c0.epochs or not progress.alive
     console.say(f"{'Already finished' if done else 'Resuming'} {group} from epoch {resumed} "
                 f"(step {step})")
-
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
-  run = train.compile_run_epochs(gp.prog)
-  compiled, compile_s = {}, 0.0
+  runner = ChunkRunner(gp, rt, console, group, ticker)
   keys_all = jax.device_put(train.member_keys([m.config.seed for m in members]), rt.replicated)
   console.new_block()  # a group's live block never overwrites the previous group's
-  show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0,
-                                                steps_per_epoch, ds, seconds, label_variants),
-                                          ep, force)
+  show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0, spe,
+                                                ds, seconds, label_variants), ep, force)
   try:
     while progress.epoch < c0.epochs and progress.alive:
-      # --- One chunk of epochs on the device (compiled apart, so its seconds are compute).
+      # --- One chunk of epochs on the device.
       n = min(chunk_length(c0) - progress.epoch % chunk_length(c0), c0.epochs - progress.epoch)
-      args = (states, _select(keys_all, progress.alive),
-              jax.device_put(np.int32(progress.epoch), rt.replicated), data)
-      oom = lambda e, what: out_of_memory(e, what=what, batch_size=c0.batch_size,
-                                          members=len(progress.alive), rt=rt)
-      if (n, len(progress.alive)) not in compiled:
-        t0 = time.perf_counter()
-        console.say(f"{group}: compiling {len(progress.alive)} model(s) into one program...")
-        try:
-          compiled[n, len(progress.alive)] = run.lower(*args, n_epochs=n).compile()
-        except Exception as e:
-          if is_out_of_memory(e):
-            raise oom(e, f"compiling {group}") from None
-          raise
-        compile_s += time.perf_counter() - t0
-        console.say(f"{group}: compiled in {time.perf_counter() - t0:.1f} s")
-      signals.phase("training")
-      if ticker:
-        ticker.start(progress.epoch)
-      t0 = time.perf_counter()
-      try:
-        with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
-          states, mets = compiled[n, len(progress.alive)](*args)
-        mets = to_host(_wait(mets))  # the only device->host copy: n_epochs x M metrics
-      except Exception as e:
-        if is_out_of_memory(e):
-          raise oom(e, f"training {group}") from None
-        raise
-      seconds = time.perf_counter() - t0
-
+      states, mets, seconds = runner(states, select(keys_all, progress.alive), progress.epoch,
+                                     data, n)
       # --- Record, log, drop the diverged.
-      dead = record_chunk(progress, mets, seconds, c0, steps_per_epoch, tb, show)
+      dead, improved = record_chunk(progress, mets, seconds, c0, spe, tb, show)
+      if improved:
+        mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
+        best = _keep_best(best, states.params, jax.device_put(mask, rt.replicated))
       for i in dead:
         console.say(f"{members[i].run_name}: loss is NaN/inf or above --diverge-above "
                     f"({c0.diverge_above:g}) at epoch {progress.diverged[i]}; stopped (diverged)")
-      states = prune(states, progress, dead) if dead else states
+      if dead:
+        keep = [j for j, i in enumerate(progress.alive) if i not in dead]
+        best = select(best, keep) if keep else None
+        states = prune(states, progress, dead)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
         w.flush()
-
       # --- Checkpoint; stop if asked. With every member diverged there is no state to
       # save; a resume then recomputes the same divergence from the previous checkpoint.
       stop = should_stop()
       finished = progress.epoch >= c0.epochs or not progress.alive
       if ckpt and progress.alive and (progress.epoch % c0.checkpoint_every == 0 or finished
                                       or stop):
-        ckpt.save(progress.epoch, states, progress.to_meta(configs))
+        best_ckpt.save(progress.epoch, best, {"best_epoch": progress.best_epoch,
+                                              "alive": progress.alive, **meta_extra})
+        ckpt.save(progress.epoch, states, progress.to_meta(configs, meta_extra))
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
       signals.phase("setup")
   finally:
     signals.phase("setup")
-    if ckpt:
-      ckpt.close()
+    for c in (ckpt, best_ckpt):
+      if c:
+        c.close()
     for w in tb.values():
       w.close()
-  return GroupResult(members, progress, states, resumed, compile_s)
+  return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
 
 
 def _wait(tree: Any) -> Any:

@@ -105,3 +105,53 @@ def sweep(points: list[dict], axes_names: list[str], path: str) -> None:
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
+
+
+def confusion(errors: dict, path: str) -> None:
+  """The best variant's confusion matrix, row-normalized, class names on both axes."""
+  plt = _plt()
+  import numpy as np
+
+  counts_KxK = np.asarray(errors["confusion"], float)
+  frac_KxK = counts_KxK / np.maximum(counts_KxK.sum(axis=1, keepdims=True), 1)
+  names = errors["classes"]
+  fig, ax = plt.subplots(figsize=(7.5, 6.5))
+  im = ax.imshow(frac_KxK, cmap="Blues", vmin=0, vmax=1)
+  ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  for i in range(len(names)):
+    for j in range(len(names)):
+      ax.text(j, i, f"{frac_KxK[i, j]:.2f}", ha="center", va="center", fontsize=7,
+              color="white" if frac_KxK[i, j] > 0.5 else "black")
+  fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+  ax.set_title(f"Confusion on the validation split: {errors['best_variant']} "
+               f"(rows sum to 1; seeds summed)")
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)
+
+
+def predictions(x_NxHxWxC, y_N, pred_N, names: list[str], title: str, path: str) -> None:
+  """A grid of validation images with predicted and true class; misclassified in red."""
+  plt = _plt()
+  n = len(pred_N)
+  cols = 8
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75), squeeze=False)
+  for k, ax in enumerate(axes.ravel()):
+    ax.axis("off")
+    if k >= n:
+      continue
+    img = x_NxHxWxC[k]
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1
+              else None, interpolation="nearest")
+    ok = int(pred_N[k]) == int(y_N[k])
+    label = names[int(pred_N[k])] + ("" if ok else f"\n(true: {names[int(y_N[k])]})")
+    ax.set_title(label, fontsize=8, color="black" if ok else "red")
+  wrong = sum(int(p) != int(t) for p, t in zip(pred_N, y_N))
+  fig.suptitle(f"Predictions on validation images: {title}; {wrong} of {n} wrong (red)")
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)

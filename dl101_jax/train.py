@@ -218,6 +218,21 @@ def evaluate(prog: Program, apply_fn: Callable, params: Any, data: DeviceData) -
   return _weighted(metrics_S)
 
 
+def predict_classes(prog: Program, apply_fn: Callable, params: Any,
+                    data: DeviceData) -> jax.Array:
+  """The predicted class of every validation example (N int32), batched and scanned."""
+  n = data.x_test.shape[0]
+  bs = min(prog.eval_batch_size, n)
+  idx_SxB, _ = padded_batches(jnp.arange(n), bs)
+
+  def body(_, i_B):
+    out_BxK = apply_fn({"params": params}, data.normalize(data.x_test[i_B]), train=False)
+    return None, jnp.argmax(out_BxK, axis=-1).astype(jnp.int32)
+
+  _, pred_SxB = jax.lax.scan(body, None, idx_SxB)
+  return pred_SxB.reshape(-1)[:n]
+
+
 def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax.Array,
                data: DeviceData, n_epochs: int) -> tuple[TrainState, Metrics]:
   """n_epochs of training (+ validation) for all M members; metrics are n_epochs x M."""

@@ -16,6 +16,7 @@ def test_notebook_runs(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   os.symlink(os.path.join(ROOT, "dl101_jax"), tmp_path / "dl101_jax")
   os.symlink(os.path.join(ROOT, "experiments"), tmp_path / "experiments")
+  os.symlink(os.path.join(ROOT, "requirements.txt"), tmp_path / "requirements.txt")
   NotebookClient(nb, timeout=300, kernel_name="python3",
                  resources={"metadata": {"path": str(tmp_path)}}).execute()
   text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
@@ -25,3 +26,6 @@ def test_notebook_runs(tmp_path, monkeypatch):
   images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   assert images, "the comparison picture was not shown"
   assert (tmp_path / "runs" / "dropout" / "results.json").exists()
+  assert len(images) >= 3, "comparison, confusion and predictions pictures"
+  assert "true class:" in text and "| predicted: [[" in text
+  assert (tmp_path / "runs" / "dropout" / "export" / "dropout-seed0" / "model.json").exists()

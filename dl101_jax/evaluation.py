@@ -1,0 +1,105 @@
+"""What a trained group is and where it errs: layer tables, per-class accuracy, confusion.
+
+Predictions come from the device in one jitted pass per group (`train.predict_classes`
+vmapped over members); only the N predicted labels per member come back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from dl101_jax import train
+from dl101_jax.parallel import to_host
+
+
+def layer_table(model: Any, sample_x: jax.Array) -> tuple[list[str], int]:
+  """Markdown lines: each parameterized layer, its output shape and parameter count; the total.
+
+  Shapes come from jax.eval_shape (nothing is computed), counts from the params tree.
+  """
+  def shapes():
+    params = model.init(jax.random.PRNGKey(0), sample_x)
+    _, inter = model.apply(params, sample_x, capture_intermediates=True, mutable=["intermediates"])
+    return params["params"], inter["intermediates"]
+
+  params, inter = jax.eval_shape(shapes)
+  rows = ["| layer | output shape | parameters |", "|---|---|---|"]
+  total = 0
+  for name, leaves in params.items():
+    count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(leaves))
+    total += count
+    out = inter.get(name, {}).get("__call__", (None,))[0]
+    shape = "x".join(str(d) for d in out.shape[1:]) if out is not None else "?"
+    rows.append(f"| {name} | {shape} | {count:,} |")
+  rows.append(f"| total | | {total:,} |")
+  return rows, total
+
+
+def group_predictions(group: Any, data: train.DeviceData) -> np.ndarray:
+  """M x N predicted classes on the validation split, one row per member still alive."""
+  c = group.members[0].config
+  prog = train.Program(loss=c.loss, batch_size=c.batch_size,
+                       eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
+  apply_fn = group.states.apply_fn
+  fn = jax.jit(jax.vmap(lambda p: train.predict_classes(prog, apply_fn, p, data)))
+  return to_host(fn(group.states.params))
+
+
+def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:
+  """K x K counts: row = true class, column = predicted class."""
+  return np.bincount(y_N * k + pred_N, minlength=k * k).reshape(k, k)
+
+
+def per_class_accuracy(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:
+  cm = confusion(pred_N, y_N, k)
+  return np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+
+
+@dataclasses.dataclass
+class VariantErrors:
+  """One variant's per-class accuracy over its seeds, and its summed confusion counts."""
+
+  per_class_KxS: np.ndarray  # K classes x S seeds
+  confusion_KxK: np.ndarray  # summed over seeds
+  first_seed_pred_N: np.ndarray
+
+
+def variant_errors(groups: list[Any], data: train.DeviceData, y_N: np.ndarray,
+                   k: int) -> dict[str, VariantErrors]:
+  """Per variant: per-class accuracy of each surviving seed's final model, and confusion."""
+  out: dict[str, VariantErrors] = {}
+  for g in groups:
+    if g.states is None:  # every member diverged
+      continue
+    pred_MxN = group_predictions(g, data)
+    for j, i in enumerate(g.alive):
+      v = g.members[i].variant
+      acc = per_class_accuracy(pred_MxN[j], y_N, k)
+      cm = confusion(pred_MxN[j], y_N, k)
+      if v not in out:
+        out[v] = VariantErrors(acc[:, None], cm, pred_MxN[j])
+      else:
+        e = out[v]
+        e.per_class_KxS = np.concatenate([e.per_class_KxS, acc[:, None]], axis=1)
+        e.confusion_KxK = e.confusion_KxK + cm
+  return out
+
+
+def per_class_table(variants: list[dict], class_names: list[str]) -> str:
+  """Markdown: one row per class, one column per variant (mean ± std over seeds)."""
+  have = [v for v in variants if v.get("per_class_accuracy")]
+  if not have:
+    return ""
+  rows = ["| class | " + " | ".join(v["name"] for v in have) + " |",
+          "|---|" + "---|" * len(have)]
+  for c in class_names:
+    cells = []
+    for v in have:
+      m, s = v["per_class_accuracy"][c], v["per_class_accuracy_std"][c]
+      cells.append(f"{m:.3f}" + (f" ± {s:.3f}" if v["seeds"] > 1 else ""))
+    rows.append(f"| {c} | " + " | ".join(cells) + " |")
+  return "\n".join(rows)

@@ -1,0 +1,173 @@
+"""A group: the members that share one compiled program, its program, and where it stands.
+
+`GroupProgram` is what a group compiles (model, optimizer, static program) and
+how its members' states are made; `Progress` is the host's record of the group
+(epoch, who is alive, histories), which is also the checkpoint's metadata, so a
+restore gives back exactly what the loop carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dl101_jax import checkpoint as ckpt_lib
+from dl101_jax import train
+from dl101_jax.config import VALUE, Config, fields_with_role
+from dl101_jax.data import Dataset
+from dl101_jax.models import make_model
+from dl101_jax.optim import make_optimizer
+from dl101_jax.parallel import Runtime, to_device
+from dl101_jax.report import EpochProgress, empty_history
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One trained model: a variant at one seed."""
+
+  variant: str
+  config: Config
+  run_name: str
+
+
+@dataclasses.dataclass
+class Progress:
+  """Where a group stands: the loop's state, and the checkpoint's metadata as is.
+
+  `alive` lists the members still training (indices into the group); a member
+  that diverged has its epoch in `diverged` and keeps the history it had.
+  `best_epoch` is each member's epoch of best validation accuracy so far (its
+  params are kept in the group's `.best` checkpoint).
+  """
+
+  epoch: int
+  alive: list[int]
+  histories: list[dict]
+  diverged: list[int | None]
+  wall_seconds: float
+  best_epoch: list[int | None] = dataclasses.field(default_factory=list)
+
+  @classmethod
+  def fresh(cls, n_members: int) -> "Progress":
+    return cls(0, list(range(n_members)), [empty_history() for _ in range(n_members)],
+               [None] * n_members, 0.0, [None] * n_members)
+
+  @classmethod
+  def from_meta(cls, meta: dict) -> "Progress":
+    """From a checkpoint's meta; one written before `best_epoch` existed gets Nones."""
+    p = cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
+    p.best_epoch = p.best_epoch or [None] * len(p.histories)
+    return p
+
+  def to_meta(self, configs: list[dict], extra: dict | None = None) -> dict:
+    return {**dataclasses.asdict(self), "configs": configs, **(extra or {})}
+
+  def best_val(self, i: int) -> float:
+    h, e = self.histories[i], self.best_epoch[i]
+    return -math.inf if e is None else h["val_accuracy"][h["epoch"].index(e)]
+
+
+@dataclasses.dataclass
+class GroupResult:
+  members: list[Member]
+  progress: Progress
+  states: Any  # final states of the members in progress.alive, stacked
+  resumed_epoch: int = 0
+  compile_seconds: float = 0.0
+  parameters: int = 0  # per member
+
+  @property
+  def histories(self) -> list[dict]:
+    return self.progress.histories
+
+  @property
+  def diverged(self) -> list[int | None]:
+    return self.progress.diverged
+
+  @property
+  def wall_seconds(self) -> float:
+    return self.progress.wall_seconds
+
+  @property
+  def alive(self) -> list[int]:
+    return self.progress.alive
+
+
+def select(tree: Any, idx: list[int]) -> Any:
+  ix = np.asarray(idx, np.int32)  # uncommitted: works on global multi-process arrays too
+  return jax.tree.map(lambda a: a[ix], tree)
+
+
+def device_data(ds: Dataset, normalizer, rt: Runtime) -> train.DeviceData:
+  """Put a dataset on the device(s) once, replicated."""
+  arrays = train.DeviceData(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                            normalizer.mean, normalizer.std)
+  return to_device(arrays, rt.replicated)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupProgram:
+  """What a group compiles: its model, optimizer and static program, and how to init members."""
+
+  members: list[Member]
+  model: Any
+  tx: Any
+  prog: train.Program
+  sample_x: jax.Array
+
+  @classmethod
+  def build(cls, members: list[Member], ds: Dataset, rt: Runtime,
+            progress: EpochProgress | None = None) -> "GroupProgram":
+    """The group's program; with `progress`, it reports ~20 ticks per epoch."""
+    c0 = members[0].config
+    model = make_model(c0, ds.num_classes, dropout=any(m.config.dropout > 0 for m in members),
+                       platform=rt.platform)
+    eval_bs = -(-min(c0.eval_batch_size, max(ds.test_size, 1)) // rt.num_devices) * rt.num_devices
+    prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
+                         flip=ds.is_image and c0.flip,
+                         max_degrees=c0.rotate if ds.is_image else 0.0,
+                         augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
+                         progress_every=max(1, progress.spe // 20) if progress else 0,
+                         on_progress=progress.tick if progress else None)
+    return cls(members, model, make_optimizer(c0.optimizer), prog,
+               jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32))
+
+  def hparams(self, idx: list[int]) -> dict[str, jax.Array]:
+    """One array per VALUE field: the per-member hyperparameters of `init_state`."""
+    cs = [self.members[i].config for i in idx]
+    return {k: jnp.asarray([getattr(c, k) for c in cs], jnp.int32 if k == "seed" else jnp.float32)
+            for k in fields_with_role(VALUE)}
+
+  def init(self, idx: list[int], sharding: Any = None) -> train.TrainState:
+    return train.init_states(self.model, self.tx, self.sample_x, self.hparams(idx), sharding)
+
+  def abstract(self, idx: list[int], sharding: Any) -> Any:
+    """Shapes and shardings of `init(idx)`, without computing it (a restore target)."""
+    shapes = jax.eval_shape(lambda: self.init(idx))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
+                    rt: Runtime) -> tuple[Any, Progress]:
+  """The newest matching checkpoint's states and progress, or fresh ones."""
+  configs = [m.config.to_dict() for m in gp.members]
+
+  def target(meta):
+    diff = ckpt_lib.config_diff(meta["configs"], configs, Config().to_dict())
+    if diff:
+      raise ckpt_lib.CheckpointError(
+          f"the checkpoint in {ckpt.directory} was written with a different config "
+          f"(fields: {', '.join(diff)}); use the old values, another --workdir, or --restart")
+    return gp.abstract(list(meta["alive"]), rt.replicated)
+
+  restored = ckpt.restore_latest(target) if ckpt else None
+  if restored:
+    states, meta = restored
+    return states, Progress.from_meta(meta)
+  progress = Progress.fresh(len(gp.members))
+  return gp.init(progress.alive, rt.replicated), progress

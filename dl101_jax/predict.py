@@ -1,0 +1,168 @@
+"""Classify new images (or OR inputs) with an exported model.
+
+    python -m dl101_jax.predict runs/dropout/export/dropout-seed0 cat.jpg more_photos/
+    python -m dl101_jax.predict runs/dropout/export/dropout-seed0 cat.jpg --json
+    python -m dl101_jax.predict runs_or/export/or-seed0 --inputs 0,1
+
+Any PNG or JPEG (a folder is read for its image files), any size and colour: it
+is converted to the model's channels, resized to its input size and normalized
+as in training. Prints the top-3 classes with probabilities per image, or with
+--json one list [{"file": ..., "top": [[class_name, probability], ...]}, ...].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+import tyro
+
+from dl101_jax.config import Config, ConfigError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+  """An exported model and what to classify."""
+
+  model_dir: tyro.conf.Positional[str]
+  """A directory written by python -m dl101_jax.export."""
+  images: tyro.conf.Positional[tuple[str, ...]] = ()
+  """Image files or folders of them."""
+  json: bool = False
+  """Print one JSON list instead of text."""
+  inputs: str = ""
+  """For the OR neuron: the two inputs, e.g. 0,1."""
+  top: int = 3
+  """How many classes to list per image."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """An exported member: its network, params and how training saw its inputs."""
+
+  spec: dict
+  module: Any
+  params: Any
+
+  @property
+  def class_names(self) -> list[str]:
+    d = self.spec["data"]
+    return d["class_names"] or [str(k) for k in range(d["num_classes"])]
+
+  def probabilities(self, x_NxF: np.ndarray) -> np.ndarray:
+    """N x K class probabilities for raw inputs (uint8 images, or OR features)."""
+    import jax
+    import jax.numpy as jnp
+
+    d = self.spec["data"]
+    mean = np.asarray(d["mean"], np.float32)
+    std = np.asarray(d["std"], np.float32)
+    x = (np.asarray(x_NxF, np.float32) - mean) / std
+    out = np.asarray(jax.jit(lambda p, x: self.module.apply({"params": p}, x))(
+        self.params, jnp.asarray(x)))
+    if out.shape[-1] == 1:  # one sigmoid: P(1), P(0)
+      return np.concatenate([out, 1 - out], axis=-1)
+    return np.asarray(jax.nn.softmax(out, axis=-1))
+
+
+def load(model_dir: str) -> Model:
+  """An exported model, or ConfigError naming what is wrong with the directory."""
+  import orbax.checkpoint as ocp
+
+  from dl101_jax.export import FORMAT
+  from dl101_jax.models import make_model
+
+  path = os.path.join(model_dir, "model.json")
+  try:
+    spec = json.load(open(path))
+  except (OSError, ValueError):
+    spec = None
+  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+    raise ConfigError("model_dir", f"{model_dir} is not an exported model (no valid model.json); "
+                      f"make one with python -m dl101_jax.export")
+  fields = {f.name for f in dataclasses.fields(Config)}
+  config = Config(**{k: v for k, v in spec["config"].items() if k in fields})
+  module = make_model(config, spec["data"]["num_classes"], dropout=False)
+  with ocp.StandardCheckpointer() as reader:
+    params = reader.restore(os.path.join(os.path.abspath(model_dir), "params"))
+  return Model(spec, module, params)
+
+
+def image_files(paths: tuple[str, ...]) -> list[str]:
+  out = []
+  for p in paths:
+    if os.path.isdir(p):
+      out += sorted(os.path.join(p, f) for f in os.listdir(p)
+                    if f.lower().endswith(IMAGE_EXTENSIONS))
+    elif os.path.isfile(p):
+      out.append(p)
+    else:
+      raise ConfigError("images", f"no such file or folder: {p}")
+  return out
+
+
+def read_image(path: str, shape: list[int]) -> np.ndarray:
+  """H x W x C uint8: converted to the model's channels and resized to its input size."""
+  from PIL import Image, UnidentifiedImageError
+
+  h, w, c = shape
+  try:
+    with Image.open(path) as img:
+      img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+      arr = np.asarray(img, np.uint8)
+  except (UnidentifiedImageError, OSError) as e:
+    raise ConfigError("images", f"{path} is not an image that can be read "
+                      f"({type(e).__name__})") from None
+  return arr.reshape(h, w, c)
+
+
+def classify(model: Model, cfg: PredictConfig) -> list[dict]:
+  names = model.class_names
+  shape = model.spec["data"]["input_shape"]
+  if cfg.inputs:
+    try:
+      x = np.asarray([[float(v) for v in cfg.inputs.split(",")]], np.float32)
+    except ValueError:
+      raise ConfigError("inputs", f"must be comma-separated numbers, got {cfg.inputs!r}") from None
+    if x.shape[1:] != tuple(shape):
+      raise ConfigError("inputs", f"this model takes {shape[0]} numbers, got {x.shape[1]}")
+    files, batch = [cfg.inputs], x
+    names = ["1", "0"] if model.spec["data"]["num_classes"] == 1 else names
+  else:
+    if len(shape) != 3:
+      raise ConfigError("inputs", "this model takes numbers, not images: use --inputs")
+    files = image_files(cfg.images)
+    if not files:
+      raise ConfigError("images", "give at least one image file or folder")
+    batch = np.stack([read_image(f, shape) for f in files])
+  probs = model.probabilities(batch)
+  out = []
+  for f, p in zip(files, probs):
+    order = np.argsort(-p)[: cfg.top]
+    out.append({"file": f, "top": [[names[k], float(p[k])] for k in order]})
+  return out
+
+
+def main(args: list[str] | None = None) -> None:
+  from dl101_jax import cli
+
+  cfg = cli.parse(PredictConfig("."), args, prog="python -m dl101_jax.predict",
+                  description=__doc__.split("\n\n")[0])
+  try:
+    results = classify(load(cfg.model_dir), cfg)
+  except ConfigError as e:
+    cli.fail(str(e), 2)
+  if cfg.json:
+    print(json.dumps(results))
+    return
+  for r in results:
+    print(f"{r['file']}: " + ", ".join(f"{name} {p:.3f}" for name, p in r["top"]))
+
+
+if __name__ == "__main__":
+  main()
