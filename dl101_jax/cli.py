@@ -191,6 +191,17 @@ def resume_command() -> str:
   return " ".join([_invocation(), *map(shlex.quote, args)])
 
 
+def describe(docstring: str) -> str:
+  """--help's description: the docstring's first line and its example commands."""
+  paras = docstring.strip().split("\n\n")
+  examples = [p for p in paras[1:2] if p.startswith("    python")]
+  if not examples:
+    return paras[0]
+  # tyro reflows the lines of a paragraph unless they are indented, as commands are here.
+  cmds = "\n".join("    " + line.strip() for line in examples[0].splitlines())
+  return f"{paras[0]}\n\nExamples:\n\n{cmds}"
+
+
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
   """Parse flags, run, and turn expected failures into one-line errors."""
   from dl101_jax import signals
@@ -200,7 +211,7 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
   from dl101_jax.parallel import OutOfMemory
 
   module = sys.modules.get(run.__module__)
-  doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else None
+  doc = describe(module.__doc__ or "") if module else None
   try:
     config = parse(default, args, prog=_invocation(), description=doc)
   except BrokenPipeError:  # `--help | head`: the reader left; exit quietly

@@ -150,6 +150,10 @@ def test_suite_command_line():
   assert r.returncode == 2 and r.stderr.strip().startswith("error: --name:"), r.stderr
   r = run_module("experiments", "--help")
   assert r.returncode == 0 and r.stdout.startswith("usage: python -m experiments ")
+  # The module docstring's examples come first, one command per line.
+  head = r.stdout[:r.stdout.index("--workdir")]
+  assert "Examples:" in head
+  assert "\n    python -m experiments --dataset digits --epochs 2" in head
 
 
 def test_unknown_flag_gets_a_suggestion(capsys):

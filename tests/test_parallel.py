@@ -60,8 +60,11 @@ def _final(path):
   return r, {v["name"]: v["final"]["val_loss"] for v in r["variants"]}
 
 
-@pytest.mark.parametrize("aug,tol", [(["--no-flip", "--rotate", "0"], 1e-3), ([], 1e-2)],
-                         ids=["no-augmentation", "augmentation"])
+@pytest.mark.parametrize("aug,tol", [
+    (["--no-flip", "--rotate", "0"], 1e-3), ([], 1e-2),
+    # SGD has no Adam normalisation to amplify reassociation: equal to float precision.
+    (["--no-flip", "--rotate", "0", "--optimizer", "sgd", "--learning-rate", "0.05"], 1e-5)],
+    ids=["no-augmentation", "augmentation", "sgd"])
 def test_eight_devices_match_one(tmp_path, aug, tol):
   args = ["--dataset", "digits", "--epochs", "2", "--batch-size", "96", *aug]
   flags = "--xla_force_host_platform_device_count=8"
