@@ -203,6 +203,12 @@ class Checkpointer:
                             f"delete it or re-run with --restart")
     return None
 
+  def drop_after(self, step: int) -> None:
+    """Delete checkpoints newer than `step` (left by a run killed between two saves)."""
+    for s in self.steps():
+      if s > step:
+        self.mngr.delete(s)
+
   def restore_step(self, step: int, target: Any) -> tuple[Any, dict] | None:
     """(state, meta) of one step, or None if it is missing or unreadable."""
     import orbax.checkpoint as ocp

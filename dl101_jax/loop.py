@@ -120,6 +120,7 @@ def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress:
     return None if states is None else states.params
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
                         states.params)
+  best_ckpt.drop_after(progress.epoch)  # saved just before a checkpoint that never landed
   restored = best_ckpt.restore_step(progress.epoch, target) if progress.epoch else None
   if restored is None or restored[1]["best_epoch"] != progress.best_epoch:
     progress.best_epoch = [None] * len(progress.histories)  # keep bests from here on
