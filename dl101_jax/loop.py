@@ -42,17 +42,17 @@ def open_tensorboard(members: list[Member], c0: Config, resumed: int) -> dict[in
           for i, m in enumerate(members)}
 
 
-def record_chunk(progress: Progress, mets: dict[str, np.ndarray], seconds: float,
+def record_chunk(progress: Progress, mets_ExM: dict[str, np.ndarray], seconds: float,
                  c0: Config, steps_per_epoch: int, tb: dict[int, TensorBoardRun],
                  show: Callable[[int, float, bool], None]) -> tuple[list[int], list[int]]:
-  """Append a chunk's n_epochs x M metrics to the histories.
+  """Append a chunk's metrics (each E epochs x M alive members) to the histories.
 
   Returns (newly diverged members, members whose chunk-end validation accuracy is
   their best so far). A member whose training loss is NaN/inf or above
   --diverge-above is marked diverged at that epoch and gets no more history.
   Only a chunk's last epoch can be a best epoch: its params are the ones at hand.
   """
-  n = next(iter(mets.values())).shape[0]
+  n = next(iter(mets_ExM.values())).shape[0]
   newly_dead: list[int] = []
   for e in range(n):
     ep = progress.epoch + e + 1
@@ -60,7 +60,7 @@ def record_chunk(progress: Progress, mets: dict[str, np.ndarray], seconds: float
     for j, i in enumerate(progress.alive):
       if i in newly_dead:
         continue
-      m = {k: float(v[e, j]) for k, v in mets.items()}
+      m = {k: float(v[e, j]) for k, v in mets_ExM.items()}
       if not all(math.isfinite(v) for v in m.values()) or (
           c0.diverge_above and m["train_loss"] > c0.diverge_above):
         progress.diverged[i] = ep
@@ -88,6 +88,7 @@ def record_chunk(progress: Progress, mets: dict[str, np.ndarray], seconds: float
 
 @jax.jit
 def _keep_best(best: Any, params: Any, improved_M: jax.Array) -> Any:
+  # best and params: pytrees whose leaves are stacked M x ... over the alive members.
   """Per member: the new params where it improved, else the kept ones (on the device)."""
   pick = lambda b, p: jnp.where(improved_M.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
   return jax.tree.map(pick, best, params)
@@ -169,13 +170,13 @@ class ChunkRunner:
     t0 = time.perf_counter()
     try:
       with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
-        states, mets = self.compiled[n, m](*args)
-      mets = to_host(_wait(mets))  # the only device->host copy: n_epochs x M metrics
+        states, mets_ExM = self.compiled[n, m](*args)
+      mets_ExM = to_host(_wait(mets_ExM))  # the only device->host copy: E epochs x M members
     except Exception as e:
       if is_out_of_memory(e):
         raise self._oom(e, "training", m) from None
       raise
-    return states, mets, time.perf_counter() - t0
+    return states, mets_ExM, time.perf_counter() - t0
 
 
 def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime, *,
@@ -225,10 +226,10 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
     while progress.epoch < c0.epochs and progress.alive:
       # --- One chunk of epochs on the device.
       n = min(chunk_length(c0) - progress.epoch % chunk_length(c0), c0.epochs - progress.epoch)
-      states, mets, seconds = runner(states, select(keys_all, progress.alive), progress.epoch,
+      states, mets_ExM, seconds = runner(states, select(keys_all, progress.alive), progress.epoch,
                                      data, n)
       # --- Record, log, drop the diverged.
-      dead, improved = record_chunk(progress, mets, seconds, c0, spe, tb, show)
+      dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
       if improved:
         mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
         best = _keep_best(best, states.params, jax.device_put(mask, rt.replicated))
