@@ -135,6 +135,12 @@ def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
   from dl101_jax.config import ConfigError
 
   argv = sys.argv[1:] if args is None else list(args)
+  if any(a in ("-h", "--help") for a in argv):
+    from dl101_jax.cli_help import render
+
+    sys.stdout.write(render(default, prog or _invocation(), description))
+    sys.stdout.flush()
+    raise SystemExit(0)
   _record_given(type(default), argv)
   flags = _flags(type(default))
 

@@ -165,3 +165,16 @@ def test_unknown_flag_gets_a_suggestion(capsys):
     cli.parse(dropout.CONFIG, ["--dataset", "mnist"])
   err = capsys.readouterr().err.strip()
   assert err == "error: --dataset: must be one of or, digits, cifar10, got 'mnist'"
+
+
+def test_help_is_grouped_with_examples_first():
+  r = run_module("experiments.dropout", "--help")
+  out = r.stdout
+  assert r.returncode == 0 and out.startswith("usage: python -m experiments.dropout")
+  order = ["Examples:", "training:", "data:", "outputs:", "run control:",
+           "scale-out (devices and hosts):"]
+  assert [out.index(h) for h in order] == sorted(out.index(h) for h in order)
+  assert out.index("--coordinator") > out.index("scale-out") > out.index("--checkpoint-every")
+  assert out.index("--learning-rate") < out.index("data:") < out.index("--data-dir")
+  sweep_help = run_module("experiments.sweep", "--help").stdout
+  assert sweep_help.index("this experiment:") < sweep_help.index("  --learning-rates STR")

@@ -1,0 +1,86 @@
+"""--help for a Config: the description and examples first, then the flags in groups.
+
+tyro parses the command line; its help lists a flat dataclass's 40 fields as one
+box in declaration order and has no way to group them, so the help text is made
+here from the same dataclass: each field's flag, type or choices, default and
+docstring (read from the source, as tyro reads it), under the group its name is in.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+
+GROUPS = {
+    "training": ("net", "init", "dropout", "l2", "optimizer", "learning_rate", "weight_decay",
+                 "loss", "epochs", "batch_size", "seed", "seeds", "precision", "diverge_above",
+                 "variants"),
+    "data": ("dataset", "data_dir", "train_size", "test_size", "val_size", "norm", "flip",
+             "rotate", "augment_first", "eval_batch_size"),
+    "outputs": ("name", "workdir", "log_every"),
+    "run control": ("checkpoint_every", "keep_checkpoints", "restart", "debug_nans",
+                    "compilation_cache"),
+    "scale-out (devices and hosts)": ("devices", "platform", "coordinator", "num_processes",
+                                      "process_id"),
+}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+  """Attribute docstrings (the string literal under each field) of cls and its bases."""
+  docs: dict[str, str] = {}
+  for klass in reversed(cls.__mro__):
+    try:
+      tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+    except (OSError, TypeError, SyntaxError):
+      continue
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for stmt, nxt in zip(body, body[1:]):
+      if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+          and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+          and isinstance(nxt.value.value, str)):
+        docs[stmt.target.id] = " ".join(nxt.value.value.split())
+  return docs
+
+
+def _kind(f: dataclasses.Field, hints: dict) -> str:
+  t = hints.get(f.name, f.type)
+  if typing.get_origin(t) is typing.Literal:
+    return "{" + ",".join(str(a) for a in typing.get_args(t)) + "}"
+  names = {int: "INT", float: "FLOAT", str: "STR", bool: ""}
+  if t in names:
+    return names[t]
+  args = [a for a in typing.get_args(t) if a is not type(None)]
+  return names.get(args[0], "VALUE") if args else "VALUE"
+
+
+def render(default, prog: str, description: str | None, width: int = 100) -> str:
+  cls = type(default)
+  docs, hints = field_docs(cls), typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  grouped = {g: [n for n in names if n in fields] for g, names in GROUPS.items()}
+  rest = [n for n in fields if not any(n in names for names in GROUPS.values())]
+  if rest:
+    grouped = {"this experiment": rest, **grouped}
+  out = [f"usage: {prog} [-h] [OPTIONS]", ""]
+  if description:
+    out += [description, ""]
+  for group, names in grouped.items():
+    out.append(f"{group}:")
+    for n in names:
+      f, flag = fields[n], "--" + n.replace("_", "-")
+      kind = _kind(f, hints)
+      head = f"{flag}/--no-{flag[2:]}" if kind == "" else f"{flag} {kind}"
+      text = f"{docs.get(n, '')} (default: {getattr(default, n)!r})".strip()
+      wrapped = textwrap.wrap(text, width - 26) or [""]
+      if len(head) > 22:
+        out.append(f"  {head}")
+        out += [" " * 26 + line for line in wrapped]
+      else:
+        out.append(f"  {head:<22}  {wrapped[0]}")
+        out += [" " * 26 + line for line in wrapped[1:]]
+    out.append("")
+  out.append("  -h, --help              show this help message and exit")
+  return "\n".join(out) + "\n"
