@@ -174,7 +174,8 @@ def test_help_is_grouped_with_examples_first():
   order = ["Examples:", "training:", "data:", "outputs:", "run control:",
            "scale-out (devices and hosts):"]
   assert [out.index(h) for h in order] == sorted(out.index(h) for h in order)
-  assert out.index("--coordinator") > out.index("scale-out") > out.index("--checkpoint-every")
-  assert out.index("--learning-rate") < out.index("data:") < out.index("--data-dir")
+  at = lambda flag: out.index(f"\n  {flag} ")  # the flag's own line, not an example's
+  assert at("--coordinator") > out.index("scale-out") > at("--checkpoint-every")
+  assert at("--learning-rate") < out.index("data:") < at("--data-dir")
   sweep_help = run_module("experiments.sweep", "--help").stdout
   assert sweep_help.index("this experiment:") < sweep_help.index("  --learning-rates STR")
