@@ -3,7 +3,8 @@
 tyro parses the command line; its help lists a flat dataclass's 40 fields as one
 box in declaration order and has no way to group them, so the help text is made
 here from the same dataclass: each field's flag, type or choices, default and
-docstring (read from the source, as tyro reads it), under the group its name is in.
+docstring (read from the source, as tyro reads it), under the group its field is
+tagged with in config.py.
 """
 
 from __future__ import annotations
@@ -14,18 +15,7 @@ import inspect
 import textwrap
 import typing
 
-GROUPS = {
-    "training": ("net", "init", "dropout", "l2", "optimizer", "learning_rate", "weight_decay",
-                 "loss", "epochs", "batch_size", "seed", "seeds", "precision", "diverge_above",
-                 "variants"),
-    "data": ("dataset", "data_dir", "train_size", "test_size", "val_size", "norm", "flip",
-             "rotate", "augment_first", "eval_batch_size"),
-    "outputs": ("name", "workdir", "log_every"),
-    "run control": ("checkpoint_every", "keep_checkpoints", "restart", "debug_nans",
-                    "compilation_cache"),
-    "scale-out (devices and hosts)": ("devices", "platform", "coordinator", "num_processes",
-                                      "process_id"),
-}
+GROUP_ORDER = ("training", "data", "outputs", "run control", "scale-out")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -60,10 +50,11 @@ def render(default, prog: str, description: str | None, width: int = 100) -> str
   cls = type(default)
   docs, hints = field_docs(cls), typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  grouped = {g: [n for n in names if n in fields] for g, names in GROUPS.items()}
-  rest = [n for n in fields if not any(n in names for names in GROUPS.values())]
-  if rest:
-    grouped = {"this experiment": rest, **grouped}
+  grouped: dict[str, list[str]] = {}
+  for g in ("this experiment", *GROUP_ORDER):  # an experiment's own fields have no group tag
+    grouped[g] = [n for n, f in fields.items() if f.metadata.get("group", "this experiment") == g]
+  grouped = {(g if g != "scale-out" else "scale-out (devices and hosts)"): names
+             for g, names in grouped.items() if names}
   out = [f"usage: {prog} [-h] [OPTIONS]", ""]
   if description:
     out += [description, ""]

@@ -94,93 +94,94 @@ def parse_net(net: str) -> NetSpec:
 #             with more (the checkpoint does not pin it).
 #   RUN       where and how to run; never changes what is computed.
 # Group key = all but VALUE and RUN; checkpoint config check = VALUE and SHAPE;
-# TensorBoard hparams = all but RUN.
+# TensorBoard hparams = all but RUN. The second tag is the field's group in --help.
 VALUE, SHAPE, SCHEDULE, RUN = "value", "shape", "schedule", "run"
 
 
-def _field(default, role: str):
-  return dataclasses.field(default=default, metadata={"role": role})
+def _field(default, role: str, group: str):
+  """A Config field with its role (above) and its --help group, declared together."""
+  return dataclasses.field(default=default, metadata={"role": role, "group": group})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
   """One training run, or the base of an experiment's variants."""
 
-  name: str = _field("run", RUN)
+  name: str = _field("run", RUN, "outputs")
   """Experiment name: labels the console, results.json and the default workdir."""
-  dataset: Literal["or", "digits", "cifar10"] = _field("digits", SHAPE)
+  dataset: Literal["or", "digits", "cifar10"] = _field("digits", SHAPE, "data")
   """Data: the OR truth table, scikit-learn's 8x8 digits (offline), or CIFAR-10 via TFDS."""
-  data_dir: str | None = _field(None, RUN)
+  data_dir: str | None = _field(None, RUN, "data")
   """TFDS data dir for CIFAR-10 (default: TFDS's own, usually ~/tensorflow_datasets)."""
-  train_size: int = _field(0, SHAPE)
+  train_size: int = _field(0, SHAPE, "data")
   """Class-stratified training subset size; 0 uses all."""
-  test_size: int = _field(0, SHAPE)
+  test_size: int = _field(0, SHAPE, "data")
   """Class-stratified test subset size; 0 uses all."""
-  val_size: int = _field(0, SHAPE)
+  val_size: int = _field(0, SHAPE, "data")
   """Hold out this many training examples (class-stratified) to validate on; 0 validates on the test split, as the tutorial did."""
-  net: str = _field("conv32-pool-conv64-conv64-pool-fc512", SHAPE)
+  net: str = _field("conv32-pool-conv64-conv64-pool-fc512", SHAPE, "training")
   """Network: 'perceptron', or convN/pool/fcN joined by '-' (a final fc to the classes is added)."""
-  dropout: float = _field(0.0, VALUE)
+  dropout: float = _field(0.0, VALUE, "training")
   """Dropout rate before the last layer (TFLearn's dropout(0.5) keeps 50%); 0 disables."""
-  l2: float = _field(0.0, VALUE)
+  l2: float = _field(0.0, VALUE, "training")
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
-  optimizer: Literal["sgd", "adam", "adamw"] = _field("adam", SHAPE)
+  optimizer: Literal["sgd", "adam", "adamw"] = _field("adam", SHAPE, "training")
   """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), or adamw (decoupled decay)."""
-  learning_rate: float = _field(1e-3, VALUE)
+  learning_rate: float = _field(1e-3, VALUE, "training")
   """Learning rate."""
-  weight_decay: float = _field(0.0, VALUE)
+  weight_decay: float = _field(0.0, VALUE, "training")
   """Decoupled weight decay for adamw, applied to kernels only."""
-  loss: Literal["xent", "mse"] = _field("xent", SHAPE)
+  loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
-  epochs: int = _field(50, SCHEDULE)
+  epochs: int = _field(50, SCHEDULE, "training")
   """Passes over the training set."""
-  batch_size: int = _field(96, SHAPE)
+  batch_size: int = _field(96, SHAPE, "training")
   """Examples per step; the last partial batch is padded and masked, never dropped."""
-  seed: int = _field(0, VALUE)
+  seed: int = _field(0, VALUE, "training")
   """First random seed; --seeds N uses seed .. seed+N-1."""
-  seeds: int = _field(1, RUN)
+  seeds: int = _field(1, RUN, "training")
   """Seeds per variant, trained together in one vmapped program; reported as mean +- std."""
-  norm: Literal["scalar", "per_channel", "none"] = _field("scalar", SHAPE)
+  norm: Literal["scalar", "per_channel", "none"] = _field("scalar", SHAPE, "data")
   """Featurewise normalization from training-set statistics (TFLearn's default is one scalar)."""
-  flip: bool = _field(True, SHAPE)
+  flip: bool = _field(True, SHAPE, "data")
   """Random left-right flip with p=0.5 in training (image datasets)."""
-  rotate: float = _field(25.0, SHAPE)
+  rotate: float = _field(25.0, SHAPE, "data")
   """Random rotation with p=0.5, uniform in [-rotate, rotate] degrees; 0 disables."""
-  augment_first: bool = _field(True, SHAPE)
+  augment_first: bool = _field(True, SHAPE, "data")
   """Augment raw pixels, then normalize (TFLearn's order: a rotation's corners are black); False normalizes first (corners take the mean colour)."""
-  init: Literal["tflearn", "lecun"] = _field("tflearn", SHAPE)
+  init: Literal["tflearn", "lecun"] = _field("tflearn", SHAPE, "training")
   """Weight init: TFLearn's (conv uniform +-sqrt(3/fan_in), fc truncated normal std 0.02, zero biases) or Flax's lecun_normal."""
-  precision: Literal["f32", "bf16"] = _field("f32", SHAPE)
+  precision: Literal["f32", "bf16"] = _field("f32", SHAPE, "training")
   """Compute dtype; params and optimizer state stay float32."""
-  eval_batch_size: int = _field(1000, SHAPE)
+  eval_batch_size: int = _field(1000, SHAPE, "data")
   """Examples per validation step."""
-  log_every: int = _field(0, RUN)
+  log_every: int = _field(0, RUN, "outputs")
   """Console line every N epochs when not on a terminal; 0 picks 1 up to 100 epochs, else epochs/20."""
-  workdir: str | None = _field(None, RUN)
+  workdir: str | None = _field(None, RUN, "outputs")
   """Output directory for TensorBoard, checkpoints and results (default: runs/<name>)."""
-  checkpoint_every: int = _field(1, RUN)
+  checkpoint_every: int = _field(1, RUN, "run control")
   """Save a checkpoint every N epochs; 0 disables checkpoints."""
-  keep_checkpoints: int = _field(3, RUN)
+  keep_checkpoints: int = _field(3, RUN, "run control")
   """How many recent checkpoints to keep per run group."""
-  restart: bool = _field(False, RUN)
+  restart: bool = _field(False, RUN, "run control")
   """Ignore existing checkpoints in the workdir and start fresh (old ones are deleted)."""
-  diverge_above: float = _field(1e4, SHAPE)
+  diverge_above: float = _field(1e4, SHAPE, "training")
   """A training loss above this, or NaN/inf, marks a member diverged and stops it; 0: NaN/inf only."""
-  debug_nans: bool = _field(False, RUN)
+  debug_nans: bool = _field(False, RUN, "run control")
   """Turn on jax_debug_nans to stop at the first NaN-producing operation."""
-  variants: str = _field("", RUN)
+  variants: str = _field("", RUN, "training")
   """Comma-separated variants to run (default: all of the experiment's)."""
-  devices: int = _field(0, RUN)
+  devices: int = _field(0, RUN, "scale-out")
   """Local devices to use for data parallelism; 0 uses all."""
-  platform: Literal["auto", "cpu", "gpu", "tpu"] = _field("auto", RUN)
+  platform: Literal["auto", "cpu", "gpu", "tpu"] = _field("auto", RUN, "scale-out")
   """Require this JAX platform and fail loudly if it is missing; auto takes the default."""
-  coordinator: str = _field("", RUN)
+  coordinator: str = _field("", RUN, "scale-out")
   """Multi-host: HOST:PORT of process 0 for jax.distributed; 'auto' lets JAX detect it."""
-  num_processes: int = _field(1, RUN)
+  num_processes: int = _field(1, RUN, "scale-out")
   """Multi-host: total number of processes."""
-  process_id: int = _field(0, RUN)
+  process_id: int = _field(0, RUN, "scale-out")
   """Multi-host: this process's index."""
-  compilation_cache: bool = _field(True, RUN)
+  compilation_cache: bool = _field(True, RUN, "run control")
   """Keep compiled programs in JAX's persistent cache (~/.cache/dl101_jax/jax)."""
 
   def __post_init__(self):

@@ -107,6 +107,17 @@ def chunk_length(c0: Config) -> int:
   return math.gcd(per_call, c0.checkpoint_every) if c0.checkpoint_every else per_call
 
 
+def checkpointers(c0: Config, group: str) -> tuple[Any, Any]:
+  """The group's checkpoints and, beside them, its members' best-epoch params (None, None
+  without --checkpoint-every). The best are saved just before each checkpoint, the last 2
+  kept, so a kill between the two saves still finds the one matching the checkpoint."""
+  if not c0.checkpoint_every:
+    return None, None
+  root = os.path.join(c0.run_dir, "checkpoints", group)
+  return (ckpt_lib.Checkpointer(root, c0.keep_checkpoints),
+          ckpt_lib.Checkpointer(root + ".best", 2))
+
+
 def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
   """What a standalone model needs to see inputs as training did (export reads it)."""
   return {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
@@ -117,8 +128,10 @@ def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
 def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,
                  rt: Runtime) -> Any:
   """The kept best params of the alive members; the current params where none was kept."""
-  if best_ckpt is None or states is None:
-    return None if states is None else states.params
+  if states is None:
+    return None
+  if best_ckpt is None:  # a copy: the states are donated to the next chunk
+    return jax.tree.map(jnp.copy, states.params)
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
                         states.params)
   best_ckpt.drop_after(progress.epoch)  # saved just before a checkpoint that never landed
@@ -181,12 +194,15 @@ class ChunkRunner:
 
 def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime, *,
         group: str, console: Console, label_variants: bool = True,
-        should_stop: Callable[[], int | None] = signals.pending) -> GroupResult:
+        should_stop: Callable[[], int | None] = signals.pending,
+        between_chunks: Callable[[Any, Progress], Any] | None = None) -> GroupResult:
   """Train a group of members that share one program; resume from its checkpoints.
 
   `should_stop()` is asked after every chunk; a signal number saves and raises
   signals.Interrupted (unless the group has just finished). `label_variants`
   names the variant on every console line (an experiment with several).
+  `between_chunks(states, progress) -> states` runs after each chunk is recorded
+  and before it is checkpointed: where a population step may replace members' states.
   """
   c0 = members[0].config
   spe = -(-ds.train_size // c0.batch_size)  # steps per epoch
@@ -198,24 +214,16 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
   console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
 
-  # --- Restore or start fresh.
-  ckpt = None
-  if c0.checkpoint_every:
-    ckpt = ckpt_lib.Checkpointer(os.path.join(c0.run_dir, "checkpoints", group),
-                                 c0.keep_checkpoints)
+  # --- Restore or start fresh (states, progress, and each member's best params).
+  ckpt, best_ckpt = checkpointers(c0, group)
   states, progress = restore_or_init(gp, ckpt, rt)
-  # Each member's best-epoch params, saved just before each checkpoint (the last 2 kept,
-  # so a kill between the two saves still finds the one matching the checkpoint).
-  best_ckpt = (ckpt_lib.Checkpointer(os.path.join(c0.run_dir, "checkpoints", group + ".best"), 2)
-               if ckpt else None)
   best = restore_best(best_ckpt, states, progress, rt)
   meta_extra = {"variants": [m.variant for m in members], "data": data_spec(ds, data)}
   resumed = progress.epoch
   if resumed:
-    step = max((h["step"][-1] for h in progress.histories if h["step"]), default=0)
     done = resumed >= c0.epochs or not progress.alive
     console.say(f"{'Already finished' if done else 'Resuming'} {group} from epoch {resumed} "
-                f"(step {step})")
+                f"(step {resumed * spe})")
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
   keys_all = jax.device_put(train.member_keys([m.config.seed for m in members]), rt.replicated)
@@ -240,6 +248,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
         keep = [j for j, i in enumerate(progress.alive) if i not in dead]
         best = select(best, keep) if keep else None
         states = prune(states, progress, dead)
+      if between_chunks and progress.alive:
+        states = between_chunks(states, progress)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
         w.flush()
       # --- Checkpoint; stop if asked. With every member diverged there is no state to

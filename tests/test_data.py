@@ -91,6 +91,20 @@ def test_real_cifar10_subset():
   assert 100 < ds.x_train.mean() < 140  # real photos, not noise
 
 
+@pytest.mark.skipif(not os.path.isdir(SHARED_CIFAR), reason="no prepared CIFAR-10 subset here")
+def test_a_cifar10_run_says_what_it_does_before_tensorflow_can(tmp_path):
+  r = run_module("experiments.dropout", "--data-dir", SHARED_CIFAR, "--train-size", "500",
+                 "--test-size", "100", "--epochs", "1", "--variants", "no_dropout",
+                 "--checkpoint-every", "0", "--workdir", str(tmp_path))
+  assert r.returncode == 0, r.stderr
+  first = r.stdout.splitlines()[:2]
+  assert first[0] == "dropout: loading cifar10..."
+  assert first[1].startswith("dropout: 500 train / 100 test examples on") and " s; " in first[1]
+  assert "compiled in" in r.stdout
+  # TensorFlow only reads the files: none of its or absl's log lines reach the user.
+  assert not [l for l in r.stderr.splitlines() if l.strip()], r.stderr
+
+
 def test_hold_out_is_stratified_disjoint_and_keeps_the_test_split():
   ds = data.load_digits()
   held = data.hold_out(ds, 200)

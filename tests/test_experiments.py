@@ -72,6 +72,10 @@ def test_report_links_every_picture(all_experiments):
   for name in EXPECTED:
     assert f"({name}/comparison.png)" in report and f"## {name}" in report
   assert "| Adam" in r.stdout and "val_acc" in r.stdout
+  # Every epoch line names its variant (each experiment has several), one step line each.
+  for name in ("one_layer_set", "three_layer_sets", "batch_50", "batch_1437", "lr_1e-2"):
+    assert f"| Adam:{name} | epoch: 001 |" in r.stdout, name
+  assert "| Adam | epoch:" not in r.stdout
   assert "Rule: supported when the 95% confidence interval" in report
   # With one seed no interval can be estimated: every claim is inconclusive, none is dropped.
   assert report.count("| **inconclusive** |") == 7  # all but 3a/3b (no batch_2000 on digits)
@@ -138,3 +142,13 @@ def test_sweep_grid_is_one_program(tmp_path):
              for v in res["variants"])
   assert open(tmp_path / "sweep.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   assert "one compiled program" in r.stdout
+
+
+def test_runs_without_checkpoints(tmp_path):
+  # --checkpoint-every 0: no checkpoints at all, and the kept-best params survive donation.
+  r = run_module("experiments.dropout", "--dataset", "digits", "--epochs", "2",
+                 "--train-size", "300", "--checkpoint-every", "0", "--workdir", str(tmp_path))
+  assert r.returncode == 0, r.stderr
+  assert not (tmp_path / "checkpoints").exists()
+  res = json.load(open(tmp_path / "results.json"))
+  assert all(len(v["per_class_accuracy"]) == 10 for v in res["variants"])
