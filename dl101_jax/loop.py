@@ -263,7 +263,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
         ckpt.save(progress.epoch, states, progress.to_meta(configs, meta_extra))
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
-      signals.phase("setup")
+      # Still "training" between chunks: a signal now is acknowledged and honoured after
+      # the next epoch, so the run always stops on a checkpoint.
   finally:
     signals.phase("setup")
     for c in (ckpt, best_ckpt):

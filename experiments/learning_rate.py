@@ -1,7 +1,7 @@
 """Experiment 4: learning rate 1e-4, 1e-3 or 1e-2?
 
     python -m experiments.learning_rate
-    python -m experiments.learning_rate --data-dir ../shared/data/cifar10-subset --epochs 3
+    python -m experiments.learning_rate --data-dir DATA_DIR --epochs 20 --seeds 3   # DATA_DIR: a prepared TFDS data dir
     python -m experiments.learning_rate --variants lr_1e-3,lr_1e-2
 
 The dropout net, Adam, batch 96. All rates train together in one vmapped
@@ -10,8 +10,9 @@ experiment sets the rate per variant, so --learning-rate is refused; other
 rates are `python -m experiments.sweep --learning-rates ...`. A rate that makes
 the loss NaN/inf is marked diverged at that epoch and the rest finish.
 
-Measured 2026-11-30, 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4
-epochs x 2 seeds: lr_1e-4 0.495 +- 0.012, lr_1e-3 0.571 +- 0.006, lr_1e-2 0.100
+Measured 2026-11-30 with the earlier recipe (Flax's init, normalize before
+augmenting), 2-core CPU, CIFAR-10 subset (10k train / 2k test), 4 epochs x 2
+seeds: lr_1e-4 0.495 +- 0.012, lr_1e-3 0.571 +- 0.006, lr_1e-2 0.100
 +- 0.000 (chance) val acc; 205 s of training for the 6 models.
 """
 

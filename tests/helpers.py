@@ -3,8 +3,10 @@
 import glob
 import os
 import struct
+import signal
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-subset")
@@ -79,3 +81,38 @@ def hparams_sessions(logdir: str) -> list[dict]:
           hp = pd.session_start_info.hparams
           out.append({k: getattr(hp[k], hp[k].WhichOneof("kind")) for k in hp})
   return out
+
+
+# --- Resume tests: kill a run after its first checkpoint; compare results without clocks.
+
+TIMING = {"wall_seconds", "seconds", "compile_seconds", "process_seconds"}
+
+
+def strip(obj):
+  """results.json without wall-clock fields and the workdir (they differ by nature)."""
+  if isinstance(obj, dict):
+    return {k: strip(v) for k, v in obj.items() if k not in TIMING and k != "workdir"}
+  if isinstance(obj, list):
+    return [strip(v) for v in obj]
+  return obj
+
+
+def checkpoint_steps(wd):
+  root = os.path.join(wd, "checkpoints")
+  steps = []
+  for g in os.listdir(root) if os.path.isdir(root) else []:
+    if "." in g:  # <group>.best / <group>.corrupt are not the group's checkpoints
+      continue
+    steps += [int(d) for d in os.listdir(os.path.join(root, g)) if d.isdigit()]
+  return steps
+
+
+def kill_after_checkpoint(args, wd, sig=signal.SIGKILL):
+  p = popen_module("experiments.dropout", *args, "--workdir", str(wd))
+  deadline = time.time() + 120
+  while time.time() < deadline and p.poll() is None and not checkpoint_steps(wd):
+    time.sleep(0.02)
+  assert p.poll() is None, "the run ended before it could be killed"
+  p.send_signal(sig)
+  out, err = p.communicate(timeout=60)
+  return p.returncode, out, err

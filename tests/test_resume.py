@@ -1,66 +1,12 @@
 """Runs that survive: kill -9 and resume bit for bit, SIGTERM, bad checkpoints."""
 
-import json
 import os
 import shutil
 import signal
-import time
 
 import pytest
 
-from helpers import popen_module, read_scalars, run_module
-
-TIMING = {"wall_seconds", "seconds", "compile_seconds", "process_seconds"}
-
-
-def strip(obj):
-  """results.json without wall-clock fields and the workdir (they differ by nature)."""
-  if isinstance(obj, dict):
-    return {k: strip(v) for k, v in obj.items() if k not in TIMING and k != "workdir"}
-  if isinstance(obj, list):
-    return [strip(v) for v in obj]
-  return obj
-
-
-def checkpoint_steps(wd):
-  root = os.path.join(wd, "checkpoints")
-  steps = []
-  for g in os.listdir(root) if os.path.isdir(root) else []:
-    if "." in g:  # <group>.best / <group>.corrupt are not the group's checkpoints
-      continue
-    steps += [int(d) for d in os.listdir(os.path.join(root, g)) if d.isdigit()]
-  return steps
-
-
-def kill_after_checkpoint(args, wd, sig=signal.SIGKILL):
-  p = popen_module("experiments.dropout", *args, "--workdir", str(wd))
-  deadline = time.time() + 120
-  while time.time() < deadline and p.poll() is None and not checkpoint_steps(wd):
-    time.sleep(0.02)
-  assert p.poll() is None, "the run ended before it could be killed"
-  p.send_signal(sig)
-  out, err = p.communicate(timeout=60)
-  return p.returncode, out, err
-
-
-@pytest.mark.parametrize("seeds", ["1", "2"])
-def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, seeds):
-  args = ["--dataset", "digits", "--epochs", "6", "--seeds", seeds, "--train-size", "600"]
-  ref = run_module("experiments.dropout", *args, "--workdir", str(tmp_path / "ref"))
-  assert ref.returncode == 0, ref.stderr
-  code, _, _ = kill_after_checkpoint(args, tmp_path / "run")
-  assert code == -signal.SIGKILL
-  again = run_module("experiments.dropout", *args, "--workdir", str(tmp_path / "run"))
-  assert again.returncode == 0, again.stderr
-  assert "Resuming dropout+no_dropout from epoch" in again.stdout
-  a = json.load(open(tmp_path / "ref" / "results.json"))
-  b = json.load(open(tmp_path / "run" / "results.json"))
-  assert strip(a) == strip(b)  # bit for bit: floats compared exactly
-  # TensorBoard: each epoch exactly once after the purge of the killed run's extra points.
-  run = "dropout" if seeds == "1" else "dropout-seed0"
-  steps = [s for s, _ in read_scalars(str(tmp_path / "run" / run))["Loss"]]
-  assert steps == list(range(1, 7))
-
+from helpers import kill_after_checkpoint, read_scalars, run_module
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "SIGINT"])
