@@ -64,10 +64,15 @@ def _stderr_held():
     os.dup2(held.fileno(), 2)
     try:
       yield
-    except BaseException:
+    except Exception:  # the save failed: keep orbax's noise away for good
       sys.stderr.flush()
       os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
       _real_stderr.append(saved)
+      raise
+    except BaseException:  # a second Ctrl-C: stderr as it was, for the message that follows
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
       raise
     sys.stderr.flush()
     os.dup2(saved, 2)

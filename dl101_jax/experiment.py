@@ -185,9 +185,7 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
   # --- Train each group; stop between groups if a signal came in.
   groups = []
   for g in make_groups(members):
-    stop = signals.pending()
-    if stop:
-      raise signals.Interrupted(signals.exit_code(stop))
+    signals.stop_if_pending()  # after loading, and between groups (each ends on a checkpoint)
     groups.append(fit(g, ds, dev, rt, group=group_name(g), console=console,
                       label_variants=len(selected) > 1))
   signals.phase("finishing")

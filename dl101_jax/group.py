@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import jax
@@ -171,3 +172,38 @@ def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
     return states, Progress.from_meta(meta)
   progress = Progress.fresh(len(gp.members))
   return gp.init(progress.alive, rt.replicated), progress
+
+
+def checkpointers(c0: Config, group: str) -> tuple[Any, Any]:
+  """The group's checkpoints and, beside them, its members' best-epoch params (None, None
+  without --checkpoint-every). The best are saved just before each checkpoint, the last 2
+  kept, so a kill between the two saves still finds the one matching the checkpoint."""
+  if not c0.checkpoint_every:
+    return None, None
+  root = os.path.join(c0.run_dir, "checkpoints", group)
+  return (ckpt_lib.Checkpointer(root, c0.keep_checkpoints),
+          ckpt_lib.Checkpointer(root + ".best", 2))
+
+
+def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
+  """What a standalone model needs to see inputs as training did (export reads it)."""
+  return {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
+          "input_shape": list(ds.x_train.shape[1:]), "mean": np.asarray(data.mean).tolist(),
+          "std": np.asarray(data.std).tolist()}
+
+
+def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,
+                 rt: Runtime) -> Any:
+  """The kept best params of the alive members; the current params where none was kept."""
+  if states is None:
+    return None
+  if best_ckpt is None:  # a copy: the states are donated to the next chunk
+    return jax.tree.map(jnp.copy, states.params)
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
+                        states.params)
+  best_ckpt.drop_after(progress.epoch)  # saved just before a checkpoint that never landed
+  restored = best_ckpt.restore_step(progress.epoch, target) if progress.epoch else None
+  if restored is None or restored[1]["best_epoch"] != progress.best_epoch:
+    progress.best_epoch = [None] * len(progress.histories)  # keep bests from here on
+    return jax.tree.map(jnp.copy, states.params)
+  return restored[0]

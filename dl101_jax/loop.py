@@ -17,12 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import checkpoint as ckpt_lib
 from dl101_jax import evaluation, files, signals, train
 from dl101_jax.config import RUN, Config, fields_with_role
 from dl101_jax.data import Dataset
-from dl101_jax.group import (GroupProgram, GroupResult, Member, Progress, restore_or_init,
-                             select)
+from dl101_jax.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
+                             data_spec, restore_best, restore_or_init, select)
 from dl101_jax.optim import LABELS
 from dl101_jax.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
 from dl101_jax.report import (METRICS, Console, EpochProgress, TensorBoardRun, epoch_line,
@@ -107,41 +106,6 @@ def chunk_length(c0: Config) -> int:
   return math.gcd(per_call, c0.checkpoint_every) if c0.checkpoint_every else per_call
 
 
-def checkpointers(c0: Config, group: str) -> tuple[Any, Any]:
-  """The group's checkpoints and, beside them, its members' best-epoch params (None, None
-  without --checkpoint-every). The best are saved just before each checkpoint, the last 2
-  kept, so a kill between the two saves still finds the one matching the checkpoint."""
-  if not c0.checkpoint_every:
-    return None, None
-  root = os.path.join(c0.run_dir, "checkpoints", group)
-  return (ckpt_lib.Checkpointer(root, c0.keep_checkpoints),
-          ckpt_lib.Checkpointer(root + ".best", 2))
-
-
-def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
-  """What a standalone model needs to see inputs as training did (export reads it)."""
-  return {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
-          "input_shape": list(ds.x_train.shape[1:]), "mean": np.asarray(data.mean).tolist(),
-          "std": np.asarray(data.std).tolist()}
-
-
-def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,
-                 rt: Runtime) -> Any:
-  """The kept best params of the alive members; the current params where none was kept."""
-  if states is None:
-    return None
-  if best_ckpt is None:  # a copy: the states are donated to the next chunk
-    return jax.tree.map(jnp.copy, states.params)
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
-                        states.params)
-  best_ckpt.drop_after(progress.epoch)  # saved just before a checkpoint that never landed
-  restored = best_ckpt.restore_step(progress.epoch, target) if progress.epoch else None
-  if restored is None or restored[1]["best_epoch"] != progress.best_epoch:
-    progress.best_epoch = [None] * len(progress.histories)  # keep bests from here on
-    return jax.tree.map(jnp.copy, states.params)
-  return restored[0]
-
-
 class ChunkRunner:
   """Compiles a group's program once per (epochs per call, members alive) and runs it.
 
@@ -177,6 +141,7 @@ class ChunkRunner:
       if is_out_of_memory(e):
         raise self._oom(e, "compiling", m) from None
       raise
+    signals.stop_if_pending()  # no epoch starts after a signal during loading or compiling
     signals.phase("training")
     if self.ticker:
       self.ticker.start(epoch)

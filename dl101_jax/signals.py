@@ -20,7 +20,9 @@ _pending: list[int] = []
 _phase = ["setup"]
 
 
-class Interrupted(Exception):
+# Both derive from BaseException, as KeyboardInterrupt does: raised from a signal handler
+# anywhere, they must pass through the `except Exception` of library code unharmed.
+class Interrupted(BaseException):
   """A signal arrived during training and a checkpoint was saved; `code` is 130 or 143."""
 
   def __init__(self, code: int):
@@ -28,7 +30,7 @@ class Interrupted(Exception):
     super().__init__(f"interrupted ({code})")
 
 
-class StoppedEarly(Exception):
+class StoppedEarly(BaseException):
   """A signal arrived before training started; `code` is 130 or 143."""
 
   def __init__(self, code: int):
@@ -43,6 +45,9 @@ def exit_code(signum: int) -> int:
 def _on_signal(signum, frame):
   name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
   if _phase[0] == "setup":
+    # Recorded first: a raise that lands in a gc callback or destructor is only printed
+    # ("Exception ignored"), so stop_if_pending() also stops at the next phase boundary.
+    _pending.append(signum)
     raise StoppedEarly(exit_code(signum))
   if _pending and signum == signal.SIGINT:
     raise KeyboardInterrupt  # a second Ctrl-C: stop now
@@ -64,6 +69,13 @@ def install() -> None:
 def phase(name: str) -> None:
   """Enter 'setup', 'training' or 'finishing' (see the module docstring)."""
   _phase[0] = name
+
+
+def stop_if_pending() -> None:
+  """In setup, raise StoppedEarly if a signal came in (called where setup gives way to
+  training). During training the loop itself saves and stops at the end of the epoch."""
+  if _pending and _phase[0] == "setup":
+    raise StoppedEarly(exit_code(_pending[0]))
 
 
 def pending() -> int | None:

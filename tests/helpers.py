@@ -116,3 +116,21 @@ def kill_after_checkpoint(args, wd, sig=signal.SIGKILL):
   p.send_signal(sig)
   out, err = p.communicate(timeout=60)
   return p.returncode, out, err
+
+
+def small_group_data():
+  """A tiny uint8 dataset on the device (40 train / 12 validation 6x6 images, 3 classes) and a
+  matching ConvNet with dropout: cheap programs for group and progress properties."""
+  import jax.numpy as jnp
+  import numpy as np
+
+  from dl101_jax import train
+  from dl101_jax.models import ConvNet
+
+  rng = np.random.default_rng(0)
+  data = train.DeviceData(jnp.asarray(rng.integers(0, 255, (40, 6, 6, 1)), jnp.uint8),
+                          jnp.asarray(rng.integers(0, 3, 40), jnp.int32),
+                          jnp.asarray(rng.integers(0, 255, (12, 6, 6, 1)), jnp.uint8),
+                          jnp.asarray(rng.integers(0, 3, 12), jnp.int32), jnp.float32(127.0),
+                          jnp.float32(70.0))
+  return data, ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dropout=True, im2col=True)

@@ -10,18 +10,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from dl101_jax import cli, train
-from dl101_jax.models import ConvNet
 from dl101_jax.optim import make_optimizer
 from experiments import dropout
-from helpers import run_module
+from helpers import run_module, small_group_data
 
-rng = np.random.default_rng(0)
-DATA = train.DeviceData(jnp.asarray(rng.integers(0, 255, (40, 6, 6, 1)), jnp.uint8),
-                        jnp.asarray(rng.integers(0, 3, 40), jnp.int32),
-                        jnp.asarray(rng.integers(0, 255, (12, 6, 6, 1)), jnp.uint8),
-                        jnp.asarray(rng.integers(0, 3, 12), jnp.int32), jnp.float32(127.0),
-                        jnp.float32(70.0))
-MODEL = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dropout=True, im2col=True)
+DATA, MODEL = small_group_data()
 PROG = train.Program("xent", 16, 12, flip=True, max_degrees=25.0)
 RUN = train.compile_run_epochs(PROG)
 

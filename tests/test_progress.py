@@ -8,17 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax import train
-from dl101_jax.models import ConvNet
 from dl101_jax.optim import make_optimizer
 from dl101_jax.report import Console, EpochProgress
+from helpers import small_group_data
 
-rng = np.random.default_rng(0)
-DATA = train.DeviceData(jnp.asarray(rng.integers(0, 255, (40, 6, 6, 1)), jnp.uint8),
-                        jnp.asarray(rng.integers(0, 3, 40), jnp.int32),
-                        jnp.asarray(rng.integers(0, 255, (12, 6, 6, 1)), jnp.uint8),
-                        jnp.asarray(rng.integers(0, 3, 12), jnp.int32), jnp.float32(127.0),
-                        jnp.float32(70.0))
-MODEL = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dropout=True, im2col=True)
+DATA, MODEL = small_group_data()
 
 
 def _states(m):
