@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM, acknowledged at once in every phase of a run.
 
 Phases, set by the code that runs them:
-  "setup"     loading data, compiling: a signal stops the run there, no epoch starts;
+  "setup"     loading data, compiling: a signal is acknowledged and the run stops when
+              that step returns, before any epoch starts;
   "training"  the first signal prints one line; the run saves at the end of the
               current epoch (the loop asks `pending()` between chunks) and stops;
               a second Ctrl-C stops at once;
@@ -45,10 +46,15 @@ def exit_code(signum: int) -> int:
 def _on_signal(signum, frame):
   name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
   if _phase[0] == "setup":
-    # Recorded first: a raise that lands in a gc callback or destructor is only printed
-    # ("Exception ignored"), so stop_if_pending() also stops at the next phase boundary.
+    # Recorded and acknowledged, never raised from here: a raise that lands in a gc callback
+    # or destructor is only printed ("Exception ignored") and lost. stop_if_pending() stops
+    # the run at the next boundary (after loading, before any epoch); a second Ctrl-C now.
+    if _pending and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if not _pending:
+      print(f"\n{name}: stopping before training starts", file=sys.stderr, flush=True)
     _pending.append(signum)
-    raise StoppedEarly(exit_code(signum))
+    return
   if _pending and signum == signal.SIGINT:
     raise KeyboardInterrupt  # a second Ctrl-C: stop now
   if not _pending:
