@@ -20,7 +20,7 @@ import numpy as np
 
 from dl101_jax import data as data_lib
 from dl101_jax import evaluation, files, report, signals
-from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
+from dl101_jax.config import TRAIN_SIZES, Config, ConfigError, check_batch_size, group_key
 from dl101_jax.group import GroupResult, Member, device_data
 from dl101_jax.loop import fit
 from dl101_jax.parallel import configure_jax, runtime
@@ -125,6 +125,15 @@ def refuse_varied_flags(config: Config, default: Config, variants: dict[str, dic
                         f"variants with --variants, or try other values with experiments.sweep")
 
 
+def held_out_validation(config: Config) -> Config:
+  """The config, validating on a split held out of the training set: --val-size, or 10%
+  of the training set when it is 0. What a search or sweep selects on; never the test split."""
+  if config.val_size:
+    return config
+  n = min(config.train_size or TRAIN_SIZES[config.dataset], TRAIN_SIZES[config.dataset])
+  return dataclasses.replace(config, val_size=max(1, n // 10))
+
+
 def software() -> dict:
   """Versions that say what computed these results, and the git commit when in a checkout."""
   import flax
@@ -146,13 +155,16 @@ def software() -> dict:
 def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = True,
                    console: report.Console | None = None,
                    opt_in: dict[str, dict] | None = None, default: Config | None = None,
-                   extra: Callable[["Results"], dict] | None = None) -> Results:
+                   extra: Callable[["Results"], dict] | None = None,
+                   between_chunks: Callable | None = None, decide_every: int = 0,
+                   draw: Callable[["Results"], list[str]] | None = None) -> Results:
   """Train every selected variant (x seeds) of an experiment; write its outputs once.
 
   `opt_in` variants run only when --variants names them. With `default` (the
   experiment's CONFIG), a config that changes a field the variants set is
   refused. `extra(results)` may add fields to results.json (computed from the
-  trained states) before it is written.
+  trained states) before it is written. `between_chunks` and `decide_every` go to
+  each group's `fit` (a search's population step).
   """
   t_start = time.perf_counter()
   selected = select_variants(config, variants, opt_in)
@@ -187,7 +199,8 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
   for g in make_groups(members):
     signals.stop_if_pending()  # after loading, and between groups (each ends on a checkpoint)
     groups.append(fit(g, ds, dev, rt, group=group_name(g), console=console,
-                      label_variants=len(selected) > 1))
+                      label_variants=len(selected) > 1, between_chunks=between_chunks,
+                      decide_every=decide_every))
   signals.phase("finishing")
 
   out = {
@@ -231,7 +244,7 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
     out.update(extra(results))
   out["process_seconds"] = round(time.perf_counter() - t_start, 3)
   if rt.is_primary:
-    write_outputs(results, config, console, plot=plot)
+    write_outputs(results, config, console, plot=plot, draw=draw)
   return results
 
 
@@ -259,7 +272,7 @@ PICTURED = 32  # validation images drawn in predictions.png
 
 
 def write_outputs(results: Results, config: Config, console: report.Console, *,
-                  plot: bool = True) -> None:
+                  plot: bool = True, draw: Callable[[Results], list[str]] | None = None) -> None:
   wd = config.run_dir
   files.write_json(os.path.join(wd, "results.json"), results.json)
   table = report.summary_table(results.json)
@@ -287,6 +300,8 @@ def write_outputs(results: Results, config: Config, console: report.Console, *,
                         errors["predictions_first_seed"], errors["classes"],
                         f"{errors['best_variant']}, first seed", os.path.join(wd, "predictions.png"))
       drawn += ["confusion.png", "predictions.png"]
+  if draw:
+    drawn += draw(results)
   console.say("\n" + table)
   console.say(f"\n{config.name}: outputs in {wd}/ (results.json, summary.md, "
               + "".join(f"{d}, " for d in drawn) + "TensorBoard runs, checkpoints)")

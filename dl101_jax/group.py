@@ -52,6 +52,9 @@ class Progress:
   diverged: list[int | None]
   wall_seconds: float
   best_epoch: list[int | None] = dataclasses.field(default_factory=list)
+  # A search's record (hyperparameters per epoch, lineage, stops): JSON, checkpointed
+  # with the rest, so a resumed search carries its history on.
+  population: dict = dataclasses.field(default_factory=dict)
 
   @classmethod
   def fresh(cls, n_members: int) -> "Progress":

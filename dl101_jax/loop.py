@@ -100,10 +100,13 @@ def prune(states: Any, progress: Progress, dead: list[int]) -> Any:
   return select(states, keep) if keep else None
 
 
-def chunk_length(c0: Config) -> int:
-  """Epochs per device call: a log line and a checkpoint both fall on a chunk's end."""
+def chunk_length(c0: Config, decide_every: int = 0) -> int:
+  """Epochs per device call: a log line, a checkpoint and a population decision (every
+  `decide_every` epochs) all fall on a chunk's end."""
   per_call = c0.epochs_per_log
-  return math.gcd(per_call, c0.checkpoint_every) if c0.checkpoint_every else per_call
+  for every in (c0.checkpoint_every, decide_every):
+    per_call = math.gcd(per_call, every) if every else per_call
+  return per_call
 
 
 class ChunkRunner:
@@ -160,14 +163,17 @@ class ChunkRunner:
 def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime, *,
         group: str, console: Console, label_variants: bool = True,
         should_stop: Callable[[], int | None] = signals.pending,
-        between_chunks: Callable[[Any, Progress], Any] | None = None) -> GroupResult:
+        between_chunks: Callable[[Any, Progress], Any] | None = None,
+        decide_every: int = 0) -> GroupResult:
   """Train a group of members that share one program; resume from its checkpoints.
 
   `should_stop()` is asked after every chunk; a signal number saves and raises
   signals.Interrupted (unless the group has just finished). `label_variants`
   names the variant on every console line (an experiment with several).
   `between_chunks(states, progress) -> states` runs after each chunk is recorded
-  and before it is checkpointed: where a population step may replace members' states.
+  and before it is checkpointed: where a population step may replace members' states
+  or stop members (by shrinking `progress.alive` and the states with it). Chunks end
+  on multiples of `decide_every` epochs, so it sees every such epoch.
   """
   c0 = members[0].config
   spe = -(-ds.train_size // c0.batch_size)  # steps per epoch
@@ -198,7 +204,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   try:
     while progress.epoch < c0.epochs and progress.alive:
       # --- One chunk of epochs on the device.
-      n = min(chunk_length(c0) - progress.epoch % chunk_length(c0), c0.epochs - progress.epoch)
+      every = chunk_length(c0, decide_every)
+      n = min(every - progress.epoch % every, c0.epochs - progress.epoch)
       states, mets_ExM, seconds = runner(states, select(keys_all, progress.alive), progress.epoch,
                                      data, n)
       # --- Record, log, drop the diverged.
@@ -214,7 +221,10 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
         best = select(best, keep) if keep else None
         states = prune(states, progress, dead)
       if between_chunks and progress.alive:
+        before = list(progress.alive)
         states = between_chunks(states, progress)
+        if progress.alive != before:  # members stopped: their kept bests go too
+          best = select(best, [before.index(i) for i in progress.alive])
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
         w.flush()
       # --- Checkpoint; stop if asked. With every member diverged there is no state to

@@ -155,3 +155,82 @@ def predictions(x_NxHxWxC, y_N, pred_N, names: list[str], title: str, path: str)
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
+
+
+def search(block: dict, histories: list[dict], path: str) -> None:
+  """Validation accuracy per member over epochs, each epoch's segment coloured by the
+  learning rate it trained with; PBT copies drawn from donor to copier, halving's
+  stops marked x, the winner thick."""
+  plt = _plt()
+  from matplotlib import cm, colors
+  from matplotlib.collections import LineCollection
+  from matplotlib.ticker import MaxNLocator
+
+  lo, hi = block["space"]["learning_rate"]
+  norm = colors.LogNorm(lo, hi if hi > lo else lo * 10)
+  cmap = plt.get_cmap("viridis")
+  fig, ax = plt.subplots(figsize=(10, 5.5))
+  for i, (m, h) in enumerate(zip(block["population"], histories)):
+    ep, acc = h["epoch"], h["val_accuracy"]
+    if not ep:
+      continue
+    lr = dict(zip(m["hparams"]["epoch"], m["hparams"]["learning_rate"]))
+    # The segment into epoch e (and its dot) takes the colour of the rate epoch e trained with.
+    segs = [[(ep[k - 1], acc[k - 1]), (ep[k], acc[k])] for k in range(1, len(ep))]
+    win = m["name"] == block["winner"]["name"]
+    c = [cmap(norm(lr[e])) for e in ep]
+    ax.add_collection(LineCollection(segs, colors=c[1:], linewidths=3 if win else 1.2,
+                                     zorder=3 if win else 2))
+    ax.scatter(ep, acc, c=c, s=14 if win else 6, zorder=3)
+    if m["stopped_at"]:
+      ax.plot(ep[-1], acc[-1], "x", color="black", markersize=7)
+    for ev in m["lineage"]:
+      donor = histories[ev["copied"]]
+      e = ev["epoch"]
+      ax.annotate("", xy=(e, acc[ep.index(e)]), xytext=(e, donor["val_accuracy"][
+          donor["epoch"].index(e)]), arrowprops={"arrowstyle": "->", "color": "grey",
+                                                   "lw": 0.8, "alpha": 0.7})
+  ax.autoscale()
+  ax.set_xlim(left=0.5)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="learning rate")
+  n = len(block["population"])
+  what = {"pbt": "grey arrows: a member copies a better one's weights (exploit), then "
+                 "perturbs its hyperparameters (explore)",
+          "halving": f"x: stopped at a rung (top 1/{block['eta']} kept)",
+          "grid": "every member trains to the end"}[block["method"]]
+  ax.set_title(f"{block['method']}: {n} members, {block['member_epochs']} member-epochs; "
+               f"winner thick\n{what}", fontsize=10)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("validation accuracy (held out of training)")
+  ax.grid(alpha=0.3)
+  _save(fig, path)
+  plt.close(fig)
+
+
+def schedule(block: dict, path: str) -> None:
+  """The winner's hyperparameters per epoch, along the line of weights it inherited."""
+  plt = _plt()
+  from matplotlib.ticker import MaxNLocator
+
+  rows = block["winner"]["schedule"]
+  names = list(block["space"])
+  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), layout="constrained")
+  ep = [r["epoch"] for r in rows]
+  for ax, k in zip(axes, names):
+    ax.step(ep, [r[k] for r in rows], where="mid", color="C0")
+    ax.plot(ep, [r[k] for r in rows], ".", color="C0")
+    for a, b in zip(rows, rows[1:]):
+      if a["member"] != b["member"]:  # weights came from another member here
+        ax.axvline(a["epoch"] + 0.5, color="grey", linestyle=":", lw=1)
+    if k == "learning_rate":
+      ax.set_yscale("log")
+    ax.set_title(k.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+  fig.suptitle(f"{block['winner']['name']} ({block['method']}): its hyperparameters per epoch"
+               + ("; dotted: weights inherited from another member" if block["method"] == "pbt"
+                  else ""), fontsize=10)
+  _save(fig, path)
+  plt.close(fig)

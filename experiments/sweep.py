@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 
 from dl101_jax import cli
-from dl101_jax.config import TRAIN_SIZES, Config, ConfigError
-from dl101_jax.experiment import Results, run_experiment
+from dl101_jax.config import Config, ConfigError
+from dl101_jax.experiment import Results, held_out_validation, run_experiment
 
 
 def _floats(field: str, text: str) -> tuple[float, ...]:
@@ -110,18 +110,21 @@ def run(config: SweepConfig = CONFIG) -> Results:
   if config.learning_rate != CONFIG.learning_rate:
     raise ConfigError("learning_rate", "the sweep takes its rates from --learning-rates; "
                       "set those instead")
-  if not config.val_size:  # select on 10% of the training set, never on the test split
-    n = min(config.train_size or TRAIN_SIZES[config.dataset], TRAIN_SIZES[config.dataset])
-    config = dataclasses.replace(config, val_size=max(1, n // 10))
+  config = held_out_validation(config)  # select there, never on the test split
   points_cfg = grid(config)
   base = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
-  results = run_experiment(base, points_cfg, plot=False, extra=best_of(config, points_cfg))
-  if results.is_primary:
+
+  def draw(results: Results) -> list[str]:
     from dl101_jax import plots
 
-    sweep = results.json["sweep"]
     swept = [a for a, vals in config.axes.items() if len(vals) > 1] or ["learning_rate"]
-    plots.sweep(sweep["points"], swept, os.path.join(config.run_dir, "sweep.png"))
+    plots.sweep(results.json["sweep"]["points"], swept, os.path.join(config.run_dir, "sweep.png"))
+    return ["sweep.png"]
+
+  results = run_experiment(base, points_cfg, plot=False, extra=best_of(config, points_cfg),
+                           draw=draw)
+  if results.is_primary:
+    sweep = results.json["sweep"]
     best = sweep["best"]
     print(f"\nBest of {len(sweep['points'])} settings x {config.seeds} seed(s), one compiled "
           f"program, chosen on {sweep['selected_on']}: {best['name']}: val acc "

@@ -107,10 +107,12 @@ def checkpoint_steps(wd):
   return steps
 
 
-def kill_after_checkpoint(args, wd, sig=signal.SIGKILL):
-  p = popen_module("experiments.dropout", *args, "--workdir", str(wd))
+def kill_after_checkpoint(args, wd, sig=signal.SIGKILL, module="experiments.dropout", epoch=1):
+  """Start `module`, send `sig` once a checkpoint at `epoch` or later is on disk."""
+  p = popen_module(module, *args, "--workdir", str(wd))
   deadline = time.time() + 120
-  while time.time() < deadline and p.poll() is None and not checkpoint_steps(wd):
+  while time.time() < deadline and p.poll() is None and max(checkpoint_steps(wd),
+                                                            default=0) < epoch:
     time.sleep(0.02)
   assert p.poll() is None, "the run ended before it could be killed"
   p.send_signal(sig)

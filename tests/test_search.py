@@ -1,0 +1,226 @@
+"""Search: PBT's exploit and explore, halving's rung, the record, and whole searches.
+
+Properties run on a tiny stacked population (a real TrainState with Adam's moments);
+the whole-search tests train a small net on digits.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dl101_jax import population as pop
+from dl101_jax import train
+from dl101_jax.optim import init_opt_state, make_optimizer
+from dl101_jax.search import ancestry
+from helpers import kill_after_checkpoint, run_module, strip
+
+SPACE = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.0, 0.7), weight_decay=(0.0, 0.1),
+                  l2=(0.0, 0.002))
+
+
+@functools.lru_cache(maxsize=None)
+def population_states(m: int) -> train.TrainState:
+  """m members with distinct params, Adam moments, steps and hyperparameters."""
+  tx = make_optimizer("adamw")
+
+  def one(j, hp):
+    params = {"dense": {"kernel": jax.random.normal(jax.random.PRNGKey(j), (3, 2)),
+                        "bias": jnp.zeros(2)}}
+    opt = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
+                         weight_decay=hp["weight_decay"])
+    s = train.TrainState(step=jnp.int32(0), apply_fn=None, params=params, tx=tx, opt_state=opt,
+                         dropout_rate=hp["dropout"], l2=hp["l2"])
+    for _ in range(2):  # distinct moments per member
+      s = s.apply_gradients(grads=jax.tree.map(lambda p: p * (j + 1.0), params))
+    return s.replace(step=s.step + j)  # and distinct steps
+
+  hp = pop.sample(jax.random.PRNGKey(0), SPACE, m)
+  return jax.jit(jax.vmap(one))(jnp.arange(m), hp)
+
+
+def leaves_of(states, j):
+  """Every leaf of member j except the hyperparameters explore rewrites."""
+  s = jax.tree.map(lambda a: a[j], states)
+  s = pop.set_hparams(jax.tree.map(lambda a: a[None], s),
+                      {k: jnp.zeros(1) for k in pop.HPARAMS})
+  return [np.asarray(a) for a in jax.tree.leaves(s)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.sampled_from([3, 8]), data=st.data(), key=st.integers(0, 2**31 - 1),
+       fraction=st.sampled_from([0.25, 0.5]))
+def test_exploit_copies_exact_states_from_the_top(m, data, key, fraction):
+  # Few member counts: each (m, fraction) compiles pbt_step once.
+  scores = data.draw(st.lists(st.floats(0, 1), min_size=m, max_size=m))
+  states = population_states(m)
+  new, source, hp = pop.pbt_step(jax.random.PRNGKey(key), states, jnp.asarray(scores),
+                                 space=SPACE, fraction=fraction, resample_probability=0.25)
+  source = np.asarray(source)
+  q = pop.quantile_size(m, fraction)
+  order = sorted(range(m), key=lambda j: (-scores[j], j))
+  top, bottom = set(order[:q]), set(order[m - q:])
+  copied = [j for j in range(m) if source[j] != j]
+  assert set(copied) == bottom  # exactly the bottom q copy
+  old_hp = pop.get_hparams(states)
+  for j in range(m):
+    assert source[j] in (top if j in bottom else {j})
+    # params, Adam's moments and the step: bit for bit the source's
+    for a, b in zip(leaves_of(new, j), leaves_of(states, source[j])):
+      np.testing.assert_array_equal(a, b)
+    if j not in bottom:  # members that did not copy keep their hyperparameters too
+      for k in pop.HPARAMS:
+        assert float(pop.get_hparams(new)[k][j]) == float(old_hp[k][j])
+  for k in pop.HPARAMS:  # what the step returns is what the states now hold
+    np.testing.assert_array_equal(np.asarray(hp[k]), np.asarray(pop.get_hparams(new)[k]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(lo=st.floats(1e-6, 1.0), span=st.floats(1.0, 1e3), key=st.integers(0, 2**31 - 1),
+       resample=st.floats(0, 1), u=st.lists(st.floats(0, 1), min_size=1, max_size=16))
+def test_explore_and_sample_stay_within_bounds(lo, span, key, resample, u):
+  hi = min(lo * span, 0.999)
+  lo = min(lo, hi)
+  space = pop.Space(learning_rate=(lo, hi), dropout=(lo, hi), weight_decay=(0.0, hi),
+                    l2=(hi, hi))
+  k = jax.random.PRNGKey(key)
+  hp = pop.sample(k, space, len(u))
+  out = pop.explore(jax.random.fold_in(k, 1), hp, space, resample)
+  for name in pop.HPARAMS:
+    b_lo, b_hi = (np.float32(v) for v in getattr(space, name))
+    for vals in (np.asarray(hp[name]), np.asarray(out[name])):
+      assert np.all((vals >= b_lo) & (vals <= b_hi)), (name, vals, b_lo, b_hi)
+  np.testing.assert_array_equal(np.asarray(out["l2"]), np.float32(hi))  # lo == hi fixes it
+
+
+def test_explore_perturbs_by_the_pbt_factors_when_not_resampling():
+  hp = {k: jnp.full((64,), 0.05 if k != "learning_rate" else 1e-3) for k in pop.HPARAMS}
+  out = pop.explore(jax.random.PRNGKey(0), hp, SPACE, 0.0)
+  ratio = np.asarray(out["learning_rate"]) / 1e-3
+  np.testing.assert_allclose(np.sort(np.unique(np.round(ratio, 5))), [0.8, 1.2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(scores=st.lists(st.floats(0, 1), min_size=1, max_size=20), eta=st.integers(2, 5))
+def test_a_rung_keeps_exactly_the_top_ceil_n_over_eta(scores, eta):
+  keep = pop.halving_keep(np.asarray(scores), eta)
+  assert len(keep) == math.ceil(len(scores) / eta)
+  assert keep == sorted(set(keep))
+  dropped = [s for j, s in enumerate(scores) if j not in keep]
+  assert not dropped or min(scores[j] for j in keep) >= max(dropped)
+
+
+def test_ancestry_follows_copied_weights_back():
+  hp = lambda lr: {"epoch": [1, 2, 3, 4], "learning_rate": lr, "dropout": [0.1] * 4,
+                   "weight_decay": [0.0] * 4, "l2": [0.0] * 4}
+  rec = {"hparams": [hp([1, 1, 1, 1]), hp([2, 2, 2, 2]), hp([3, 3, 3, 3])],
+         "lineage": [[], [{"epoch": 2, "copied": 0}], [{"epoch": 3, "copied": 1}]]}
+  rows = ancestry(rec, 2, 4)
+  # member 2 owes epoch 4 to itself, epoch 3 to member 1, epochs 1-2 to member 0
+  assert [(r["epoch"], r["member"], r["learning_rate"]) for r in rows] == [
+      (1, 0, 1), (2, 0, 1), (3, 1, 2), (4, 2, 3)]
+
+
+SMALL = ["--dataset", "digits", "--train-size", "600", "--net", "conv16-pool-fc64",
+         "--epochs", "6", "--batch-size", "64"]
+
+
+def test_one_member_without_exploit_equals_a_plain_run(tmp_path):
+  from dl101_jax.config import Config
+  from dl101_jax.experiment import run_experiment
+  from experiments import search
+
+  cfg = dataclasses.replace(search.CONFIG, dataset="digits", train_size=600,
+                            net="conv16-pool-fc64", epochs=3, batch_size=64, members=1,
+                            method="pbt", pbt_every=1, workdir=str(tmp_path / "search"))
+  got = search.run(cfg)
+  (name, hp), = search.population(cfg).items()
+  plain = Config(dataset="digits", train_size=600, net="conv16-pool-fc64", epochs=3,
+                 batch_size=64, optimizer="adamw", val_size=cfg.train_size // 10,
+                 workdir=str(tmp_path / "plain"), **hp)
+  ref = run_experiment(plain, {name: {}}, plot=False)
+  history = lambda r: strip(r.json["variants"][0]["per_seed"])
+  assert history(got) == history(ref) and history(ref)[0]["epoch"] == [1, 2, 3]
+  assert got.json["search"]["winner"]["name"] == name
+
+
+def test_halving_drops_members_and_spends_less(tmp_path):
+  from experiments import search
+
+  cfg = dataclasses.replace(search.CONFIG, dataset="digits", train_size=600,
+                            net="conv16-pool-fc64", epochs=3, batch_size=64, members=4,
+                            method="halving", eta=2, rung_epochs=1, checkpoint_every=0,
+                            workdir=str(tmp_path))
+  s = search.run(cfg).json["search"]
+  # 4 -> 2 -> 1 members: 4 + 2 + 1 epochs
+  assert [len(r["kept"]) for r in s["rungs"]] == [2, 1]
+  assert s["member_epochs"] == 7
+  for r in s["rungs"]:
+    kept = [r["val_accuracy"][r["members"].index(i)] for i in r["kept"]]
+    assert min(kept) >= max(v for i, v in zip(r["members"], r["val_accuracy"])
+                            if i not in r["kept"])
+  stopped = [p["stopped_at"] for p in s["population"]]
+  assert sorted(x for x in stopped if x) == [1, 1, 2] and stopped.count(None) == 1
+  assert s["winner"]["name"] == s["population"][stopped.index(None)]["name"]
+  assert [p["epochs_trained"] for p in s["population"]] == [x or 3 for x in stopped]
+
+
+def test_pbt_killed_mid_search_resumes_bit_identical(tmp_path):
+  args = [*SMALL, "--members", "4", "--method", "pbt", "--pbt-every", "2",
+          "--pbt-fraction", "0.5"]
+  ref = run_module("experiments.search", *args, "--workdir", str(tmp_path / "ref"))
+  assert ref.returncode == 0, ref.stderr
+  code, _, _ = kill_after_checkpoint(args, tmp_path / "run", module="experiments.search",
+                                     epoch=3)
+  assert code == -signal.SIGKILL
+  again = run_module("experiments.search", *args, "--workdir", str(tmp_path / "run"))
+  assert again.returncode == 0, again.stderr
+  assert "Resuming" in again.stdout
+  a = json.load(open(tmp_path / "ref" / "results.json"))
+  b = json.load(open(tmp_path / "run" / "results.json"))
+  assert strip(a) == strip(b)  # bit for bit, lineage and hyperparameter trajectories included
+  s = a["search"]
+  # Two PBT steps (epochs 2 and 4), each: 2 of 4 copy a top-2 member.
+  events = [ev for p in s["population"] for ev in p["lineage"]]
+  assert sorted(ev["epoch"] for ev in events) == [2, 2, 4, 4]
+  for ev in events:
+    assert ev["donor_val_accuracy"] >= ev["val_accuracy"]
+  for p in s["population"]:  # hyperparameters recorded for every epoch, within bounds
+    assert p["hparams"]["epoch"] == list(range(1, 7))
+    lo, hi = s["space"]["learning_rate"]
+    assert all(np.float32(lo) <= v <= np.float32(hi) for v in p["hparams"]["learning_rate"])
+  assert s["member_epochs"] == 24 and s["winner"]["test_accuracy"] is not None
+  assert [r["epoch"] for r in s["winner"]["schedule"]] == list(range(1, 7))
+  from PIL import Image
+
+  for png in ("search.png", "schedule.png"):
+    with Image.open(tmp_path / "ref" / png) as im:
+      assert im.format == "PNG" and im.size[0] > 600
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--learning-rate", "0.01"], "--learning-rate: the search samples it; set its bounds with "
+                                  "--lr-range"),
+    (["--lr-range", "0,1e-2"], "--lr-range: needs lo > 0"),
+    (["--dropout-range", "0.2,1.0"], "--dropout-range: must lie in [0, 1)"),
+    (["--seeds", "3"], "--seeds: a search samples its population from --seed"),
+    (["--optimizer", "adam"], "--weight-decay-range: needs --optimizer adamw"),
+])
+def test_bad_search_flags_are_one_line(flag, message, capsys, tmp_path):
+  from dl101_jax import cli
+  from experiments import search
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(search.run, search.CONFIG, ["--dataset", "digits", "--workdir", str(tmp_path), *flag])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and message in err, err
+  assert not list(tmp_path.iterdir())  # refused before anything was written
