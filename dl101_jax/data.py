@@ -190,6 +190,27 @@ def hold_out(ds: Dataset, n: int) -> Dataset:
                              test_split=(ds.x_test, ds.y_test))
 
 
+def train_size_on_disk(config: Config) -> int:
+  """The training-set size `load` will see, without loading: a prepared TFDS dir's
+  dataset_info.json gives CIFAR-10's (a subset may be prepared); else the known size."""
+  from dl101_jax.config import TRAIN_SIZES
+
+  n = TRAIN_SIZES[config.dataset]
+  if config.dataset == "cifar10":
+    import glob
+    import json
+
+    root = config.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    for path in sorted(glob.glob(os.path.join(os.path.expanduser(root), "cifar10",
+                                              "*", "dataset_info.json"))):
+      try:
+        splits = json.load(open(path))["splits"]
+        n = sum(int(x) for sp in splits if sp["name"] == "train" for x in sp["shardLengths"])
+      except (OSError, ValueError, KeyError, TypeError):
+        continue  # load() reports an unreadable dir in its own words
+  return min(config.train_size, n) if config.train_size else n
+
+
 def load(config: Config) -> Dataset:
   """The dataset a config names, subset and split as it asks."""
   if config.dataset == "or":

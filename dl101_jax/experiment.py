@@ -20,7 +20,7 @@ import numpy as np
 
 from dl101_jax import data as data_lib
 from dl101_jax import evaluation, files, report, signals
-from dl101_jax.config import TRAIN_SIZES, Config, ConfigError, check_batch_size, group_key
+from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
 from dl101_jax.group import GroupResult, Member, device_data
 from dl101_jax.loop import fit
 from dl101_jax.parallel import configure_jax, runtime
@@ -130,8 +130,7 @@ def held_out_validation(config: Config) -> Config:
   of the training set when it is 0. What a search or sweep selects on; never the test split."""
   if config.val_size:
     return config
-  n = min(config.train_size or TRAIN_SIZES[config.dataset], TRAIN_SIZES[config.dataset])
-  return dataclasses.replace(config, val_size=max(1, n // 10))
+  return dataclasses.replace(config, val_size=max(1, data_lib.train_size_on_disk(config) // 10))
 
 
 def software() -> dict:

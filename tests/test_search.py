@@ -224,3 +224,38 @@ def test_bad_search_flags_are_one_line(flag, message, capsys, tmp_path):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and message in err, err
   assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_selection_holds_out_ten_percent_of_the_data_on_disk(tmp_path):
+  """A prepared 10k CIFAR-10 dir holds out 1,000, not 10% of the 50k it would download."""
+  from dl101_jax.experiment import held_out_validation
+  from experiments import search
+
+  info = tmp_path / "cifar10" / "3.0.2" / "dataset_info.json"
+  info.parent.mkdir(parents=True)
+  info.write_text(json.dumps({"splits": [{"name": "train", "shardLengths": ["6000", "4000"]},
+                                         {"name": "test", "shardLengths": ["2000"]}]}))
+  pick = lambda **kw: held_out_validation(dataclasses.replace(search.CONFIG, **kw)).val_size
+  assert pick(data_dir=str(tmp_path)) == 1000
+  assert pick(data_dir=str(tmp_path), train_size=3000) == 300
+  assert pick(data_dir=str(tmp_path), val_size=77) == 77
+  assert pick(data_dir=str(tmp_path / "empty"), dataset="cifar10") == 5000
+  assert pick(dataset="digits", data_dir=None) == 143
+
+
+def test_the_comparison_gives_every_method_the_same_budget():
+  from experiments import search_compare as sc
+
+  assert sc.halving_cost(20, 10, 2, 2) == 40 + 20 + 10 + 6 + 4 == 80
+  assert sc.halving_members(80, 10, 2, 2) == 20
+  runs = sc.plan(dataclasses.replace(sc.CONFIG, members=8, epochs=10, search_seeds=2,
+                                     workdir="w"))
+  assert [(c.method, c.seed, c.members) for c in runs] == [
+      ("grid", 0, 8), ("grid", 1, 8), ("halving", 0, 20), ("halving", 1, 20),
+      ("pbt", 0, 8), ("pbt", 1, 8)]
+  assert runs[3].run_dir == "w/halving-seed1"
+  # Halving's start never exceeds the budget, and one more member would.
+  for budget, epochs, rung, eta in [(24, 6, 2, 2), (80, 10, 3, 3), (10, 10, 1, 2)]:
+    n = sc.halving_members(budget, epochs, rung, eta)
+    assert sc.halving_cost(n, epochs, rung, eta) <= budget
+    assert n == 1 or sc.halving_cost(n + 1, epochs, rung, eta) > budget
