@@ -152,7 +152,9 @@ def predictions(x_NxHxWxC, y_N, pred_N, names: list[str], title: str, path: str)
     ax.set_title(label, fontsize=8, color="black" if ok else "red")
   wrong = sum(int(p) != int(t) for p, t in zip(pred_N, y_N))
   fig.suptitle(f"Predictions on validation images: {title}; {wrong} of {n} wrong (red)")
-  fig.tight_layout()
+  # Fixed margins: tight_layout over 32 axes cost about a second per picture.
+  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.8 / (rows * 1.75),
+                      wspace=0.1, hspace=0.55)
   _save(fig, path)
   plt.close(fig)
 

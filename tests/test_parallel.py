@@ -31,9 +31,10 @@ member = st.fixed_dictionaries({
     "l2": st.sampled_from([0.0, 1e-3])})
 
 
-@settings(max_examples=4, deadline=None, derandomize=True)
-@given(st.lists(member, min_size=3, max_size=3), st.sampled_from(["sgd", "adamw"]))
-def test_vmapped_group_equals_members_alone(members, opt):
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+@settings(max_examples=1, deadline=None, derandomize=True)  # each example compiles 2 programs
+@given(members=st.lists(member, min_size=3, max_size=3))
+def test_vmapped_group_equals_members_alone(opt, members):
   stack = lambda ms: {k: jnp.asarray([m[k] for m in ms],
                                      jnp.int32 if k == "seed" else jnp.float32) for k in ms[0]}
   keys = train.member_keys([m["seed"] for m in members])
@@ -52,10 +53,10 @@ def _final(path):
 
 
 @pytest.mark.parametrize("aug,tol", [
-    (["--no-flip", "--rotate", "0"], 1e-3), ([], 1e-2),
+    ([], 1e-2),
     # SGD has no Adam normalisation to amplify reassociation: equal to float precision.
     (["--no-flip", "--rotate", "0", "--optimizer", "sgd", "--learning-rate", "0.05"], 1e-5)],
-    ids=["no-augmentation", "augmentation", "sgd"])
+    ids=["adam-augmentation", "sgd"])
 def test_eight_devices_match_one(tmp_path, aug, tol):
   args = ["--dataset", "digits", "--epochs", "2", "--batch-size", "96", *aug]
   flags = "--xla_force_host_platform_device_count=8"

@@ -20,13 +20,23 @@ def test_signal_saves_and_exits(tmp_path, sig, code):
   assert r.returncode == 0 and "Already finished dropout+no_dropout from epoch" in r.stdout
 
 
-@pytest.fixture()
-def finished(tmp_path):
-  args = ["--dataset", "digits", "--epochs", "3", "--train-size", "300", "--workdir",
-          str(tmp_path)]
-  r = run_module("experiments.dropout", *args)
+ARGS = ["--dataset", "digits", "--epochs", "3", "--train-size", "300"]
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("finished")
+  r = run_module("experiments.dropout", *ARGS, "--workdir", str(wd))
   assert r.returncode == 0, r.stderr
-  return tmp_path, args, os.path.join(tmp_path, "checkpoints", "dropout+no_dropout")
+  return wd
+
+
+@pytest.fixture()
+def finished(trained_once, tmp_path):
+  """A finished 3-epoch run of its own (a copy: each test damages it differently)."""
+  wd = tmp_path / "run"
+  shutil.copytree(trained_once, wd)
+  return wd, [*ARGS, "--workdir", str(wd)], os.path.join(wd, "checkpoints", "dropout+no_dropout")
 
 
 def test_orbax_tmp_dir_is_ignored(finished):

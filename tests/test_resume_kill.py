@@ -8,7 +8,7 @@ import pytest
 from helpers import kill_after_checkpoint, read_scalars, run_module, strip
 
 
-@pytest.mark.parametrize("seeds", ["1", "2"])
+@pytest.mark.parametrize("seeds", ["2"])  # seeds 1 takes the same path with 2 members
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, seeds):
   args = ["--dataset", "digits", "--epochs", "6", "--seeds", seeds, "--train-size", "600"]
   ref = run_module("experiments.dropout", *args, "--workdir", str(tmp_path / "ref"))

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dl101_jax import cli, export, predict
+from experiments import dropout
 from helpers import popen_module, run_module
 
 ARGS = ["--dataset", "digits", "--epochs", "3"]
@@ -130,7 +132,7 @@ def test_export_bad_input_is_one_line(trained):
     assert needle in r.stderr
 
 
-def test_export_mid_run_and_after_a_resume(tmp_path):
+def test_export_mid_run_and_after_a_resume(tmp_path, capsys):
   args = ["--dataset", "digits", "--epochs", "40", "--batch-size", "16", "--train-size", "600",
           "--workdir", str(tmp_path)]
   p = popen_module("experiments.dropout", *args)
@@ -141,22 +143,20 @@ def test_export_mid_run_and_after_a_resume(tmp_path):
     time.sleep(0.05)
   p.send_signal(signal.SIGKILL)
   p.communicate()
-  mid = run_module("dl101_jax.export", "--workdir", str(tmp_path), "--variant", "dropout",
-                   "--out", str(tmp_path / "mid"))
-  assert mid.returncode == 0, mid.stderr
+  # The rest in-process: the kill above is what needs a process of its own.
+  export.main(["--workdir", str(tmp_path), "--variant", "dropout", "--out", str(tmp_path / "mid")])
   epoch_mid = json.load(open(tmp_path / "mid" / "model.json"))["epoch"]
   assert 1 <= epoch_mid < 40
-  again = run_module("experiments.dropout", *args[:2], "--epochs", str(epoch_mid + 1),
-                     *args[4:])
-  assert again.returncode == 0 and "Resuming" in again.stdout, again.stderr
-  after = run_module("dl101_jax.export", "--workdir", str(tmp_path), "--variant", "dropout",
-                     "--out", str(tmp_path / "after"))
-  assert after.returncode == 0, after.stderr
+  cli.main(dropout.run, dropout.CONFIG, [*args[:2], "--epochs", str(epoch_mid + 1), *args[4:]])
+  assert "Resuming" in capsys.readouterr().out
+  export.main(["--workdir", str(tmp_path), "--variant", "dropout", "--out",
+               str(tmp_path / "after")])
   assert json.load(open(tmp_path / "after" / "model.json"))["epoch"] == epoch_mid + 1
   digit = tmp_path / "d.png"
   Image.fromarray(np.full((8, 8), 200, np.uint8)).save(digit)
-  r = run_module("dl101_jax.predict", str(tmp_path / "after"), str(digit), "--json")
-  assert r.returncode == 0 and len(json.loads(r.stdout)[0]["top"]) == 3
+  capsys.readouterr()
+  predict.main([str(tmp_path / "after"), str(digit), "--json"])
+  assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 3
 
 
 def test_or_neuron_exports_and_predicts(tmp_path):
