@@ -125,6 +125,8 @@ class Config:
   """Dropout rate before the last layer (TFLearn's dropout(0.5) keeps 50%); 0 disables."""
   l2: float = _field(0.0, VALUE, "training")
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
+  batch_norm: bool = _field(False, SHAPE, "training")
+  """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
   optimizer: Literal["sgd", "adam", "adamw"] = _field("adam", SHAPE, "training")
   """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), or adamw (decoupled decay)."""
   learning_rate: float = _field(1e-3, VALUE, "training")

@@ -45,8 +45,8 @@ def group_predictions(group: Any, data: train.DeviceData) -> np.ndarray:
   prog = train.Program(loss=c.loss, batch_size=c.batch_size,
                        eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
   apply_fn = group.states.apply_fn
-  fn = jax.jit(jax.vmap(lambda p: train.predict_classes(prog, apply_fn, p, data)))
-  return to_host(fn(group.states.params))
+  fn = jax.jit(jax.vmap(lambda v: train.predict_classes(prog, apply_fn, v, data)))
+  return to_host(fn(train.model_variables(group.states)))
 
 
 def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:

@@ -56,9 +56,9 @@ class Results:
       data = dataclasses.replace(self.data, x_test=jax.device_put(x), y_test=jax.device_put(y))
       prog = train.Program(loss=c.loss, batch_size=c.batch_size,
                            eval_batch_size=min(c.eval_batch_size, len(y)))
-      params = jax.tree.map(lambda a: a[np.asarray(idx)], g.states.params)
-      score = jax.jit(jax.vmap(lambda p: train.evaluate(prog, g.states.apply_fn, p, data)))
-      return [float(a) for a in to_host(score(params))["accuracy"]]
+      variables = jax.tree.map(lambda a: a[np.asarray(idx)], train.model_variables(g.states))
+      score = jax.jit(jax.vmap(lambda v: train.evaluate(prog, g.states.apply_fn, v, data)))
+      return [float(a) for a in to_host(score(variables))["accuracy"]]
     return []
 
 

@@ -5,7 +5,8 @@
 
 Reads the newest checkpoint of the run group that holds the variant (or, with
 --best, the kept params of that member's best epoch by validation accuracy),
-and writes an orbax checkpoint of the member's params plus `model.json` (what it
+and writes an orbax checkpoint of the member's model variables (its params, and
+BatchNorm's running statistics when the net has them) plus `model.json` (what it
 is, how its inputs were normalized, its class names), by default under
 <workdir>/export/<variant>-seed<seed>/. `dl101_jax.predict` loads it without any
 of the training machinery. Works mid-run and after a resume: any checkpoint will do.
@@ -22,7 +23,7 @@ import numpy as np
 from dl101_jax.checkpoint import Checkpointer
 from dl101_jax.config import ConfigError
 
-FORMAT = "dl101_jax.export/1"
+FORMAT = "dl101_jax.export/2"  # 2: variables/ ({"params", "batch_stats"}); 1: params/ only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,17 +105,22 @@ def export(cfg: ExportConfig) -> str:
     raise ConfigError("variant", f"{cfg.variant} seed {config['seed']} diverged; nothing to "
                       f"export")
   state = _state(source, source.steps()[-1])
-  params_all = state if cfg.best else state["params"]
+  # A training checkpoint holds the TrainState; a best one the model variables (or, written
+  # before BatchNorm, the params alone).
+  if "params" not in state:
+    state = {"params": state}
+  variables_all = {k: state[k] for k in ("params", "batch_stats") if state.get(k)}
   j = meta["alive"].index(i)
-  params = jax.tree.map(lambda a: np.asarray(a)[j], params_all)
+  variables = jax.tree.map(lambda a: np.asarray(a)[j], variables_all)
   out = os.path.abspath(cfg.out or os.path.join(cfg.workdir, "export",
                                                 f"{cfg.variant}-seed{config['seed']}"))
   os.makedirs(out, exist_ok=True)
   with ocp.StandardCheckpointer() as saver:
-    saver.save(os.path.join(out, "params"), params, force=True)
+    saver.save(os.path.join(out, "variables"), variables, force=True)
   spec = {"format": FORMAT, "variant": cfg.variant, "seed": config["seed"], "epoch": epoch,
           "best": cfg.best, "source": gdir, "config": config, "data": meta["data"],
-          "parameters": int(sum(np.asarray(a).size for a in jax.tree.leaves(params)))}
+          "parameters": int(sum(np.asarray(a).size
+                                for a in jax.tree.leaves(variables["params"])))}
   from dl101_jax.files import write_json
 
   write_json(os.path.join(out, "model.json"), spec)

@@ -197,16 +197,18 @@ def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
 
 def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,
                  rt: Runtime) -> Any:
-  """The kept best params of the alive members; the current params where none was kept."""
+  """The kept best model variables (params, and BatchNorm statistics if any) of the alive
+  members; the current ones where none were kept."""
   if states is None:
     return None
+  current = train.model_variables(states)
   if best_ckpt is None:  # a copy: the states are donated to the next chunk
-    return jax.tree.map(jnp.copy, states.params)
+    return jax.tree.map(jnp.copy, current)
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
-                        states.params)
+                        current)
   best_ckpt.drop_after(progress.epoch)  # saved just before a checkpoint that never landed
   restored = best_ckpt.restore_step(progress.epoch, target) if progress.epoch else None
   if restored is None or restored[1]["best_epoch"] != progress.best_epoch:
     progress.best_epoch = [None] * len(progress.histories)  # keep bests from here on
-    return jax.tree.map(jnp.copy, states.params)
+    return jax.tree.map(jnp.copy, current)
   return restored[0]

@@ -212,7 +212,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
       if improved:
         mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
-        best = _keep_best(best, states.params, jax.device_put(mask, rt.replicated))
+        best = _keep_best(best, train.model_variables(states),
+                          jax.device_put(mask, rt.replicated))
       for i in dead:
         console.say(f"{members[i].run_name}: loss is NaN/inf or above --diverge-above "
                     f"({c0.diverge_above:g}) at epoch {progress.diverged[i]}; stopped (diverged)")

@@ -97,6 +97,9 @@ class ConvNet(nn.Module):
 
   layer_sets=((32,), (64, 64)), fc=(512,) is conv32-pool-conv64-conv64-pool-fc512;
   pool_last=False drops the last set's pool. With `dropout`, a dropout layer (rate given at call time) precedes the last fc.
+  With `batch_norm`, every conv is conv (no bias) + BatchNorm + ReLU; in training
+  BatchNorm uses the batch's statistics and updates its running averages (the
+  'batch_stats' collection), in evaluation it uses those averages.
   Outputs logits; works on any HxWxC input.
   """
 
@@ -108,6 +111,7 @@ class ConvNet(nn.Module):
   init_scheme: str = "tflearn"  # --init: "tflearn" or "lecun" (see _inits); Module.init is taken
   dtype: Any = jnp.float32
   im2col: bool = False  # convs as slices + matmul (fast on CPU); False uses XLA's conv
+  batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x_BxHxWxC, *, train: bool = False, dropout_rate: Any = 0.0):
@@ -116,8 +120,11 @@ class ConvNet(nn.Module):
     for i, convs in enumerate(self.layer_sets):
       for j, features in enumerate(convs):
         x = nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype, kernel_init=conv_init,
-                    name=f"conv{i}_{j}",
+                    name=f"conv{i}_{j}", use_bias=not self.batch_norm,
                     conv_general_dilated=im2col_conv if self.im2col else None)(x)
+        if self.batch_norm:  # PyTorch's and Keras' defaults: momentum 0.9 (0.1 new), eps 1e-5
+          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           dtype=self.dtype, name=f"bn{i}_{j}")(x)
         x = nn.relu(x)
       if self.pool_last or i < len(self.layer_sets) - 1:
         x = max_pool_2x2(x)
@@ -142,5 +149,6 @@ def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
   return ConvNet(layer_sets=spec.layer_sets, fc=spec.fc, pool_last=spec.pool_last,
                  num_classes=num_classes, init_scheme=config.init,
                  dropout=config.dropout > 0 if dropout is None else dropout,
-                 dtype=jnp.bfloat16 if config.precision == "bf16" else jnp.float32,
+                 batch_norm=config.batch_norm,
+                dtype=jnp.bfloat16 if config.precision == "bf16" else jnp.float32,
                 im2col=(platform or jax.default_backend()) == "cpu")

@@ -43,11 +43,12 @@ class PredictConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """An exported member: its network, params and how training saw its inputs."""
+  """An exported member: its network, variables (params, BatchNorm statistics) and how
+  training saw its inputs."""
 
   spec: dict
   module: Any
-  params: Any
+  variables: dict
 
   @property
   def class_names(self) -> list[str]:
@@ -63,8 +64,8 @@ class Model:
     mean = np.asarray(d["mean"], np.float32)
     std = np.asarray(d["std"], np.float32)
     x = (np.asarray(x_NxF, np.float32) - mean) / std
-    out = np.asarray(jax.jit(lambda p, x: self.module.apply({"params": p}, x))(
-        self.params, jnp.asarray(x)))
+    out = np.asarray(jax.jit(lambda v, x: self.module.apply(v, x, train=False))(
+        self.variables, jnp.asarray(x)))
     if out.shape[-1] == 1:  # one sigmoid: P(1), P(0)
       return np.concatenate([out, 1 - out], axis=-1)
     return np.asarray(jax.nn.softmax(out, axis=-1))
@@ -82,15 +83,18 @@ def load(model_dir: str) -> Model:
     spec = json.load(open(path))
   except (OSError, ValueError):
     spec = None
-  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+  if not isinstance(spec, dict) or spec.get("format") not in (FORMAT, "dl101_jax.export/1"):
     raise ConfigError("model_dir", f"{model_dir} is not an exported model (no valid model.json); "
                       f"make one with python -m dl101_jax.export")
   fields = {f.name for f in dataclasses.fields(Config)}
   config = Config(**{k: v for k, v in spec["config"].items() if k in fields})
   module = make_model(config, spec["data"]["num_classes"], dropout=False)
   with ocp.StandardCheckpointer() as reader:
-    params = reader.restore(os.path.join(os.path.abspath(model_dir), "params"))
-  return Model(spec, module, params)
+    if spec["format"] == FORMAT:
+      variables = reader.restore(os.path.join(os.path.abspath(model_dir), "variables"))
+    else:  # format 1 saved the params alone
+      variables = {"params": reader.restore(os.path.join(os.path.abspath(model_dir), "params"))}
+  return Model(spec, module, variables)
 
 
 def image_files(paths: tuple[str, ...]) -> list[str]:

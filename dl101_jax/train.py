@@ -34,10 +34,23 @@ class TrainState(train_state.TrainState):
   """Flax's TrainState plus the per-member values a vmapped group may vary.
 
   The learning rate and weight decay live in `opt_state.hyperparams`.
+  `batch_stats`: BatchNorm's running means and variances ({} without BatchNorm),
+  part of each member's state, so they vmap, checkpoint and resume with it.
   """
 
   dropout_rate: jax.Array
   l2: jax.Array
+  batch_stats: Any = flax.struct.field(default_factory=dict)
+
+
+def model_variables(state: TrainState) -> dict:
+  """What apply_fn takes: the params, and BatchNorm's statistics when the net has them.
+
+  Works on stacked states too (every leaf with a leading member axis).
+  """
+  if state.batch_stats:
+    return {"params": state.params, "batch_stats": state.batch_stats}
+  return {"params": state.params}
 
 
 @flax.struct.dataclass
@@ -111,13 +124,18 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
     def objective(params):
-      out = state.apply_fn({"params": params}, x, train=True, dropout_rate=state.dropout_rate,
-                           rngs={"dropout": k_drop})
+      variables = {**model_variables(state), "params": params}
+      # Training mode: BatchNorm normalizes with this batch's statistics (over the global
+      # batch when it is sharded: the mean is a reduction over the whole batch axis) and
+      # returns its updated running averages. A padded last batch's repeats count in them.
+      out, updates = state.apply_fn(variables, x, train=True, dropout_rate=state.dropout_rate,
+                                    rngs={"dropout": k_drop}, mutable=["batch_stats"])
       data_loss = _masked_mean(per_example_loss(loss, out, y), w)
-      return data_loss + state.l2 * l2_penalty(params), (data_loss, out)
+      return data_loss + state.l2 * l2_penalty(params), (data_loss, out, updates)
 
-    (_, (data_loss, out)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
+    (_, (data_loss, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
     acc = _masked_mean(per_example_correct(out, y), w)
     return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
 
@@ -125,10 +143,11 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
 
 
 def make_eval_step(apply_fn: Callable, loss: str) -> Callable:
-  """Returns eval_step(params, batch) -> metrics; deterministic (no dropout, no augmentation)."""
+  """Returns eval_step(variables, batch) -> metrics; deterministic (no dropout, no
+  augmentation, BatchNorm's running statistics). variables: `model_variables(state)`."""
 
-  def eval_step(params: Any, batch: dict) -> Metrics:
-    out = apply_fn({"params": params}, batch["x"], train=False)
+  def eval_step(variables: dict, batch: dict) -> Metrics:
+    out = apply_fn(variables, batch["x"], train=False)
     w = batch.get("mask", jnp.ones(batch["x"].shape[0], jnp.float32))
     return {"loss": _masked_mean(per_example_loss(loss, out, batch["y"]), w),
             "accuracy": _masked_mean(per_example_correct(out, batch["y"]), w),
@@ -200,7 +219,7 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
   return state, _weighted(metrics_S)
 
 
-def evaluate(prog: Program, apply_fn: Callable, params: Any, data: DeviceData) -> Metrics:
+def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceData) -> Metrics:
   """Validation over the whole test split, batched and scanned, nothing dropped."""
   n = data.x_test.shape[0]
   bs = min(prog.eval_batch_size, n)
@@ -212,13 +231,13 @@ def evaluate(prog: Program, apply_fn: Callable, params: Any, data: DeviceData) -
     x = data.normalize(data.x_test[i_B])
     if prog.batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, prog.batch_sharding)
-    return None, step(params, {"x": x, "y": data.y_test[i_B], "mask": m_B})
+    return None, step(variables, {"x": x, "y": data.y_test[i_B], "mask": m_B})
 
   _, metrics_S = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
   return _weighted(metrics_S)
 
 
-def predict_classes(prog: Program, apply_fn: Callable, params: Any,
+def predict_classes(prog: Program, apply_fn: Callable, variables: dict,
                     data: DeviceData) -> jax.Array:
   """The predicted class of every validation example (N int32), batched and scanned."""
   n = data.x_test.shape[0]
@@ -226,7 +245,7 @@ def predict_classes(prog: Program, apply_fn: Callable, params: Any,
   idx_SxB, _ = padded_batches(jnp.arange(n), bs)
 
   def body(_, i_B):
-    out_BxK = apply_fn({"params": params}, data.normalize(data.x_test[i_B]), train=False)
+    out_BxK = apply_fn(variables, data.normalize(data.x_test[i_B]), train=False)
     return None, jnp.argmax(out_BxK, axis=-1).astype(jnp.int32)
 
   _, pred_SxB = jax.lax.scan(body, None, idx_SxB)
@@ -250,7 +269,7 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
     states, tm = members_epoch(states, epoch)
     out = {"train_loss": tm["loss"], "train_accuracy": tm["accuracy"]}
     if data.x_test is not None:
-      vm = jax.vmap(lambda p: evaluate(prog, states.apply_fn, p, data))(states.params)
+      vm = jax.vmap(lambda v: evaluate(prog, states.apply_fn, v, data))(model_variables(states))
       out.update(val_loss=vm["loss"], val_accuracy=vm["accuracy"])
     return states, out
 
@@ -268,12 +287,14 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
                hp: dict[str, jax.Array]) -> TrainState:
   """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2."""
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
-  params = model.init({"params": key}, sample_x, train=False)["params"]
+  variables = model.init({"params": key}, sample_x, train=False)
+  params = variables["params"]
   opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
                              weight_decay=hp["weight_decay"])
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
                     opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
-                    l2=jnp.asarray(hp["l2"], jnp.float32))
+                    l2=jnp.asarray(hp["l2"], jnp.float32),
+                    batch_stats=variables.get("batch_stats", {}))
 
 
 def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,

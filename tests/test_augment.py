@@ -123,6 +123,6 @@ def test_evaluation_never_augments():
                           jnp.float32(50.0))
   plain = train.Program("xent", 5, 3)
   augmenting = train.Program("xent", 5, 3, flip=True, max_degrees=25.0)
-  a = train.evaluate(plain, model.apply, params, data)
-  b = train.evaluate(augmenting, model.apply, params, data)
+  a = train.evaluate(plain, model.apply, {"params": params}, data)
+  b = train.evaluate(augmenting, model.apply, {"params": params}, data)
   assert float(a["loss"]) == float(b["loss"]) and float(a["accuracy"]) == float(b["accuracy"])

@@ -20,8 +20,9 @@ RUN = train.compile_run_epochs(PROG)
 
 
 @functools.lru_cache(maxsize=None)
-def _init(opt):
-  return jax.jit(lambda hp: train.init_states(MODEL, make_optimizer(opt), jnp.zeros((1, 6, 6, 1)),
+def _init(opt, bn=False):
+  model = MODEL.clone(batch_norm=bn)
+  return jax.jit(lambda hp: train.init_states(model, make_optimizer(opt), jnp.zeros((1, 6, 6, 1)),
                                               hp))
 
 
@@ -31,17 +32,19 @@ member = st.fixed_dictionaries({
     "l2": st.sampled_from([0.0, 1e-3])})
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+@pytest.mark.parametrize("opt,bn", [("sgd", False), ("adamw", True)], ids=["sgd", "adamw-bn"])
 @settings(max_examples=1, deadline=None, derandomize=True)  # each example compiles 2 programs
 @given(members=st.lists(member, min_size=3, max_size=3))
-def test_vmapped_group_equals_members_alone(opt, members):
+def test_vmapped_group_equals_members_alone(opt, bn, members):
   stack = lambda ms: {k: jnp.asarray([m[k] for m in ms],
                                      jnp.int32 if k == "seed" else jnp.float32) for k in ms[0]}
   keys = train.member_keys([m["seed"] for m in members])
-  group, mg = RUN(_init(opt)(stack(members)), keys, jnp.int32(0), DATA, n_epochs=2)
+  group, mg = RUN(_init(opt, bn)(stack(members)), keys, jnp.int32(0), DATA, n_epochs=2)
+  assert bool(group.batch_stats) == bn  # BatchNorm's running statistics: per member, vmapped
   for i, m in enumerate(members):
-    alone, ma = RUN(_init(opt)(stack([m])), keys[i:i + 1], jnp.int32(0), DATA, n_epochs=2)
-    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(group.params)):
+    alone, ma = RUN(_init(opt, bn)(stack([m])), keys[i:i + 1], jnp.int32(0), DATA, n_epochs=2)
+    for a, b in zip(jax.tree.leaves(train.model_variables(alone)),
+                    jax.tree.leaves(train.model_variables(group))):
       np.testing.assert_allclose(a[0], b[i], rtol=2e-4, atol=2e-5)
     for k in ma:
       np.testing.assert_allclose(ma[k][:, 0], mg[k][:, i], rtol=2e-4, atol=2e-5)
@@ -54,9 +57,11 @@ def _final(path):
 
 @pytest.mark.parametrize("aug,tol", [
     ([], 1e-2),
-    # SGD has no Adam normalisation to amplify reassociation: equal to float precision.
-    (["--no-flip", "--rotate", "0", "--optimizer", "sgd", "--learning-rate", "0.05"], 1e-5)],
-    ids=["adam-augmentation", "sgd"])
+    # SGD has no Adam normalisation to amplify reassociation: equal to float precision,
+    # BatchNorm included (its statistics are over the global batch, not per device).
+    (["--no-flip", "--rotate", "0", "--optimizer", "sgd", "--learning-rate", "0.05",
+      "--batch-norm"], 1e-5)],
+    ids=["adam-augmentation", "sgd-batchnorm"])
 def test_eight_devices_match_one(tmp_path, aug, tol):
   args = ["--dataset", "digits", "--epochs", "2", "--batch-size", "96", *aug]
   flags = "--xla_force_host_platform_device_count=8"

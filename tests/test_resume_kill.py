@@ -10,7 +10,9 @@ from helpers import kill_after_checkpoint, read_scalars, run_module, strip
 
 @pytest.mark.parametrize("seeds", ["2"])  # seeds 1 takes the same path with 2 members
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, seeds):
-  args = ["--dataset", "digits", "--epochs", "6", "--seeds", seeds, "--train-size", "600"]
+  # With BatchNorm: its running statistics must come back from the checkpoint too.
+  args = ["--dataset", "digits", "--epochs", "6", "--seeds", seeds, "--train-size", "600",
+          "--batch-norm"]
   ref = run_module("experiments.dropout", *args, "--workdir", str(tmp_path / "ref"))
   assert ref.returncode == 0, ref.stderr
   code, _, _ = kill_after_checkpoint(args, tmp_path / "run")

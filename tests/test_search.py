@@ -59,8 +59,10 @@ def leaves_of(states, j):
 @given(m=st.sampled_from([3, 8]), data=st.data(), key=st.integers(0, 2**31 - 1),
        fraction=st.sampled_from([0.25, 0.5]))
 def test_exploit_copies_exact_states_from_the_top(m, data, key, fraction):
-  # Few member counts: each (m, fraction) compiles pbt_step once.
-  scores = data.draw(st.lists(st.floats(0, 1), min_size=m, max_size=m))
+  # Few member counts: each (m, fraction) compiles pbt_step once. Scores are accuracies,
+  # k / 1000 (ties likely); not float32 denormals, which XLA:CPU flushes to zero.
+  scores = data.draw(st.lists(st.integers(0, 1000).map(lambda k: k / 1000), min_size=m,
+                              max_size=m))
   states = population_states(m)
   new, source, hp = pop.pbt_step(jax.random.PRNGKey(key), states, jnp.asarray(scores),
                                  space=SPACE, fraction=fraction, resample_probability=0.25)

@@ -188,7 +188,7 @@ def test_eval_is_deterministic_while_training_drops_out(shape, n, seed):
   model, s0 = make(shape, seed, dropout=0.5)
   b = batch(shape, n, seed)
   ev = jax.jit(train.make_eval_step(model.apply, "xent"))
-  m1, m2 = ev(s0.params, b), ev(s0.params, b)
+  m1, m2 = ev(train.model_variables(s0), b), ev(train.model_variables(s0), b)
   assert float(m1["loss"]) == float(m2["loss"])
   # eval_step is the network without dropout: its loss is that of train=False outputs ...
   out = model.apply({"params": s0.params}, b["x"], train=False)

@@ -169,3 +169,21 @@ def test_or_neuron_exports_and_predicts(tmp_path):
                  "--json")
   top = json.loads(r.stdout)[0]["top"]
   assert top[0][0] == "1" and top[0][1] > 0.9
+
+
+def test_a_batchnorm_model_exports_with_its_running_statistics(tmp_path, capsys):
+  from dl101_jax import data
+
+  cli.main(dropout.run, dropout.CONFIG, ["--dataset", "digits", "--epochs", "2", "--train-size",
+                                         "300", "--variants", "no_dropout", "--batch-norm",
+                                         "--workdir", str(tmp_path)])
+  export.main(["--workdir", str(tmp_path), "--variant", "no_dropout", "--out",
+               str(tmp_path / "m")])
+  model = predict.load(str(tmp_path / "m"))
+  assert set(model.variables) == {"params", "batch_stats"}
+  assert float(np.abs(model.variables["batch_stats"]["bn0_0"]["mean"]).sum()) > 0  # trained
+  res = json.load(open(tmp_path / "results.json"))
+  x = data.load_digits().x_test[:32]
+  # Standalone, in evaluation mode (running statistics): the training run's own predictions.
+  assert np.argmax(model.probabilities(x), axis=1).tolist() == \
+      res["errors"]["predictions_first_seed"]
