@@ -41,9 +41,19 @@ def rotate(x_BxHxWxC: jax.Array, radians_B: jax.Array) -> jax.Array:
   return jax.vmap(one)(x_BxHxWxC, radians_B).astype(x_BxHxWxC.dtype)
 
 
+def translate(x_BxHxWxC: jax.Array, dy_B: jax.Array, dx_B: jax.Array, pad: int) -> jax.Array:
+  """Shift each image by (dy, dx) pixels, |dy|, |dx| <= pad, filling from a reflect-padded
+  copy: a crop of the padded image (airbench's random translate)."""
+  _, h, w, c = x_BxHxWxC.shape
+  x = jnp.pad(x_BxHxWxC, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+  crop = lambda img, dy, dx: jax.lax.dynamic_slice(img, (pad - dy, pad - dx, 0), (h, w, c))
+  return jax.vmap(crop)(x, dy_B, dx_B)
+
+
 def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
-            max_degrees: float = 25.0) -> jax.Array:
-  """Random flip (p=0.5) then random rotation (p=0.5, uniform in +-max_degrees)."""
+            max_degrees: float = 25.0, max_shift: int = 0) -> jax.Array:
+  """Random flip (p=0.5), then random rotation (p=0.5, uniform in +-max_degrees), then
+  a random translation by up to max_shift pixels each way (uniform integers)."""
   b = x_BxHxWxC.shape[0]
   k_flip, k_rot, k_angle = jax.random.split(key, 3)
   if flip:
@@ -52,5 +62,8 @@ def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
     do_rot = jax.random.bernoulli(k_rot, 0.5, (b,))
     angle = jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees)
     x_BxHxWxC = rotate(x_BxHxWxC, jnp.where(do_rot, jnp.deg2rad(angle), 0.0))
+  if max_shift > 0:
+    d_2xB = jax.random.randint(jax.random.fold_in(key, 3), (2, b), -max_shift, max_shift + 1)
+    x_BxHxWxC = translate(x_BxHxWxC, d_2xB[0], d_2xB[1], max_shift)
   return x_BxHxWxC
 

@@ -173,12 +173,22 @@ def preflight(config) -> None:
   if config.data_dir is not None and not os.path.isdir(os.path.expanduser(config.data_dir)):
     raise ConfigError("data_dir", f"must be an existing directory, got {config.data_dir!r}")
   wd = config.run_dir
+  # The highest directory this probe creates: removed again, so a run refused later
+  # (a bad flag found after parsing) leaves nothing behind.
+  created = os.path.abspath(wd)
+  while not os.path.exists(os.path.dirname(created)) and os.path.dirname(created) != created:
+    created = os.path.dirname(created)
+  created = None if os.path.exists(created) else created
   try:
     os.makedirs(wd, exist_ok=True)
     probe = os.path.join(wd, ".write_test")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
+    if created:
+      from dl101_jax.files import remove_tree
+
+      remove_tree(created)
   except OSError as e:
     raise ConfigError("workdir", f"must be a directory that can be created and written, "
                       f"got {wd!r} ({e.strerror})") from None

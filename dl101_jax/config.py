@@ -13,7 +13,7 @@ import re
 from typing import Literal
 
 DATASETS = ("or", "digits", "cifar10")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "nesterov")
 # Known training-set sizes, so a batch larger than the data is caught before loading.
 TRAIN_SIZES = {"or": 4, "digits": 1437, "cifar10": 50_000}
 
@@ -127,14 +127,18 @@ class Config:
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
   batch_norm: bool = _field(False, SHAPE, "training")
   """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
-  optimizer: Literal["sgd", "adam", "adamw"] = _field("adam", SHAPE, "training")
-  """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), or adamw (decoupled decay)."""
+  optimizer: Literal["sgd", "adam", "adamw", "nesterov"] = _field("adam", SHAPE, "training")
+  """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), adamw (decoupled decay), or nesterov (SGD, momentum 0.9, decay added to the gradient as PyTorch's)."""
+  schedule: Literal["constant", "warmup_linear"] = _field("constant", SHAPE, "training")
+  """Learning-rate schedule over --epochs: constant, or warmup_linear (0.2x -> 1x at 23% of the steps -> 0.07x, airbench94's); resuming with more epochs stretches it."""
   learning_rate: float = _field(1e-3, VALUE, "training")
   """Learning rate."""
   weight_decay: float = _field(0.0, VALUE, "training")
-  """Decoupled weight decay for adamw, applied to kernels only."""
+  """Weight decay on kernels only: decoupled for adamw, added to the gradient for nesterov."""
   loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
+  label_smoothing: float = _field(0.0, SHAPE, "training")
+  """Cross-entropy against smoothed targets: (1 - a) one-hot + a / classes (optax.smooth_labels); 0 disables."""
   epochs: int = _field(50, SCHEDULE, "training")
   """Passes over the training set."""
   batch_size: int = _field(96, SHAPE, "training")
@@ -149,6 +153,8 @@ class Config:
   """Random left-right flip with p=0.5 in training (image datasets)."""
   rotate: float = _field(25.0, SHAPE, "data")
   """Random rotation with p=0.5, uniform in [-rotate, rotate] degrees; 0 disables."""
+  translate: int = _field(0, SHAPE, "data")
+  """Random translation in training, up to N pixels each way (reflect-padded crop; image datasets); 0 disables."""
   augment_first: bool = _field(True, SHAPE, "data")
   """Augment raw pixels, then normalize (TFLearn's order: a rotation's corners are black); False normalizes first (corners take the mean colour)."""
   init: Literal["tflearn", "lecun"] = _field("tflearn", SHAPE, "training")
@@ -214,9 +220,16 @@ class Config:
     need(finite(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0")
     need(finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
          "a finite number >= 0")
-    need(self.weight_decay == 0 or self.optimizer == "adamw", "weight_decay",
-         "0 unless --optimizer adamw")
+    need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov"), "weight_decay",
+         "0 unless --optimizer adamw or nesterov")
+    need(self.schedule in ("constant", "warmup_linear"), "schedule", "constant or warmup_linear")
     need(finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
+    need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",
+         "an integer in [0, 8] pixels")
+    need(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
+         "in [0, 1)")
+    need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
+         "0 unless --loss xent")
     need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")
     need(self.test_size >= 0, "test_size", "an integer >= 0 (0 = all)")
     need(self.val_size >= 0, "val_size", "an integer >= 0 (0 = validate on the test split)")
@@ -291,5 +304,5 @@ def group_key(config: Config) -> tuple:
   """Configs with equal keys train together in one vmapped program."""
   d = {k: getattr(config, k) for k in fields_with_role(SHAPE, SCHEDULE)}
   # adam is adamw with zero decay, so they share one program.
-  d["optimizer"] = "sgd" if config.optimizer == "sgd" else "adamw"
+  d["optimizer"] = "adamw" if config.optimizer == "adam" else config.optimizer
   return tuple(sorted(d.items()))

@@ -135,10 +135,13 @@ class GroupProgram:
     prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
                          flip=ds.is_image and c0.flip,
                          max_degrees=c0.rotate if ds.is_image else 0.0,
+                         max_shift=c0.translate if ds.is_image else 0,
+                         label_smoothing=c0.label_smoothing,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None)
-    return cls(members, model, make_optimizer(c0.optimizer), prog,
+    total_steps = c0.epochs * -(-ds.train_size // c0.batch_size)
+    return cls(members, model, make_optimizer(c0.optimizer, c0.schedule, total_steps), prog,
                jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32))
 
   def hparams(self, idx: list[int]) -> dict[str, jax.Array]:

@@ -9,6 +9,7 @@ Both touch kernels only, never biases; TFLearn's L2 skipped the output layer too
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -16,7 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nesterov": "Nesterov"}
+SCHEDULES = ("constant", "warmup_linear")
 
 
 def kernel_mask(params: Any, *, include_head: bool = True) -> Any:
@@ -34,19 +36,54 @@ def l2_penalty(params: Any) -> jax.Array:
   return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
 
 
-def make_optimizer(name: str) -> optax.GradientTransformation:
+def schedule_factor(name: str, total_steps: int) -> optax.Schedule | None:
+  """The learning-rate multiplier per step (None: constant).
+
+  warmup_linear is airbench94's shape: 0.2x at step 0, rising linearly to 1x at 23% of
+  training, then falling linearly to 0.07x at the last step.
+  """
+  if name == "constant":
+    return None
+  peak = int(0.23 * total_steps)
+  return optax.piecewise_interpolate_schedule(
+      "linear", init_value=0.2, boundaries_and_scales={peak: 5.0, max(total_steps, peak + 1): 0.07})
+
+
+def _nesterov(learning_rate, weight_decay):
+  # PyTorch's SGD(momentum=0.9, nesterov=True, weight_decay=wd), as airbench uses it: the
+  # decay joins the gradient before the momentum; kernels only, like adamw's.
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask=kernel_mask),
+                     optax.sgd(learning_rate, momentum=0.9, nesterov=True))
+
+
+def make_optimizer(name: str, schedule: str = "constant",
+                   total_steps: int = 0) -> optax.GradientTransformation:
   """An optax transform whose learning rate (and decay) live in its state.
 
   `optax.inject_hyperparams` puts them in `opt_state.hyperparams`, so members
   of a vmapped group can each carry their own; the values given here are
   placeholders that `init_opt_state` overwrites. adam is adamw with decay 0:
   the update is identical, and adam and adamw variants can share a program.
+  A `schedule` other than constant scales every update by its factor at the
+  step (optax.scale_by_schedule), over `total_steps`; each member keeps its own peak.
   """
+  factor = schedule_factor(schedule, total_steps)
+
+  def scheduled(rule):
+    if factor is None:
+      return rule
+    # wraps: inject_hyperparams reads the rule's signature for its hyperparameter names.
+    return functools.wraps(rule)(
+        lambda *a, **k: optax.chain(rule(*a, **k), optax.scale_by_schedule(factor)))
+
   if name == "sgd":
-    return optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    return optax.inject_hyperparams(scheduled(optax.sgd))(learning_rate=0.0)
+  if name == "nesterov":
+    return optax.inject_hyperparams(scheduled(_nesterov))(learning_rate=0.0, weight_decay=0.0)
   if name in ("adam", "adamw"):
     # Only the learning rate and decay are state; the mask is a function, not a schedule.
-    return optax.inject_hyperparams(optax.adamw, static_args=("b1", "b2", "eps", "mask"))(
+    return optax.inject_hyperparams(scheduled(optax.adamw),
+                                    static_args=("b1", "b2", "eps", "mask"))(
         learning_rate=0.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, mask=kernel_mask)
   raise ValueError(f"unknown optimizer {name!r}")
 

@@ -70,7 +70,11 @@ class DeviceData:
     return (x.astype(jnp.float32) - self.mean.reshape(shape)) / self.std.reshape(shape)
 
 
-def per_example_loss(kind: str, out: jax.Array, y: jax.Array) -> jax.Array:
+def per_example_loss(kind: str, out: jax.Array, y: jax.Array,
+                     label_smoothing: float = 0.0) -> jax.Array:
+  if kind == "xent" and label_smoothing:
+    targets = optax.smooth_labels(jax.nn.one_hot(y, out.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(out, targets)
   if kind == "xent":
     return optax.softmax_cross_entropy_with_integer_labels(out, y)
   return jnp.mean(jnp.square(out - y), axis=-1)
@@ -90,27 +94,29 @@ def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
 
 
 def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_degrees: float,
-                    normalize: Callable | None = None) -> jax.Array:
-  """Augment (flip, rotate), then normalize when `normalize` is given.
+                    max_shift: int = 0, normalize: Callable | None = None) -> jax.Array:
+  """Augment (flip, rotate, translate), then normalize when `normalize` is given.
 
   TFLearn's order (tflearn/data_flow.py, fill_feed_dict_queue: ImageAugmentation,
   then ImagePreprocessing): rotation fills the corners with pixel value 0, black,
   which normalization then maps to -mean/std. Without `normalize`, x is taken as
   already normalized, so the corners take the mean colour.
   """
-  if flip or max_degrees > 0:
-    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees)
+  if flip or max_degrees > 0 or max_shift > 0:
+    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees, max_shift=max_shift)
   return x_BxHxWxC if normalize is None else normalize(x_BxHxWxC)
 
 
 def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
+                    max_shift: int = 0, label_smoothing: float = 0.0,
                     batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
 
   batch: {'x': inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding}. The
   inputs are normalized already, or raw when `normalize` is given (applied after
   augmentation, see `training_inputs`). Augmentation (training only) and dropout
-  draw from fold_in(key, state.step).
+  draw from fold_in(key, state.step). With `label_smoothing`, the cross-entropy's
+  targets are smoothed (optax.smooth_labels); the reported loss is that objective.
   """
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
@@ -119,7 +125,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     x = batch["x"]
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
-    x = training_inputs(k_aug, x, flip=flip, max_degrees=max_degrees, normalize=normalize)
+    x = training_inputs(k_aug, x, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
+                        normalize=normalize)
     y = batch["y"]
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
@@ -130,7 +137,7 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
       # returns its updated running averages. A padded last batch's repeats count in them.
       out, updates = state.apply_fn(variables, x, train=True, dropout_rate=state.dropout_rate,
                                     rngs={"dropout": k_drop}, mutable=["batch_stats"])
-      data_loss = _masked_mean(per_example_loss(loss, out, y), w)
+      data_loss = _masked_mean(per_example_loss(loss, out, y, label_smoothing), w)
       return data_loss + state.l2 * l2_penalty(params), (data_loss, out, updates)
 
     (_, (data_loss, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
@@ -183,6 +190,8 @@ class Program:
   eval_batch_size: int
   flip: bool = False
   max_degrees: float = 0.0
+  max_shift: int = 0  # random translation, pixels each way
+  label_smoothing: float = 0.0
   augment_first: bool = True  # TFLearn's order: augment raw pixels, then normalize
   batch_sharding: Any = None  # NamedSharding over the 'data' mesh axis, or None
   # In-epoch progress: every `progress_every` steps the program calls the host's
@@ -194,8 +203,9 @@ class Program:
 def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Array,
                 data: DeviceData) -> tuple[TrainState, Metrics]:
   """One member, one epoch: shuffle by (seed, epoch), then lax.scan the steps."""
-  raw = prog.augment_first and (prog.flip or prog.max_degrees > 0)
+  raw = prog.augment_first and (prog.flip or prog.max_degrees > 0 or prog.max_shift > 0)
   step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
+                         max_shift=prog.max_shift, label_smoothing=prog.label_smoothing,
                          batch_sharding=prog.batch_sharding,
                          normalize=data.normalize if raw else None)
   prepare = (lambda x: x.astype(jnp.float32)) if raw else data.normalize

@@ -221,7 +221,8 @@ def test_bad_search_flags_are_one_line(flag, message, capsys, tmp_path):
   from experiments import search
 
   with pytest.raises(SystemExit) as e:
-    cli.main(search.run, search.CONFIG, ["--dataset", "digits", "--workdir", str(tmp_path), *flag])
+    cli.main(search.run, search.CONFIG, ["--dataset", "digits", "--workdir",
+                                         str(tmp_path / "a" / "b"), *flag])
   assert e.value.code == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and message in err, err

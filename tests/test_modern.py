@@ -1,0 +1,94 @@
+"""The pieces past the tutorial: translation, label smoothing, Nesterov SGD and the schedule."""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dl101_jax import augment, train
+from dl101_jax.config import Config, ConfigError
+from dl101_jax.optim import init_opt_state, make_optimizer, schedule_factor
+
+
+@settings(max_examples=30, deadline=None)
+@given(dy=st.integers(-2, 2), dx=st.integers(-2, 2), r=st.integers(3, 4), c=st.integers(3, 4))
+def test_translate_moves_every_pixel_by_the_shift(dy, dx, r, c):
+  x = jnp.zeros((1, 8, 8, 1)).at[0, r, c, 0].set(1.0)
+  y = np.asarray(augment.translate(x, jnp.asarray([dy]), jnp.asarray([dx]), 2))
+  # Rows and columns 3-4 of 8 never come back through a 2-pixel reflection: the pixel moved,
+  # and nothing else is lit.
+  assert y[0, r + dy, c + dx, 0] == 1.0 and y.sum() == 1.0
+
+
+def test_translate_fills_from_the_reflection_and_stays_in_bounds():
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  y = np.asarray(augment.translate(x, jnp.asarray([1]), jnp.asarray([0]), 2))[0, :, :, 0]
+  # Down by one: the new top row is the reflection of row 1 (reflect, not edge or zeros).
+  np.testing.assert_array_equal(y[1:], np.asarray(x)[0, :3, :, 0])
+  np.testing.assert_array_equal(y[0], np.asarray(x)[0, 1, :, 0])
+  shifts = []
+  for k in range(40):  # augment draws shifts within +-max_shift only
+    img = jnp.zeros((1, 9, 9, 1)).at[0, 4, 4, 0].set(1.0)
+    out = np.asarray(augment.augment(jax.random.PRNGKey(k), img, flip=False, max_degrees=0.0,
+                                     max_shift=2))[0, :, :, 0]
+    (r,), (c,) = np.nonzero(out)
+    shifts.append((r - 4, c - 4))
+  assert all(abs(a) <= 2 and abs(b) <= 2 for a, b in shifts) and len(set(shifts)) > 5
+
+
+@settings(max_examples=10, deadline=None)
+@given(a=st.floats(0.0, 0.5), seed=st.integers(0, 1000))
+def test_label_smoothing_is_cross_entropy_against_smoothed_targets(a, seed):
+  out = jax.random.normal(jax.random.PRNGKey(seed), (5, 4))
+  y = jnp.arange(5) % 4
+  got = train.per_example_loss("xent", out, y, a)
+  target = (1 - a) * np.eye(4)[np.asarray(y)] + a / 4
+  want = -(target * np.asarray(jax.nn.log_softmax(out))).sum(-1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if a == 0:
+    np.testing.assert_array_equal(got, optax.softmax_cross_entropy_with_integer_labels(out, y))
+
+
+def _first_update(name, schedule="constant", total=100, lr=0.1, wd=0.01):
+  p = {"fc": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)}}
+  tx = make_optimizer(name, schedule, total)
+  s = init_opt_state(tx, p, learning_rate=lr, weight_decay=wd)
+  u, s = tx.update(jax.tree.map(jnp.ones_like, p), s, p)
+  return u, s
+
+
+def test_nesterov_is_pytorchs_sgd_with_weight_decay():
+  u, s = _first_update("nesterov")
+  # PyTorch: g' = g + wd w (kernels only here); buf = g'; step = g' + 0.9 buf.
+  g_kernel, g_bias = 1 + 0.01 * 2.0, 1.0
+  np.testing.assert_allclose(u["fc"]["kernel"], -0.1 * 1.9 * g_kernel, rtol=1e-6)
+  np.testing.assert_allclose(u["fc"]["bias"], -0.1 * 1.9 * g_bias, rtol=1e-6)
+  assert set(s.hyperparams) == {"learning_rate", "weight_decay"}  # per member, as for adamw
+
+
+@pytest.mark.parametrize("name", ["sgd", "nesterov", "adamw"])
+def test_the_schedule_scales_each_update_and_keeps_the_member_hyperparameters(name):
+  f = schedule_factor("warmup_linear", 100)
+  np.testing.assert_allclose([float(f(i)) for i in (0, 23, 100)], [0.2, 1.0, 0.07], rtol=1e-6)
+  np.testing.assert_allclose(float(f(11)), 0.2 + 0.8 * 11 / 23, rtol=1e-5)
+  plain, _ = _first_update(name)
+  scaled, s = _first_update(name, "warmup_linear")
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(scaled)):
+    np.testing.assert_allclose(b, 0.2 * a, rtol=1e-6)  # step 0: 0.2x
+  assert float(s.hyperparams["learning_rate"]) == pytest.approx(0.1)
+
+
+def test_the_new_flags_are_validated():
+  for field, value, message in [("translate", 9, "[0, 8]"), ("label_smoothing", 1.0, "[0, 1)"),
+                                ("schedule", "cosine", "constant or warmup_linear")]:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+      dataclasses.replace(Config(), **{field: value})
+  with pytest.raises(ConfigError, match="--weight-decay"):
+    Config(weight_decay=0.1, optimizer="adam")
+  Config(weight_decay=5e-4, optimizer="nesterov", schedule="warmup_linear", translate=2,
+         label_smoothing=0.2)
