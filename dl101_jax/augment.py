@@ -8,6 +8,8 @@ is black. `train.training_inputs` owns that order.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
@@ -67,3 +69,22 @@ def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
     x_BxHxWxC = translate(x_BxHxWxC, d_2xB[0], d_2xB[1], max_shift)
   return x_BxHxWxC
 
+
+
+def tta_logits(apply: Callable[[jax.Array], jax.Array], x_BxHxWxC: jax.Array,
+               level: int) -> jax.Array:
+  """Test-time augmentation as airbench94 does it: 0 none; 1 the mean of the logits of
+  the image and its mirror; 2 that, weighted 1/2, plus 1/4 each for the image shifted
+  one pixel up-left and down-right (reflect-padded), each also mirrored."""
+  def mirrored(x):
+    return 0.5 * (apply(x) + apply(x[:, :, ::-1, :]))
+
+  if level == 0:
+    return apply(x_BxHxWxC)
+  if level == 1:
+    return mirrored(x_BxHxWxC)
+  b = x_BxHxWxC.shape[0]
+  ones = jnp.ones((b,), jnp.int32)
+  return (0.5 * mirrored(x_BxHxWxC)
+          + 0.25 * mirrored(translate(x_BxHxWxC, -ones, -ones, 1))
+          + 0.25 * mirrored(translate(x_BxHxWxC, ones, ones, 1)))

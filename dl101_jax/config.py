@@ -137,6 +137,10 @@ class Config:
   """Weight decay on kernels only: decoupled for adamw, added to the gradient for nesterov."""
   loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
+  ema: float = _field(0.0, SHAPE, "training")
+  """Keep an exponential moving average of the weights with this decay per step (e.g. 0.99); evaluation, the best epoch and export use it; 0 disables."""
+  tta: int = _field(0, SHAPE, "data")
+  """Test-time augmentation in evaluation: 0 none, 1 mean logits of image and mirror, 2 also one-pixel shifts (airbench94's)."""
   label_smoothing: float = _field(0.0, SHAPE, "training")
   """Cross-entropy against smoothed targets: (1 - a) one-hot + a / classes (optax.smooth_labels); 0 disables."""
   epochs: int = _field(50, SCHEDULE, "training")
@@ -230,6 +234,9 @@ class Config:
          "in [0, 1)")
     need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
          "0 unless --loss xent")
+    need(finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
+    need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
+    need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
     need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")
     need(self.test_size >= 0, "test_size", "an integer >= 0 (0 = all)")
     need(self.val_size >= 0, "val_size", "an integer >= 0 (0 = validate on the test split)")

@@ -43,7 +43,7 @@ def group_predictions(group: Any, data: train.DeviceData) -> np.ndarray:
   """M x N predicted classes on the validation split, one row per member still alive."""
   c = group.members[0].config
   prog = train.Program(loss=c.loss, batch_size=c.batch_size,
-                       eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
+                       eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]), tta=c.tta)
   apply_fn = group.states.apply_fn
   fn = jax.jit(jax.vmap(lambda v: train.predict_classes(prog, apply_fn, v, data)))
   return to_host(fn(train.model_variables(group.states)))

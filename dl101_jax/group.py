@@ -136,7 +136,7 @@ class GroupProgram:
                          flip=ds.is_image and c0.flip,
                          max_degrees=c0.rotate if ds.is_image else 0.0,
                          max_shift=c0.translate if ds.is_image else 0,
-                         label_smoothing=c0.label_smoothing,
+                         label_smoothing=c0.label_smoothing, ema=c0.ema, tta=c0.tta,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None)
@@ -151,7 +151,8 @@ class GroupProgram:
             for k in fields_with_role(VALUE)}
 
   def init(self, idx: list[int], sharding: Any = None) -> train.TrainState:
-    return train.init_states(self.model, self.tx, self.sample_x, self.hparams(idx), sharding)
+    return train.init_states(self.model, self.tx, self.sample_x, self.hparams(idx), sharding,
+                             ema=self.prog.ema > 0)
 
   def abstract(self, idx: list[int], sharding: Any) -> Any:
     """Shapes and shardings of `init(idx)`, without computing it (a restore target)."""

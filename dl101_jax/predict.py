@@ -64,8 +64,11 @@ class Model:
     mean = np.asarray(d["mean"], np.float32)
     std = np.asarray(d["std"], np.float32)
     x = (np.asarray(x_NxF, np.float32) - mean) / std
-    out = np.asarray(jax.jit(lambda v, x: self.module.apply(v, x, train=False))(
-        self.variables, jnp.asarray(x)))
+    from dl101_jax.augment import tta_logits
+
+    tta = self.spec["config"].get("tta", 0)  # as the run evaluated it
+    out = np.asarray(jax.jit(lambda v, x: tta_logits(
+        lambda xb: self.module.apply(v, xb, train=False), x, tta))(self.variables, jnp.asarray(x)))
     if out.shape[-1] == 1:  # one sigmoid: P(1), P(0)
       return np.concatenate([out, 1 - out], axis=-1)
     return np.asarray(jax.nn.softmax(out, axis=-1))

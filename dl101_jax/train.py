@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from dl101_jax.augment import augment
+from dl101_jax.augment import augment, tta_logits
 from dl101_jax.optim import init_opt_state, l2_penalty
 
 INIT, SHUFFLE, STEP = 0, 1, 2  # fold_in tags: independent streams per purpose
@@ -41,16 +41,18 @@ class TrainState(train_state.TrainState):
   dropout_rate: jax.Array
   l2: jax.Array
   batch_stats: Any = flax.struct.field(default_factory=dict)
+  # With --ema: an exponential moving average of the params, updated every step; it is
+  # what evaluation, the kept best epoch and export use ({} without --ema).
+  ema_params: Any = flax.struct.field(default_factory=dict)
 
 
 def model_variables(state: TrainState) -> dict:
-  """What apply_fn takes: the params, and BatchNorm's statistics when the net has them.
-
-  Works on stacked states too (every leaf with a leading member axis).
-  """
+  """What apply_fn takes to evaluate: the params (their EMA when kept), and BatchNorm's
+  statistics when the net has them. Works on stacked states too."""
+  out = {"params": state.ema_params if state.ema_params else state.params}
   if state.batch_stats:
-    return {"params": state.params, "batch_stats": state.batch_stats}
-  return {"params": state.params}
+    out["batch_stats"] = state.batch_stats
+  return out
 
 
 @flax.struct.dataclass
@@ -108,7 +110,7 @@ def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_deg
 
 
 def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
-                    max_shift: int = 0, label_smoothing: float = 0.0,
+                    max_shift: int = 0, label_smoothing: float = 0.0, ema: float = 0.0,
                     batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
 
@@ -117,6 +119,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
   augmentation, see `training_inputs`). Augmentation (training only) and dropout
   draw from fold_in(key, state.step). With `label_smoothing`, the cross-entropy's
   targets are smoothed (optax.smooth_labels); the reported loss is that objective.
+  With `ema` (a decay per step), state.ema_params follows the params
+  (optax.incremental_update).
   """
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
@@ -143,18 +147,22 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     (_, (data_loss, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params)
     state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+    if ema:
+      state = state.replace(
+          ema_params=optax.incremental_update(state.params, state.ema_params, 1.0 - ema))
     acc = _masked_mean(per_example_correct(out, y), w)
     return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
 
   return train_step
 
 
-def make_eval_step(apply_fn: Callable, loss: str) -> Callable:
+def make_eval_step(apply_fn: Callable, loss: str, tta: int = 0) -> Callable:
   """Returns eval_step(variables, batch) -> metrics; deterministic (no dropout, no
-  augmentation, BatchNorm's running statistics). variables: `model_variables(state)`."""
+  training augmentation, BatchNorm's running statistics), with test-time augmentation
+  at level `tta` (augment.tta_logits). variables: `model_variables(state)`."""
 
   def eval_step(variables: dict, batch: dict) -> Metrics:
-    out = apply_fn(variables, batch["x"], train=False)
+    out = tta_logits(lambda x: apply_fn(variables, x, train=False), batch["x"], tta)
     w = batch.get("mask", jnp.ones(batch["x"].shape[0], jnp.float32))
     return {"loss": _masked_mean(per_example_loss(loss, out, batch["y"]), w),
             "accuracy": _masked_mean(per_example_correct(out, batch["y"]), w),
@@ -192,6 +200,8 @@ class Program:
   max_degrees: float = 0.0
   max_shift: int = 0  # random translation, pixels each way
   label_smoothing: float = 0.0
+  ema: float = 0.0  # decay per step of the params' moving average; 0: none
+  tta: int = 0  # test-time augmentation level in evaluation (augment.tta_logits)
   augment_first: bool = True  # TFLearn's order: augment raw pixels, then normalize
   batch_sharding: Any = None  # NamedSharding over the 'data' mesh axis, or None
   # In-epoch progress: every `progress_every` steps the program calls the host's
@@ -206,6 +216,7 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
   raw = prog.augment_first and (prog.flip or prog.max_degrees > 0 or prog.max_shift > 0)
   step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
                          max_shift=prog.max_shift, label_smoothing=prog.label_smoothing,
+                         ema=prog.ema,
                          batch_sharding=prog.batch_sharding,
                          normalize=data.normalize if raw else None)
   prepare = (lambda x: x.astype(jnp.float32)) if raw else data.normalize
@@ -234,7 +245,7 @@ def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceDat
   n = data.x_test.shape[0]
   bs = min(prog.eval_batch_size, n)
   idx_SxB, mask_SxB = padded_batches(jnp.arange(n), bs)
-  step = make_eval_step(apply_fn, prog.loss)
+  step = make_eval_step(apply_fn, prog.loss, prog.tta)
 
   def body(_, im):
     i_B, m_B = im
@@ -255,7 +266,8 @@ def predict_classes(prog: Program, apply_fn: Callable, variables: dict,
   idx_SxB, _ = padded_batches(jnp.arange(n), bs)
 
   def body(_, i_B):
-    out_BxK = apply_fn(variables, data.normalize(data.x_test[i_B]), train=False)
+    out_BxK = tta_logits(lambda x: apply_fn(variables, x, train=False),
+                         data.normalize(data.x_test[i_B]), prog.tta)
     return None, jnp.argmax(out_BxK, axis=-1).astype(jnp.int32)
 
   _, pred_SxB = jax.lax.scan(body, None, idx_SxB)
@@ -294,8 +306,9 @@ def compile_run_epochs(prog: Program) -> Callable:
 
 
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
-               hp: dict[str, jax.Array]) -> TrainState:
-  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2."""
+               hp: dict[str, jax.Array], ema: bool = False) -> TrainState:
+  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2.
+  With `ema`, the params' moving average starts at the params."""
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
   variables = model.init({"params": key}, sample_x, train=False)
   params = variables["params"]
@@ -304,13 +317,15 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
                     opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
                     l2=jnp.asarray(hp["l2"], jnp.float32),
-                    batch_stats=variables.get("batch_stats", {}))
+                    batch_stats=variables.get("batch_stats", {}),
+                    ema_params=params if ema else {})
 
 
 def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
-                hp_M: dict[str, jax.Array], out_sharding: Any = None) -> TrainState:
+                hp_M: dict[str, jax.Array], out_sharding: Any = None,
+                ema: bool = False) -> TrainState:
   """M members' states stacked on a leading axis, built on the device in one program."""
-  fn = jax.vmap(lambda hp: init_state(model, tx, sample_x, hp))
+  fn = jax.vmap(lambda hp: init_state(model, tx, sample_x, hp, ema))
   return jax.jit(fn, out_shardings=out_sharding)(hp_M)
 
 

@@ -92,3 +92,38 @@ def test_the_new_flags_are_validated():
     Config(weight_decay=0.1, optimizer="adam")
   Config(weight_decay=5e-4, optimizer="nesterov", schedule="warmup_linear", translate=2,
          label_smoothing=0.2)
+
+
+def test_ema_follows_the_params_and_is_what_evaluation_uses():
+  from dl101_jax.models import ConvNet
+
+  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
+  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  s0 = train.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 1)), hp, ema=True)
+  for a, b in zip(jax.tree.leaves(s0.ema_params), jax.tree.leaves(s0.params)):
+    np.testing.assert_array_equal(a, b)  # the average starts at the params
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
+  batch = {"x": x, "y": jnp.arange(8) % 3}
+  s1, _ = jax.jit(train.make_train_step("xent", ema=0.9))(s0, batch, jax.random.PRNGKey(2))
+  for e, p0, p1 in zip(*(jax.tree.leaves(t) for t in (s1.ema_params, s0.params, s1.params))):
+    np.testing.assert_allclose(e, 0.9 * p0 + 0.1 * p1, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(s1.ema_params)[0], jax.tree.leaves(s1.params)[0])
+  ev = train.make_eval_step(model.apply, "xent")
+  got = ev(train.model_variables(s1), batch)["loss"]
+  assert float(got) == float(ev({"params": s1.ema_params}, batch)["loss"])
+  assert float(got) != float(ev({"params": s1.params}, batch)["loss"])
+
+
+def test_tta_levels_are_airbenchs():
+  w = jax.random.normal(jax.random.PRNGKey(0), (6 * 6 * 2, 3))
+  apply = lambda x: x.reshape(x.shape[0], -1) @ w  # not mirror-symmetric
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 6, 6, 2))
+  mirror = lambda z: z[:, :, ::-1, :]
+  np.testing.assert_array_equal(augment.tta_logits(apply, x, 0), apply(x))
+  one = augment.tta_logits(apply, x, 1)
+  np.testing.assert_allclose(one, 0.5 * (apply(x) + apply(mirror(x))), rtol=1e-6)
+  np.testing.assert_allclose(augment.tta_logits(apply, mirror(x), 1), one, rtol=1e-5, atol=1e-6)
+  up = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+  shifted = (up[:, 2:, 2:], up[:, :-2, :-2])  # up-left and down-right by one pixel
+  want = 0.5 * one + sum(0.25 * 0.5 * (apply(s) + apply(mirror(s))) for s in shifted)
+  np.testing.assert_allclose(augment.tta_logits(apply, x, 2), want, rtol=1e-5, atol=1e-5)
