@@ -120,7 +120,7 @@ class Config:
   val_size: int = _field(0, SHAPE, "data")
   """Hold out this many training examples (class-stratified) to validate on; 0 validates on the test split, as the tutorial did."""
   net: str = _field("conv32-pool-conv64-conv64-pool-fc512", SHAPE, "training")
-  """Network: 'perceptron', or convN/pool/fcN joined by '-' (a final fc to the classes is added)."""
+  """Network: 'perceptron', convN/pool/fcN joined by '-' (a final fc to the classes is added), or 'airbench' (airbench94's, CIFAR-10)."""
   dropout: float = _field(0.0, VALUE, "training")
   """Dropout rate before the last layer (TFLearn's dropout(0.5) keeps 50%); 0 disables."""
   l2: float = _field(0.0, VALUE, "training")
@@ -249,6 +249,9 @@ class Config:
     need(self.num_processes >= 1, "num_processes", "an integer >= 1")
     need(0 <= self.process_id < self.num_processes, "process_id",
          f"in [0, {self.num_processes})")
+    if self.net == "airbench":  # models.AirbenchNet: three pools after a 2x2 conv need 16+ px
+      need(self.dataset == "cifar10", "net", "a conv/fc network, not airbench, for small images")
+      return check_batch_size(self, TRAIN_SIZES[self.dataset])
     try:
       spec = parse_net(self.net)
     except ValueError as e:

@@ -21,7 +21,7 @@ from dl101_jax import checkpoint as ckpt_lib
 from dl101_jax import train
 from dl101_jax.config import VALUE, Config, fields_with_role
 from dl101_jax.data import Dataset
-from dl101_jax.models import make_model
+from dl101_jax.models import make_model, whitening_kernel
 from dl101_jax.optim import make_optimizer
 from dl101_jax.parallel import Runtime, to_device
 from dl101_jax.report import EpochProgress, empty_history
@@ -123,14 +123,21 @@ class GroupProgram:
   tx: Any
   prog: train.Program
   sample_x: jax.Array
+  whiten: np.ndarray | None = None  # the airbench net's first-conv kernel, from the data
 
   @classmethod
   def build(cls, members: list[Member], ds: Dataset, rt: Runtime,
-            progress: EpochProgress | None = None) -> "GroupProgram":
-    """The group's program; with `progress`, it reports ~20 ticks per epoch."""
+            progress: EpochProgress | None = None,
+            data: train.DeviceData | None = None) -> "GroupProgram":
+    """The group's program; with `progress`, it reports ~20 ticks per epoch. The airbench
+    net's whitening comes from the first 5,000 training images, normalized as `data` does."""
     c0 = members[0].config
+    whiten = None
+    if c0.net == "airbench":
+      mean, std = (np.asarray(a, np.float32) for a in (data.mean, data.std))
+      whiten = whitening_kernel((ds.x_train[:5000].astype(np.float32) - mean) / std)
     model = make_model(c0, ds.num_classes, dropout=any(m.config.dropout > 0 for m in members),
-                       platform=rt.platform)
+                       platform=rt.platform, whiten=whiten)
     eval_bs = -(-min(c0.eval_batch_size, max(ds.test_size, 1)) // rt.num_devices) * rt.num_devices
     prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
                          flip=ds.is_image and c0.flip,
@@ -142,7 +149,7 @@ class GroupProgram:
                          on_progress=progress.tick if progress else None)
     total_steps = c0.epochs * -(-ds.train_size // c0.batch_size)
     return cls(members, model, make_optimizer(c0.optimizer, c0.schedule, total_steps), prog,
-               jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32))
+               jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32), whiten)
 
   def hparams(self, idx: list[int]) -> dict[str, jax.Array]:
     """One array per VALUE field: the per-member hyperparameters of `init_state`."""
@@ -192,11 +199,15 @@ def checkpointers(c0: Config, group: str) -> tuple[Any, Any]:
           ckpt_lib.Checkpointer(root + ".best", 2))
 
 
-def data_spec(ds: Dataset, data: train.DeviceData) -> dict:
-  """What a standalone model needs to see inputs as training did (export reads it)."""
-  return {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
-          "input_shape": list(ds.x_train.shape[1:]), "mean": np.asarray(data.mean).tolist(),
-          "std": np.asarray(data.std).tolist()}
+def data_spec(ds: Dataset, data: train.DeviceData, whiten: np.ndarray | None = None) -> dict:
+  """What a standalone model needs to see inputs as training did (export reads it); for
+  the airbench net also its data-made first-conv kernel."""
+  out = {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
+         "input_shape": list(ds.x_train.shape[1:]), "mean": np.asarray(data.mean).tolist(),
+         "std": np.asarray(data.std).tolist()}
+  if whiten is not None:
+    out["whiten"] = whiten.tolist()
+  return out
 
 
 def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,

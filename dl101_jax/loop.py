@@ -180,7 +180,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   # In-epoch progress only where someone watches (a terminal) and an epoch has steps to show.
   ticker = (EpochProgress(console, spe, c0.epochs)
             if console.tty and console.enabled and spe >= PROGRESS_MIN_STEPS else None)
-  gp = GroupProgram.build(members, ds, rt, ticker)
+  gp = GroupProgram.build(members, ds, rt, ticker, data)
   configs = [m.config.to_dict() for m in members]
   rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
   console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
@@ -189,7 +189,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   ckpt, best_ckpt = checkpointers(c0, group)
   states, progress = restore_or_init(gp, ckpt, rt)
   best = restore_best(best_ckpt, states, progress, rt)
-  meta_extra = {"variants": [m.variant for m in members], "data": data_spec(ds, data)}
+  meta_extra = {"variants": [m.variant for m in members], "data": data_spec(ds, data, gp.whiten)}
   resumed = progress.epoch
   if resumed:
     done = resumed >= c0.epochs or not progress.alive

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dl101_jax.config import Config
 
@@ -137,18 +138,90 @@ class ConvNet(nn.Module):
                     name="head")(x).astype(jnp.float32)
 
 
+def whitening_kernel(x_NxHxWxC: np.ndarray, size: int = 2, eps: float = 5e-4) -> np.ndarray:
+  """airbench's frozen first conv: size x size x C x 2D filters, D = C * size**2.
+
+  The eigenvectors of the training images' patch covariance, scaled by 1/sqrt(eigenvalue
+  + eps), and their negatives (so a following GELU loses nothing): the conv's outputs
+  are decorrelated, unit-variance patch coordinates. Hand-written: no library offers
+  a data-dependent conv init. Float64 on the host, once per run.
+  """
+  x = np.asarray(x_NxHxWxC, np.float64)
+  n, h, w, c = x.shape
+  patches = np.stack([x[:, i:h - size + 1 + i, j:w - size + 1 + j, :]
+                      for i in range(size) for j in range(size)], axis=3)  # N,H',W',k*k,C
+  flat = patches.reshape(-1, size * size * c)
+  cov = flat.T @ flat / len(flat)
+  eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
+  order = eigenvalues.argsort()[::-1]
+  # Clamped: round-off makes a degenerate direction's eigenvalue slightly negative.
+  scaled = eigenvectors[:, order] / np.sqrt(np.maximum(eigenvalues[order], 0.0) + eps)
+  kernel = scaled.reshape(size, size, c, size * size * c)  # HWIO, the patch order above
+  return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)
+
+
+class AirbenchNet(nn.Module):
+  """airbench94's network (Jordan 2024): a frozen 2x2 whitening conv + GELU, three blocks of
+  conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU (widths 64/256/256), a global max-pool, and
+  a bias-free linear head scaled by 1/9.
+
+  The whitening kernel is a constant of the program (`whitening_kernel`, a tuple so the
+  module stays hashable); its bias trains. BatchNorm as airbench's: no scale, running
+  averages with momentum 0.6 (PyTorch's 0.4), eps 1e-12.
+  """
+
+  whiten: tuple  # nested tuples of floats: 2 x 2 x C x 2D
+  num_classes: int
+  widths: Sequence[int] = (64, 256, 256)
+  dtype: Any = jnp.float32
+  im2col: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC, *, train: bool = False, dropout_rate: Any = 0.0):
+    del dropout_rate
+    kernel = jnp.asarray(self.whiten, self.dtype)
+    x = jax.lax.conv_general_dilated(x_BxHxWxC.astype(self.dtype), kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    bias = self.param("whiten_bias", nn.initializers.zeros, (kernel.shape[-1],))
+    x = nn.gelu(x + bias.reshape(1, 1, 1, -1).astype(self.dtype), approximate=False)
+    conv = lambda f, name: nn.Conv(f, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
+                                   name=name,
+                                   conv_general_dilated=im2col_conv if self.im2col else None)
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.6, epsilon=1e-12,
+                                     use_scale=False, dtype=self.dtype, name=name)
+    for i, width in enumerate(self.widths):
+      x = conv(width, f"block{i}_conv0")(x)
+      x = max_pool_2x2(x)
+      x = nn.gelu(norm(f"block{i}_norm0")(x), approximate=False)
+      x = conv(width, f"block{i}_conv1")(x)
+      x = nn.gelu(norm(f"block{i}_norm1")(x), approximate=False)
+    x = jnp.max(x, axis=(1, 2))  # airbench's MaxPool2d(3) on its 3x3 maps, for any size
+    out = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="head")(x)
+    return (out / 9.0).astype(jnp.float32)
+
+
 def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
-               platform: str | None = None) -> nn.Module:
+               platform: str | None = None, whiten: np.ndarray | None = None) -> nn.Module:
   """The network a config names; `dropout` forces the dropout layer (for groups).
 
   On CPU, convolutions use `im2col_conv`; elsewhere XLA's native convolution.
+  'airbench' needs `whiten`, its first conv's kernel (`whitening_kernel` of the data).
   """
+  im2col = (platform or jax.default_backend()) == "cpu"
+  dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
+  if config.net == "airbench":
+    if whiten is None:
+      raise ValueError("the airbench net needs its whitening kernel (models.whitening_kernel)")
+    return AirbenchNet(whiten=_nested_tuple(whiten), num_classes=num_classes, dtype=dtype,
+                       im2col=im2col)
   spec = config.net_spec
   if spec.is_perceptron:
     return Perceptron(init_scheme=config.init)
   return ConvNet(layer_sets=spec.layer_sets, fc=spec.fc, pool_last=spec.pool_last,
                  num_classes=num_classes, init_scheme=config.init,
                  dropout=config.dropout > 0 if dropout is None else dropout,
-                 batch_norm=config.batch_norm,
-                dtype=jnp.bfloat16 if config.precision == "bf16" else jnp.float32,
-                im2col=(platform or jax.default_backend()) == "cpu")
+                 batch_norm=config.batch_norm, dtype=dtype, im2col=im2col)
+
+
+def _nested_tuple(a: np.ndarray) -> tuple:
+  return tuple(_nested_tuple(v) for v in a) if a.ndim > 1 else tuple(float(v) for v in a)

@@ -91,7 +91,9 @@ def load(model_dir: str) -> Model:
                       f"make one with python -m dl101_jax.export")
   fields = {f.name for f in dataclasses.fields(Config)}
   config = Config(**{k: v for k, v in spec["config"].items() if k in fields})
-  module = make_model(config, spec["data"]["num_classes"], dropout=False)
+  whiten = spec["data"].get("whiten")  # the airbench net's first conv, made from the data
+  module = make_model(config, spec["data"]["num_classes"], dropout=False,
+                      whiten=None if whiten is None else np.asarray(whiten, np.float32))
   with ocp.StandardCheckpointer() as reader:
     if spec["format"] == FORMAT:
       variables = reader.restore(os.path.join(os.path.abspath(model_dir), "variables"))

@@ -150,3 +150,41 @@ def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
                       mutable=["batch_stats"])
   np.testing.assert_array_equal(t0, t1)
   assert not np.allclose(t1, e1)
+
+
+def test_whitening_kernel_decorrelates_patches():
+  from dl101_jax.models import whitening_kernel
+
+  rng = np.random.default_rng(0)
+  # Correlated channels and neighbouring pixels, as in images.
+  base = rng.normal(size=(64, 9, 9, 1))
+  x = np.concatenate([base, 0.5 * base + 0.1 * rng.normal(size=base.shape),
+                      np.roll(base, 1, axis=2) + 0.1 * rng.normal(size=base.shape)], axis=-1)
+  k = whitening_kernel(x, size=2, eps=0.0)
+  assert k.shape == (2, 2, 3, 24)
+  np.testing.assert_array_equal(k[..., 12:], -k[..., :12])  # the negatives, for the GELU
+  out = jax.lax.conv_general_dilated(jnp.asarray(x, jnp.float32), jnp.asarray(k[..., :12]),
+                                     (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  flat = np.asarray(out, np.float64).reshape(-1, 12)
+  np.testing.assert_allclose(flat.T @ flat / len(flat), np.eye(12), atol=2e-3)
+
+
+def test_airbench_net_shape_and_parameters():
+  from dl101_jax.models import AirbenchNet, _nested_tuple
+
+  whiten = np.zeros((2, 2, 3, 24), np.float32)
+  net = make_model(Config(dataset="cifar10", net="airbench"), 10, platform="cpu", whiten=whiten)
+  assert isinstance(net, AirbenchNet) and net.widths == (64, 256, 256)
+  out, variables = net.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))
+  assert out.shape == (2, 10)
+  count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables["params"]))
+  assert count == 1_971_352  # airbench94's: the frozen whitening kernel is not a parameter
+  assert "bias" not in variables["params"]["block0_conv0"]
+  assert "scale" not in variables["params"]["block0_norm0"]  # BatchNorm without scale
+  assert net.whiten == _nested_tuple(whiten)
+  with pytest.raises(ValueError, match="whitening"):
+    make_model(Config(dataset="cifar10", net="airbench"), 10, platform="cpu")
+  from dl101_jax.config import ConfigError
+
+  with pytest.raises(ConfigError, match="--net"):
+    Config(dataset="digits", net="airbench")
