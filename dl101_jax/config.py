@@ -129,6 +129,8 @@ class Config:
   """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
   optimizer: Literal["sgd", "adam", "adamw", "nesterov"] = _field("adam", SHAPE, "training")
   """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), adamw (decoupled decay), or nesterov (SGD, momentum 0.9, decay added to the gradient as PyTorch's)."""
+  momentum: float = _field(0.9, SHAPE, "training")
+  """Momentum of --optimizer nesterov (airbench94 uses 0.85)."""
   schedule: Literal["constant", "warmup_linear"] = _field("constant", SHAPE, "training")
   """Learning-rate schedule over --epochs: constant, or warmup_linear (0.2x -> 1x at 23% of the steps -> 0.07x, airbench94's); resuming with more epochs stretches it."""
   learning_rate: float = _field(1e-3, VALUE, "training")
@@ -235,6 +237,7 @@ class Config:
     need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
          "0 unless --loss xent")
     need(finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
+    need(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
     need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
     need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
     need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")

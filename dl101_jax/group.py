@@ -148,7 +148,8 @@ class GroupProgram:
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None)
     total_steps = c0.epochs * -(-ds.train_size // c0.batch_size)
-    return cls(members, model, make_optimizer(c0.optimizer, c0.schedule, total_steps), prog,
+    return cls(members, model, make_optimizer(c0.optimizer, c0.schedule, total_steps, c0.momentum),
+               prog,
                jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32), whiten)
 
   def hparams(self, idx: list[int]) -> dict[str, jax.Array]:

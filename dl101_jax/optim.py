@@ -49,15 +49,15 @@ def schedule_factor(name: str, total_steps: int) -> optax.Schedule | None:
       "linear", init_value=0.2, boundaries_and_scales={peak: 5.0, max(total_steps, peak + 1): 0.07})
 
 
-def _nesterov(learning_rate, weight_decay):
-  # PyTorch's SGD(momentum=0.9, nesterov=True, weight_decay=wd), as airbench uses it: the
+def _nesterov(learning_rate, weight_decay, momentum=0.9):
+  # PyTorch's SGD(momentum, nesterov=True, weight_decay=wd), as airbench uses it: the
   # decay joins the gradient before the momentum; kernels only, like adamw's.
   return optax.chain(optax.add_decayed_weights(weight_decay, mask=kernel_mask),
-                     optax.sgd(learning_rate, momentum=0.9, nesterov=True))
+                     optax.sgd(learning_rate, momentum=momentum, nesterov=True))
 
 
-def make_optimizer(name: str, schedule: str = "constant",
-                   total_steps: int = 0) -> optax.GradientTransformation:
+def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
+                   momentum: float = 0.9) -> optax.GradientTransformation:
   """An optax transform whose learning rate (and decay) live in its state.
 
   `optax.inject_hyperparams` puts them in `opt_state.hyperparams`, so members
@@ -79,7 +79,8 @@ def make_optimizer(name: str, schedule: str = "constant",
   if name == "sgd":
     return optax.inject_hyperparams(scheduled(optax.sgd))(learning_rate=0.0)
   if name == "nesterov":
-    return optax.inject_hyperparams(scheduled(_nesterov))(learning_rate=0.0, weight_decay=0.0)
+    return optax.inject_hyperparams(scheduled(_nesterov), static_args=("momentum",))(
+        learning_rate=0.0, weight_decay=0.0, momentum=momentum)
   if name in ("adam", "adamw"):
     # Only the learning rate and decay are state; the mask is a function, not a schedule.
     return optax.inject_hyperparams(scheduled(optax.adamw),

@@ -41,8 +41,10 @@ class TrainState(train_state.TrainState):
   dropout_rate: jax.Array
   l2: jax.Array
   batch_stats: Any = flax.struct.field(default_factory=dict)
-  # With --ema: an exponential moving average of the params, updated every step; it is
-  # what evaluation, the kept best epoch and export use ({} without --ema).
+  # With --ema: optax.ema's state over the params (updated every step), and its
+  # bias-corrected average, which evaluation, the kept best epoch and export use
+  # ({} without --ema). Debiased, so a short run is not pulled toward the init.
+  ema_state: Any = flax.struct.field(default_factory=dict)
   ema_params: Any = flax.struct.field(default_factory=dict)
 
 
@@ -119,8 +121,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
   augmentation, see `training_inputs`). Augmentation (training only) and dropout
   draw from fold_in(key, state.step). With `label_smoothing`, the cross-entropy's
   targets are smoothed (optax.smooth_labels); the reported loss is that objective.
-  With `ema` (a decay per step), state.ema_params follows the params
-  (optax.incremental_update).
+  With `ema` (a decay per step), state.ema_params is the params' bias-corrected
+  moving average (optax.ema).
   """
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
@@ -148,8 +150,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
         state.params)
     state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
     if ema:
-      state = state.replace(
-          ema_params=optax.incremental_update(state.params, state.ema_params, 1.0 - ema))
+      average, ema_state = optax.ema(ema, debias=True).update(state.params, state.ema_state)
+      state = state.replace(ema_params=average, ema_state=ema_state)
     acc = _masked_mean(per_example_correct(out, y), w)
     return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
 
@@ -318,6 +320,7 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
                     opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
                     l2=jnp.asarray(hp["l2"], jnp.float32),
                     batch_stats=variables.get("batch_stats", {}),
+                    ema_state=optax.ema(0.0).init(params) if ema else {},
                     ema_params=params if ema else {})
 
 

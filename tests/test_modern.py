@@ -104,10 +104,17 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
     np.testing.assert_array_equal(a, b)  # the average starts at the params
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
   batch = {"x": x, "y": jnp.arange(8) % 3}
-  s1, _ = jax.jit(train.make_train_step("xent", ema=0.9))(s0, batch, jax.random.PRNGKey(2))
-  for e, p0, p1 in zip(*(jax.tree.leaves(t) for t in (s1.ema_params, s0.params, s1.params))):
-    np.testing.assert_allclose(e, 0.9 * p0 + 0.1 * p1, rtol=1e-6, atol=1e-7)
-  assert not np.allclose(jax.tree.leaves(s1.ema_params)[0], jax.tree.leaves(s1.params)[0])
+  step = jax.jit(train.make_train_step("xent", ema=0.9))
+  s1, _ = step(s0, batch, jax.random.PRNGKey(2))
+  # Bias-corrected (optax.ema(debias=True)): after one step the average is that step's params.
+  for e, p1 in zip(jax.tree.leaves(s1.ema_params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(e, p1, rtol=1e-5, atol=1e-7)
+  s2, _ = step(s1, batch, jax.random.PRNGKey(3))
+  for e, p1, p2 in zip(*(jax.tree.leaves(t) for t in (s2.ema_params, s1.params, s2.params))):
+    want = (0.9 * 0.1 * p1 + 0.1 * p2) / (1 - 0.9 ** 2)
+    np.testing.assert_allclose(e, want, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(s2.ema_params)[0], jax.tree.leaves(s2.params)[0])
+  s1 = s2
   ev = train.make_eval_step(model.apply, "xent")
   got = ev(train.model_variables(s1), batch)["loss"]
   assert float(got) == float(ev({"params": s1.ema_params}, batch)["loss"])
@@ -127,3 +134,20 @@ def test_tta_levels_are_airbenchs():
   shifted = (up[:, 2:, 2:], up[:, :-2, :-2])  # up-left and down-right by one pixel
   want = 0.5 * one + sum(0.25 * 0.5 * (apply(s) + apply(mirror(s))) for s in shifted)
   np.testing.assert_allclose(augment.tta_logits(apply, x, 2), want, rtol=1e-5, atol=1e-5)
+
+
+def test_each_rung_of_the_ladder_changes_one_thing():
+  from experiments import modern
+
+  rungs = [modern.OPT_IN[n] for n in modern.LADDER] + [modern.VARIANTS["airbench94"]]
+  changed = [sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+             for a, b in zip([{}] + rungs, rungs)]
+  assert changed[:5] == [["dropout"], ["batch_norm"],
+                         ["learning_rate", "optimizer", "schedule", "weight_decay"],
+                         ["label_smoothing"], ["rotate", "translate"]]
+  # The last: the network with its own optimizer settings, plus the evaluation-only pieces.
+  assert set(changed[5]) == {"net", "dropout", "batch_norm", "batch_size", "learning_rate",
+                             "momentum", "weight_decay", "ema", "tta"}
+  for r in rungs:  # every rung is a valid run of the experiment's base config
+    dataclasses.replace(modern.CONFIG, **r)
+  assert list(modern.VARIANTS) == ["airbench94"]  # no flags: the full recipe
