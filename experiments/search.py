@@ -5,8 +5,8 @@ halving and population-based training, each with the whole population in ONE com
     python -m experiments.search --data-dir DATA_DIR --method halving --members 16 --epochs 10
     python -m experiments.search --data-dir DATA_DIR --method pbt --members 32 --epochs 30  # a GPU
 
-The space: learning rate (log-uniform in --lr-range), dropout, AdamW's decoupled
-weight decay and TFLearn's L2 (uniform in their ranges; 'lo,hi', lo == hi fixes
+The space: learning rate (log-uniform in --lr-range), dropout, weight decay (AdamW's
+decoupled one by default) and TFLearn's L2 (uniform in their ranges; 'lo,hi', lo == hi fixes
 one). --members configurations are sampled from --seed, so a search is a pure
 function of its config, and the three methods start from the same population.
   grid:    every member trains all --epochs (the sweep's way; random points, not a lattice).
@@ -63,7 +63,7 @@ class SearchConfig(Config):
   dropout_range: str = "0,0.7"
   """Dropout-rate bounds 'lo,hi' (uniform, in [0, 1))."""
   weight_decay_range: str = "0,0.1"
-  """AdamW decoupled weight-decay bounds 'lo,hi' (uniform; nonzero needs --optimizer adamw)."""
+  """Weight-decay bounds 'lo,hi' (uniform; nonzero needs --optimizer adamw or nesterov)."""
   l2_range: str = "0,0.002"
   """TFLearn L2 coefficient bounds 'lo,hi' (uniform)."""
   eta: int = 2
@@ -93,8 +93,8 @@ class SearchConfig(Config):
     for f, k in (("weight_decay_range", "weight_decay"), ("l2_range", "l2")):
       if getattr(space, k)[0] < 0:
         raise ConfigError(f, f"must be >= 0, got {getattr(self, f)!r}")
-    if space.weight_decay[1] > 0 and self.optimizer != "adamw":
-      raise ConfigError("weight_decay_range", "needs --optimizer adamw (or '0,0')")
+    if space.weight_decay[1] > 0 and self.optimizer not in ("adamw", "nesterov"):
+      raise ConfigError("weight_decay_range", "needs --optimizer adamw or nesterov (or '0,0')")
     for f, ok, allowed in (("members", self.members >= 1, "an integer >= 1"),
                            ("eta", self.eta >= 2, "an integer >= 2"),
                            ("rung_epochs", self.rung_epochs >= 1, "an integer >= 1"),
