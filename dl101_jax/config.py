@@ -129,6 +129,10 @@ class Config:
   """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
   optimizer: Literal["sgd", "adam", "adamw", "nesterov"] = _field("adam", SHAPE, "training")
   """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), adamw (decoupled decay), or nesterov (SGD, momentum 0.9, decay added to the gradient as PyTorch's)."""
+  norm_bias_lr: float = _field(1.0, SHAPE, "training")
+  """Learning-rate multiplier for BatchNorm's shifts (airbench94: 64)."""
+  whiten_bias_epochs: int = _field(0, SHAPE, "training")
+  """--net airbench: train the whitening conv's bias this many epochs, then freeze it (airbench94: 3); 0 never freezes it."""
   momentum: float = _field(0.9, SHAPE, "training")
   """Momentum of --optimizer nesterov (airbench94 uses 0.85)."""
   schedule: Literal["constant", "warmup_linear"] = _field("constant", SHAPE, "training")
@@ -238,6 +242,8 @@ class Config:
          "0 unless --loss xent")
     need(finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
     need(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
+    need(finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
+    need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")
     need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
     need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
     need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")

@@ -147,9 +147,10 @@ class GroupProgram:
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None)
-    total_steps = c0.epochs * -(-ds.train_size // c0.batch_size)
-    return cls(members, model, make_optimizer(c0.optimizer, c0.schedule, total_steps, c0.momentum),
-               prog,
+    spe = -(-ds.train_size // c0.batch_size)
+    tx = make_optimizer(c0.optimizer, c0.schedule, c0.epochs * spe, c0.momentum,
+                        c0.norm_bias_lr, c0.whiten_bias_epochs * spe)
+    return cls(members, model, tx, prog,
                jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32), whiten)
 
   def hparams(self, idx: list[int]) -> dict[str, jax.Array]:

@@ -56,8 +56,23 @@ def _nesterov(learning_rate, weight_decay, momentum=0.9):
                      optax.sgd(learning_rate, momentum=momentum, nesterov=True))
 
 
+def norm_bias_mask(params: Any) -> Any:
+  """True for BatchNorm's shifts (a 'bias' in a module named bn* or *norm*)."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict({
+      k: k[-1] == "bias" and any(p.startswith("bn") or "norm" in p for p in k[:-1])
+      for k in flat})
+
+
+def whiten_bias_mask(params: Any) -> Any:
+  """True for the airbench net's whitening bias."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict({k: k == ("whiten_bias",) for k in flat})
+
+
 def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
-                   momentum: float = 0.9) -> optax.GradientTransformation:
+                   momentum: float = 0.9, norm_bias_lr: float = 1.0,
+                   whiten_bias_steps: int = 0) -> optax.GradientTransformation:
   """An optax transform whose learning rate (and decay) live in its state.
 
   `optax.inject_hyperparams` puts them in `opt_state.hyperparams`, so members
@@ -66,15 +81,24 @@ def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
   the update is identical, and adam and adamw variants can share a program.
   A `schedule` other than constant scales every update by its factor at the
   step (optax.scale_by_schedule), over `total_steps`; each member keeps its own peak.
+  airbench94's parameter groups: `norm_bias_lr` multiplies BatchNorm shifts' updates,
+  and the whitening bias stops after `whiten_bias_steps` steps (0: never).
   """
   factor = schedule_factor(schedule, total_steps)
+  extras = []
+  if factor is not None:
+    extras.append(optax.scale_by_schedule(factor))
+  if norm_bias_lr != 1.0:
+    extras.append(optax.masked(optax.scale(norm_bias_lr), norm_bias_mask))
+  if whiten_bias_steps:
+    frozen_after = lambda count: (count < whiten_bias_steps).astype(jnp.float32)
+    extras.append(optax.masked(optax.scale_by_schedule(frozen_after), whiten_bias_mask))
 
   def scheduled(rule):
-    if factor is None:
+    if not extras:
       return rule
     # wraps: inject_hyperparams reads the rule's signature for its hyperparameter names.
-    return functools.wraps(rule)(
-        lambda *a, **k: optax.chain(rule(*a, **k), optax.scale_by_schedule(factor)))
+    return functools.wraps(rule)(lambda *a, **k: optax.chain(rule(*a, **k), *extras))
 
   if name == "sgd":
     return optax.inject_hyperparams(scheduled(optax.sgd))(learning_rate=0.0)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import traverse_util
 from hypothesis import given, settings, strategies as st
 
 from dl101_jax import augment, train
@@ -147,7 +148,29 @@ def test_each_rung_of_the_ladder_changes_one_thing():
                          ["label_smoothing"], ["rotate", "translate"]]
   # The last: the network with its own optimizer settings, plus the evaluation-only pieces.
   assert set(changed[5]) == {"net", "dropout", "batch_norm", "batch_size", "learning_rate",
-                             "momentum", "weight_decay", "ema", "tta"}
+                             "momentum", "weight_decay", "norm_bias_lr", "whiten_bias_epochs",
+                             "ema", "tta"}
   for r in rungs:  # every rung is a valid run of the experiment's base config
     dataclasses.replace(modern.CONFIG, **r)
   assert list(modern.VARIANTS) == ["airbench94"]  # no flags: the full recipe
+
+
+def test_airbench_parameter_groups():
+  from dl101_jax.optim import norm_bias_mask, whiten_bias_mask
+
+  p = {"whiten_bias": jnp.ones(2), "bn0_0": {"bias": jnp.ones(2), "scale": jnp.ones(2)},
+       "block0_norm0": {"bias": jnp.ones(2)}, "conv0_0": {"kernel": jnp.ones((2, 2)),
+                                                          "bias": jnp.ones(2)}}
+  flat = lambda t: {"/".join(k): v for k, v in traverse_util.flatten_dict(t).items()}
+  assert [k for k, v in flat(norm_bias_mask(p)).items() if v] == ["bn0_0/bias",
+                                                                    "block0_norm0/bias"]
+  assert [k for k, v in flat(whiten_bias_mask(p)).items() if v] == ["whiten_bias"]
+  tx = make_optimizer("sgd", norm_bias_lr=64.0, whiten_bias_steps=2)
+  s = init_opt_state(tx, p, learning_rate=0.1, weight_decay=0.0)
+  g = jax.tree.map(jnp.ones_like, p)
+  for step in range(3):
+    u, s = tx.update(g, s, p)
+    u = flat(u)
+    np.testing.assert_allclose(u["bn0_0/bias"], -6.4, rtol=1e-6)  # 64x the lr
+    np.testing.assert_allclose(u["conv0_0/bias"], -0.1, rtol=1e-6)
+    np.testing.assert_allclose(u["whiten_bias"], -0.1 if step < 2 else 0.0, rtol=1e-6)
