@@ -53,13 +53,15 @@ def translate(x_BxHxWxC: jax.Array, dy_B: jax.Array, dx_B: jax.Array, pad: int) 
 
 
 def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
-            max_degrees: float = 25.0, max_shift: int = 0) -> jax.Array:
-  """Random flip (p=0.5), then random rotation (p=0.5, uniform in +-max_degrees), then
-  a random translation by up to max_shift pixels each way (uniform integers)."""
+            max_degrees: float = 25.0, max_shift: int = 0,
+            flip_B: jax.Array | None = None) -> jax.Array:
+  """Random flip (p=0.5; or where `flip_B` says), then random rotation (p=0.5, uniform in
+  +-max_degrees), then a random translation by up to max_shift pixels each way."""
   b = x_BxHxWxC.shape[0]
   k_flip, k_rot, k_angle = jax.random.split(key, 3)
   if flip:
-    x_BxHxWxC = flip_lr(x_BxHxWxC, jax.random.bernoulli(k_flip, 0.5, (b,)))
+    x_BxHxWxC = flip_lr(x_BxHxWxC, jax.random.bernoulli(k_flip, 0.5, (b,))
+                        if flip_B is None else flip_B)
   if max_degrees > 0:
     do_rot = jax.random.bernoulli(k_rot, 0.5, (b,))
     angle = jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees)

@@ -163,6 +163,8 @@ class Config:
   """Random left-right flip with p=0.5 in training (image datasets)."""
   rotate: float = _field(25.0, SHAPE, "data")
   """Random rotation with p=0.5, uniform in [-rotate, rotate] degrees; 0 disables."""
+  alternate_flip: bool = _field(False, SHAPE, "data")
+  """With --flip: each image keeps a random orientation for the run and all are mirrored every other epoch (airbench's), instead of a coin per image and step."""
   translate: int = _field(0, SHAPE, "data")
   """Random translation in training, up to N pixels each way (reflect-padded crop; image datasets); 0 disables."""
   augment_first: bool = _field(True, SHAPE, "data")

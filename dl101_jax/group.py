@@ -144,6 +144,7 @@ class GroupProgram:
                          max_degrees=c0.rotate if ds.is_image else 0.0,
                          max_shift=c0.translate if ds.is_image else 0,
                          label_smoothing=c0.label_smoothing, ema=c0.ema, tta=c0.tta,
+                         alternate_flip=c0.alternate_flip,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None)

@@ -26,7 +26,7 @@ from flax.training import train_state
 from dl101_jax.augment import augment, tta_logits
 from dl101_jax.optim import init_opt_state, l2_penalty
 
-INIT, SHUFFLE, STEP = 0, 1, 2  # fold_in tags: independent streams per purpose
+INIT, SHUFFLE, STEP, FLIP = 0, 1, 2, 3  # fold_in tags: independent streams per purpose
 Metrics = dict[str, jax.Array]
 
 
@@ -98,7 +98,8 @@ def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
 
 
 def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_degrees: float,
-                    max_shift: int = 0, normalize: Callable | None = None) -> jax.Array:
+                    max_shift: int = 0, normalize: Callable | None = None,
+                    flip_B: jax.Array | None = None) -> jax.Array:
   """Augment (flip, rotate, translate), then normalize when `normalize` is given.
 
   TFLearn's order (tflearn/data_flow.py, fill_feed_dict_queue: ImageAugmentation,
@@ -107,7 +108,8 @@ def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_deg
   already normalized, so the corners take the mean colour.
   """
   if flip or max_degrees > 0 or max_shift > 0:
-    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees, max_shift=max_shift)
+    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
+                        flip_B=flip_B)
   return x_BxHxWxC if normalize is None else normalize(x_BxHxWxC)
 
 
@@ -116,7 +118,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
                     batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
 
-  batch: {'x': inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding}. The
+  batch: {'x': inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding, 'flip'
+  (optional): which images to mirror, instead of random flips}. The
   inputs are normalized already, or raw when `normalize` is given (applied after
   augmentation, see `training_inputs`). Augmentation (training only) and dropout
   draw from fold_in(key, state.step). With `label_smoothing`, the cross-entropy's
@@ -132,7 +135,7 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
     x = training_inputs(k_aug, x, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
-                        normalize=normalize)
+                        normalize=normalize, flip_B=batch.get("flip"))
     y = batch["y"]
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
@@ -203,6 +206,7 @@ class Program:
   max_shift: int = 0  # random translation, pixels each way
   label_smoothing: float = 0.0
   ema: float = 0.0  # decay per step of the params' moving average; 0: none
+  alternate_flip: bool = False  # airbench's flips: a fixed random half, then all, alternating
   tta: int = 0  # test-time augmentation level in evaluation (augment.tta_logits)
   augment_first: bool = True  # TFLearn's order: augment raw pixels, then normalize
   batch_sharding: Any = None  # NamedSharding over the 'data' mesh axis, or None
@@ -210,6 +214,12 @@ class Program:
   # on_progress(epoch, steps_done) (jax.debug.callback, once per tick, not per member).
   progress_every: int = 0
   on_progress: Callable[[Any, Any], None] | None = None
+
+
+def alternating_flips(key: jax.Array, n: int, epoch: jax.Array) -> jax.Array:
+  """airbench's alternating flip: each of the n images has a fixed random orientation for
+  the run, and on odd epochs all are mirrored: each is seen both ways every two epochs."""
+  return jax.random.bernoulli(jax.random.fold_in(key, FLIP), 0.5, (n,)) ^ (epoch % 2 == 1)
 
 
 def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Array,
@@ -226,10 +236,14 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
                                  data.x_train.shape[0])
   idx_SxB, mask_SxB = padded_batches(order, prog.batch_size)
   step_key = jax.random.fold_in(key, STEP)
+  if prog.flip and prog.alternate_flip:
+    flip_N = alternating_flips(key, data.x_train.shape[0], epoch)
 
   def body(state, ism):
     s, i_B, m_B = ism
     batch = {"x": prepare(data.x_train[i_B]), "y": data.y_train[i_B], "mask": m_B}
+    if prog.flip and prog.alternate_flip:
+      batch["flip"] = flip_N[i_B]
     if prog.progress_every:
       # The step index is the same for every member, so under vmap this stays one
       # cond and the host hears one tick, not one per member.

@@ -145,7 +145,7 @@ def test_each_rung_of_the_ladder_changes_one_thing():
              for a, b in zip([{}] + rungs, rungs)]
   assert changed[:5] == [["dropout"], ["batch_norm"],
                          ["learning_rate", "optimizer", "schedule", "weight_decay"],
-                         ["label_smoothing"], ["rotate", "translate"]]
+                         ["label_smoothing"], ["alternate_flip", "rotate", "translate"]]
   # The last: the network with its own optimizer settings, plus the evaluation-only pieces.
   assert set(changed[5]) == {"net", "dropout", "batch_norm", "batch_size", "learning_rate",
                              "momentum", "weight_decay", "norm_bias_lr", "whiten_bias_epochs",
@@ -174,3 +174,15 @@ def test_airbench_parameter_groups():
     np.testing.assert_allclose(u["bn0_0/bias"], -6.4, rtol=1e-6)  # 64x the lr
     np.testing.assert_allclose(u["conv0_0/bias"], -0.1, rtol=1e-6)
     np.testing.assert_allclose(u["whiten_bias"], -0.1 if step < 2 else 0.0, rtol=1e-6)
+
+
+def test_alternating_flips_see_every_image_both_ways_every_two_epochs():
+  key = jax.random.PRNGKey(0)
+  e0, e1, e2 = (np.asarray(train.alternating_flips(key, 1000, jnp.int32(e))) for e in (0, 1, 2))
+  np.testing.assert_array_equal(e1, ~e0)  # odd epochs: the mirror of even ones
+  np.testing.assert_array_equal(e2, e0)
+  assert 0.45 < e0.mean() < 0.55
+  x = jax.random.normal(key, (4, 5, 5, 1))
+  mask = jnp.asarray([True, False, True, False])
+  got = train.training_inputs(key, x, flip=True, max_degrees=0.0, flip_B=mask)
+  np.testing.assert_array_equal(got, jnp.where(mask[:, None, None, None], x[:, :, ::-1], x))
