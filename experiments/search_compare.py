@@ -16,7 +16,8 @@ compare.json (and each search's own outputs in <workdir>/<method>-seed<s>/).
 Measured 2026-12-01, 2-core CPU, CIFAR-10 subset (9,000 train / 1,000 held out / 2,000 test),
 the defaults (8 x 10 member-epochs, 3 search seeds): best validation accuracy grid 0.610 +-
 0.009, halving 0.612 +- 0.011, pbt 0.623 +- 0.001; the winners' test accuracy 0.601, 0.599,
-0.613; 46 min for the nine searches.
+0.613 (PBT ahead, but inconclusive over 3 seeds by Welch's 95% interval); 46 min for the nine
+searches.
 """
 
 import dataclasses
