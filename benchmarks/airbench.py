@@ -27,7 +27,7 @@ import numpy as np
 
 
 class JaxAirbench:
-  def __init__(self, batch_size: int, steps: int):
+  def __init__(self, batch_size: int, steps: int, im2col: bool = True):
     import jax
     import jax.numpy as jnp
 
@@ -42,6 +42,7 @@ class JaxAirbench:
     mean, std = np.float32(120.0), np.float32(64.0)
     cfg = Config(dataset="cifar10", net="airbench")
     model = make_model(cfg, 10, whiten=whitening_kernel((x[:512] - mean) / std))
+    model = model.clone(im2col=im2col and jax.default_backend() == "cpu")
     self.data = jax.device_put(train.DeviceData(x, rng.integers(0, 10, self.n).astype(np.int32),
                                                 None, None, mean, std))
     tx = make_optimizer("nesterov", "warmup_linear", 10 * steps, momentum=0.85,
@@ -115,11 +116,13 @@ def main() -> None:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--threads", type=int, default=2, help="torch's intra-op threads")
   p.add_argument("--json", default="")
+  p.add_argument("--xla-conv", action="store_true",
+                 help="XLA's convolution on CPU instead of the project's im2col_conv")
   a = p.parse_args()
   import jax
   import torch
 
-  jx = JaxAirbench(a.batch_size, a.steps)
+  jx = JaxAirbench(a.batch_size, a.steps, im2col=not a.xla_conv)
   tr = TorchAirbench(a.batch_size, a.steps, a.threads)
   samples = {"dl101_jax": [], "torch": []}
   for _ in range(a.repeats):  # alternate: both see the same machine conditions
@@ -130,7 +133,7 @@ def main() -> None:
          platform.machine(), "jax": jax.__version__, "torch": torch.__version__,
          "backend": jax.default_backend(), "batch_size": a.batch_size, "steps": a.steps,
          "images_per_s": med, "samples": samples, "ratio": med["dl101_jax"] / med["torch"],
-         "jax_compile_s": jx.compile_s}
+         "jax_compile_s": jx.compile_s, "conv": "xla" if a.xla_conv else "im2col"}
   print(f"airbench net, batch {a.batch_size}: dl101_jax {med['dl101_jax']:.1f} images/s, torch "
         f"{med['torch']:.1f} images/s, ratio {out['ratio']:.2f} (compile {jx.compile_s:.1f} s)")
   if a.json:
