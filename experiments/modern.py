@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from dl101_jax import cli, train
-from dl101_jax.config import Config
+from dl101_jax.config import Config, ConfigError
 from dl101_jax.experiment import Results, run_experiment
 from dl101_jax.parallel import to_host
 
@@ -108,6 +108,10 @@ def ladder_table(rows: list[dict]) -> str:
 
 
 def run(config: Config = CONFIG) -> Results:
+  chosen = config.variant_names or tuple(VARIANTS)
+  if config.dataset != "cifar10" and "airbench94" in chosen:
+    raise ConfigError("dataset", "airbench94's network needs CIFAR-10's 32x32 images; on "
+                      f"{config.dataset}, choose rungs with --variants {','.join(LADDER)}")
   results = run_experiment(config, VARIANTS, opt_in=OPT_IN, default=CONFIG, extra=ladder)
   if results.is_primary and results.json["ladder"]:
     print("\nThe ladder (validation accuracy, final epoch):\n\n"

@@ -186,3 +186,14 @@ def test_alternating_flips_see_every_image_both_ways_every_two_epochs():
   mask = jnp.asarray([True, False, True, False])
   got = train.training_inputs(key, x, flip=True, max_degrees=0.0, flip_B=mask)
   np.testing.assert_array_equal(got, jnp.where(mask[:, None, None, None], x[:, :, ::-1], x))
+
+
+def test_the_recipe_on_small_images_is_refused_in_one_line(capsys, tmp_path):
+  from dl101_jax import cli
+  from experiments import modern
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(modern.run, modern.CONFIG, ["--dataset", "digits", "--workdir", str(tmp_path)])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1
+  assert err.startswith("error: --dataset:") and "--variants tutorial,batchnorm" in err
