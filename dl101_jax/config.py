@@ -246,6 +246,15 @@ class Config:
     need(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
     need(finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
     need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")
+    # Flags that only mean something with another flag: refused, never silently ignored.
+    need(self.momentum == 0.9 or self.optimizer == "nesterov", "momentum",
+         "0.9 (the default) unless --optimizer nesterov")
+    need(self.whiten_bias_epochs == 0 or self.net == "airbench", "whiten_bias_epochs",
+         "0 unless --net airbench")
+    need(self.norm_bias_lr == 1.0 or self.batch_norm or self.net == "airbench", "norm_bias_lr",
+         "1 unless the net has BatchNorm (--batch-norm or --net airbench)")
+    need(not self.alternate_flip or self.flip, "alternate_flip", "off with --no-flip")
+    need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
     need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
     need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
     need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")

@@ -39,6 +39,8 @@ from dl101_jax.experiment import Results, held_out_validation, run_experiment
 from dl101_jax.search import METHODS, PopulationStep, ancestry, member_epochs, winner
 
 SAMPLED = ("learning_rate", "dropout", "weight_decay", "l2")  # their Config fields
+METHOD_FLAGS = {"eta": "halving", "rung_epochs": "halving", "pbt_every": "pbt",
+                "pbt_fraction": "pbt", "resample_probability": "pbt"}
 
 
 def _range(config, field: str) -> tuple[float, float]:
@@ -104,6 +106,14 @@ class SearchConfig(Config):
                             "in [0, 1]")):
       if not ok:
         raise ConfigError(f, f"must be {allowed}, got {getattr(self, f)!r}")
+    self.refuse_other_methods_flags()
+
+  def refuse_other_methods_flags(self) -> None:
+    """A flag of halving or PBT given to another method would do nothing: refuse it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    for f, method in METHOD_FLAGS.items():
+      if self.method != method and getattr(self, f) != defaults[f]:
+        raise ConfigError(f, f"applies to --method {method} only (this is {self.method})")
 
   @property
   def space(self) -> pop.Space:

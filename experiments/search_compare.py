@@ -40,6 +40,9 @@ class CompareConfig(SearchConfig):
   search_seeds: int = 3
   """Searches per method, from --seed, --seed + 1, ..."""
 
+  def refuse_other_methods_flags(self) -> None:
+    """All three methods run here: each takes its own flags (plan() gives each its own)."""
+
   def __post_init__(self):
     super().__post_init__()
     if self.search_seeds < 1:
@@ -76,10 +79,13 @@ def plan(config: CompareConfig) -> list[SearchConfig]:
   base = {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig)}
   root = config.run_dir
   out = []
+  defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
   for method in ("grid", "halving", "pbt"):
+    others = {f: defaults[f] for f, m in search.METHOD_FLAGS.items() if m != method}
     for s in range(config.search_seeds):
       out.append(SearchConfig(**dict(
-          base, method=method, seed=config.seed + s, name=f"{method}-seed{config.seed + s}",
+          base, **others, method=method, seed=config.seed + s,
+          name=f"{method}-seed{config.seed + s}",
           members=n_halving if method == "halving" else config.members,
           workdir=os.path.join(root, f"{method}-seed{config.seed + s}"))))
   return out

@@ -1,6 +1,7 @@
 """Shared test helpers: run an experiment as a user would, read TensorBoard files back."""
 
 import glob
+import json
 import os
 import struct
 import signal
@@ -118,6 +119,22 @@ def kill_after_checkpoint(args, wd, sig=signal.SIGKILL, module="experiments.drop
   p.send_signal(sig)
   out, err = p.communicate(timeout=60)
   return p.returncode, out, err
+
+
+def killed_and_resumed(module, args, tmp_path, epoch=1):
+  """An uninterrupted run (tmp_path/ref), and one killed with -9 once a checkpoint at `epoch`
+  or later is on disk and then re-run with the same command (tmp_path/run).
+
+  Returns (ref results.json, resumed results.json, the re-run's CompletedProcess).
+  """
+  ref = run_module(module, *args, "--workdir", str(tmp_path / "ref"))
+  assert ref.returncode == 0, ref.stderr
+  code, _, _ = kill_after_checkpoint(args, tmp_path / "run", module=module, epoch=epoch)
+  assert code == -signal.SIGKILL
+  again = run_module(module, *args, "--workdir", str(tmp_path / "run"))
+  assert again.returncode == 0, again.stderr
+  return (json.load(open(tmp_path / "ref" / "results.json")),
+          json.load(open(tmp_path / "run" / "results.json")), again)
 
 
 def small_group_data():

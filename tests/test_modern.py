@@ -197,3 +197,16 @@ def test_the_recipe_on_small_images_is_refused_in_one_line(capsys, tmp_path):
   err = capsys.readouterr().err.strip()
   assert e.value.code == 2 and len(err.splitlines()) == 1
   assert err.startswith("error: --dataset:") and "--variants tutorial,batchnorm" in err
+
+
+@pytest.mark.parametrize("flags, field", [
+    ({"momentum": 0.85}, "--momentum"), ({"whiten_bias_epochs": 3}, "--whiten-bias-epochs"),
+    ({"norm_bias_lr": 64.0}, "--norm-bias-lr"), ({"alternate_flip": True, "flip": False},
+                                                "--alternate-flip")])
+def test_a_flag_that_would_do_nothing_is_refused(flags, field):
+  with pytest.raises(ConfigError, match=re.escape(field)):
+    Config(**flags)
+  # ... and accepted where it acts.
+  Config(optimizer="nesterov", momentum=0.85, batch_norm=True, norm_bias_lr=64.0,
+         alternate_flip=True)
+  Config(dataset="cifar10", net="airbench", whiten_bias_epochs=3, norm_bias_lr=64.0)

@@ -8,7 +8,6 @@ import dataclasses
 import functools
 import json
 import math
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ from dl101_jax import population as pop
 from dl101_jax import train
 from dl101_jax.optim import init_opt_state, make_optimizer
 from dl101_jax.search import ancestry
-from helpers import kill_after_checkpoint, run_module, strip
+from helpers import killed_and_resumed, strip
 
 SPACE = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.0, 0.7), weight_decay=(0.0, 0.1),
                   l2=(0.0, 0.002))
@@ -178,16 +177,8 @@ def test_halving_drops_members_and_spends_less(tmp_path):
 def test_pbt_killed_mid_search_resumes_bit_identical(tmp_path):
   args = [*SMALL, "--members", "4", "--method", "pbt", "--pbt-every", "2",
           "--pbt-fraction", "0.5"]
-  ref = run_module("experiments.search", *args, "--workdir", str(tmp_path / "ref"))
-  assert ref.returncode == 0, ref.stderr
-  code, _, _ = kill_after_checkpoint(args, tmp_path / "run", module="experiments.search",
-                                     epoch=3)
-  assert code == -signal.SIGKILL
-  again = run_module("experiments.search", *args, "--workdir", str(tmp_path / "run"))
-  assert again.returncode == 0, again.stderr
+  a, b, again = killed_and_resumed("experiments.search", args, tmp_path, epoch=3)
   assert "Resuming" in again.stdout
-  a = json.load(open(tmp_path / "ref" / "results.json"))
-  b = json.load(open(tmp_path / "run" / "results.json"))
   assert strip(a) == strip(b)  # bit for bit, lineage and hyperparameter trajectories included
   s = a["search"]
   # Two PBT steps (epochs 2 and 4), each: 2 of 4 copy a top-2 member.
@@ -215,6 +206,8 @@ def test_pbt_killed_mid_search_resumes_bit_identical(tmp_path):
     (["--dropout-range", "0.2,1.0"], "--dropout-range: must lie in [0, 1)"),
     (["--seeds", "3"], "--seeds: a search samples its population from --seed"),
     (["--optimizer", "adam"], "--weight-decay-range: needs --optimizer adamw"),
+    (["--method", "grid", "--eta", "3"], "--eta: applies to --method halving only"),
+    (["--method", "halving", "--pbt-every", "3"], "--pbt-every: applies to --method pbt only"),
 ])
 def test_bad_search_flags_are_one_line(flag, message, capsys, tmp_path):
   from dl101_jax import cli
@@ -257,6 +250,10 @@ def test_the_comparison_gives_every_method_the_same_budget():
       ("grid", 0, 8), ("grid", 1, 8), ("halving", 0, 20), ("halving", 1, 20),
       ("pbt", 0, 8), ("pbt", 1, 8)]
   assert runs[3].run_dir == "w/halving-seed1"
+  # Each method gets its own flags, and only those.
+  tuned = sc.plan(dataclasses.replace(sc.CONFIG, eta=3, pbt_every=1, search_seeds=1))
+  assert [(c.method, c.eta, c.pbt_every) for c in tuned] == [
+      ("grid", 2, 2), ("halving", 3, 2), ("pbt", 2, 1)]
   # Halving's start never exceeds the budget, and one more member would.
   for budget, epochs, rung, eta in [(24, 6, 2, 2), (80, 10, 3, 3), (10, 10, 1, 2)]:
     n = sc.halving_members(budget, epochs, rung, eta)
