@@ -7,9 +7,9 @@ Both train the same network (models.AirbenchNet: a 2x2 whitening conv, three 64/
 conv-pool-BatchNorm-GELU blocks, 1,971,352 parameters) with Nesterov SGD (momentum 0.85),
 label smoothing 0.2 and the same batch, on random CIFAR-shaped data. dl101_jax runs its
 real path: uint8 data on the device, the epoch as one lax.scan, alternating flips and
-2-pixel translations inside the jitted step, the weights' EMA, BatchNorm's statistics in
+2-pixel translations inside the jitted step, airbench's Lookahead, BatchNorm's statistics in
 the state. torch gets the same network and optimizer with the data already float tensors
-in memory and no augmentation, which favours it. The two alternate in every repeat so
+in memory, no augmentation and no Lookahead, which favours it. The two alternate in every repeat so
 both see the same machine; each figure is the median; ratio = dl101_jax / torch.
 Needs requirements-bench.txt (torch, CPU build).
 """
@@ -46,12 +46,12 @@ class JaxAirbench:
     self.data = jax.device_put(train.DeviceData(x, rng.integers(0, 10, self.n).astype(np.int32),
                                                 None, None, mean, std))
     tx = make_optimizer("nesterov", "warmup_linear", 10 * steps, momentum=0.85,
-                        norm_bias_lr=64.0, whiten_bias_steps=3 * steps)
+                        norm_bias_lr=64.0, whiten_bias_steps=3 * steps, decay="all")
     hp = {"seed": jnp.zeros(1, jnp.int32), "learning_rate": jnp.full(1, 1.5),
           "weight_decay": jnp.full(1, 1.33e-3), "dropout": jnp.zeros(1), "l2": jnp.zeros(1)}
-    self.states = train.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp, ema=True)
+    self.states = train.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp, lookahead=5)
     prog = train.Program("xent", batch_size, 1000, flip=True, alternate_flip=True, max_shift=2,
-                         label_smoothing=0.2, ema=0.99)
+                         label_smoothing=0.2, lookahead=5, total_steps=10 * steps)
     self.keys = train.member_keys([0])
     t = time.perf_counter()
     self.run = train.compile_run_epochs(prog).lower(

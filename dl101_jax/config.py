@@ -140,11 +140,13 @@ class Config:
   learning_rate: float = _field(1e-3, VALUE, "training")
   """Learning rate."""
   weight_decay: float = _field(0.0, VALUE, "training")
-  """Weight decay on kernels only: decoupled for adamw, added to the gradient for nesterov."""
+  """Weight decay on kernels only (with nesterov and --net airbench, every trained parameter, as airbench94): decoupled for adamw, added to the gradient for nesterov."""
   loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
   ema: float = _field(0.0, SHAPE, "training")
   """Keep an exponential moving average of the weights with this decay per step (e.g. 0.99); evaluation, the best epoch and export use it; 0 disables."""
+  lookahead: int = _field(0, SHAPE, "training")
+  """airbench94's Lookahead (optax.lookahead) every this many steps (airbench94: 5): slow weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 at step t of T, and the fast restart from them; evaluation, the best epoch and export use the slow weights; 0 disables."""
   tta: int = _field(0, SHAPE, "data")
   """Test-time augmentation in evaluation: 0 none, 1 mean logits of image and mirror, 2 also one-pixel shifts (airbench94's)."""
   label_smoothing: float = _field(0.0, SHAPE, "training")
@@ -243,6 +245,10 @@ class Config:
     need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
          "0 unless --loss xent")
     need(finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
+    need(isinstance(self.lookahead, int) and self.lookahead >= 0, "lookahead",
+         "an integer >= 0 (steps between synchronizations; 0 = none)")
+    need(self.lookahead == 0 or self.ema == 0, "lookahead",
+         "0 with --ema (both choose the weights that are evaluated)")
     need(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
     need(finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
     need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")

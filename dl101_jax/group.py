@@ -138,19 +138,21 @@ class GroupProgram:
       whiten = whitening_kernel((ds.x_train[:5000].astype(np.float32) - mean) / std)
     model = make_model(c0, ds.num_classes, dropout=any(m.config.dropout > 0 for m in members),
                        platform=rt.platform, whiten=whiten)
+    spe = -(-ds.train_size // c0.batch_size)
     eval_bs = -(-min(c0.eval_batch_size, max(ds.test_size, 1)) // rt.num_devices) * rt.num_devices
     prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
                          flip=ds.is_image and c0.flip,
                          max_degrees=c0.rotate if ds.is_image else 0.0,
                          max_shift=c0.translate if ds.is_image else 0,
                          label_smoothing=c0.label_smoothing, ema=c0.ema, tta=c0.tta,
+                         lookahead=c0.lookahead, total_steps=c0.epochs * spe,
                          alternate_flip=c0.alternate_flip,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None)
-    spe = -(-ds.train_size // c0.batch_size)
     tx = make_optimizer(c0.optimizer, c0.schedule, c0.epochs * spe, c0.momentum,
-                        c0.norm_bias_lr, c0.whiten_bias_epochs * spe)
+                        c0.norm_bias_lr, c0.whiten_bias_epochs * spe,
+                        decay="all" if c0.net == "airbench" else "kernels")
     return cls(members, model, tx, prog,
                jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32), whiten)
 
@@ -162,7 +164,7 @@ class GroupProgram:
 
   def init(self, idx: list[int], sharding: Any = None) -> train.TrainState:
     return train.init_states(self.model, self.tx, self.sample_x, self.hparams(idx), sharding,
-                             ema=self.prog.ema > 0)
+                             ema=self.prog.ema > 0, lookahead=self.prog.lookahead)
 
   def abstract(self, idx: list[int], sharding: Any) -> Any:
     """Shapes and shardings of `init(idx)`, without computing it (a restore target)."""

@@ -22,6 +22,11 @@ from dl101_jax.config import Config
 TFLEARN_CONV_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 TFLEARN_DENSE_INIT = nn.initializers.truncated_normal(stddev=0.02)
 LECUN_INIT = nn.initializers.lecun_normal()
+# PyTorch's default for Conv2d and Linear weights (kaiming_uniform with a=sqrt(5)): uniform
+# in +-1/sqrt(fan_in). airbench94's hyperparameters were tuned with it: behind BatchNorm a
+# kernel's scale sets its effective learning rate, so Flax's lecun_normal (sqrt(3) larger)
+# would train it more slowly.
+TORCH_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
 def _inits(init: str) -> tuple[Any, Any]:
@@ -40,6 +45,20 @@ class Perceptron(nn.Module):
   def __call__(self, x_BxF, *, train: bool = False, dropout_rate: Any = 0.0):
     del train, dropout_rate  # nothing stochastic in one neuron
     return nn.sigmoid(nn.Dense(1, kernel_init=_inits(self.init_scheme)[1], name="head")(x_BxF))
+
+
+def partial_dirac(base: Any) -> Any:
+  """airbench94's conv init: `base`, then the first C_in filters made the identity (its
+  torch.nn.init.dirac_ on w[:C_in]), so each conv starts by passing its input through.
+
+  Hand-written: neither Flax nor jax.nn.initializers has a Dirac init.
+  """
+  def init(key, shape_HxWxIxO, dtype=jnp.float32):
+    kh, kw, cin, cout = shape_HxWxIxO
+    n = min(cin, cout)
+    eye = jnp.zeros((kh, kw, cin, n), dtype).at[kh // 2, kw // 2].set(jnp.eye(cin, n, dtype=dtype))
+    return base(key, shape_HxWxIxO, dtype).at[..., :n].set(eye)
+  return init
 
 
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
@@ -163,7 +182,8 @@ def whitening_kernel(x_NxHxWxC: np.ndarray, size: int = 2, eps: float = 5e-4) ->
 class AirbenchNet(nn.Module):
   """airbench94's network (Jordan 2024): a frozen 2x2 whitening conv + GELU, three blocks of
   conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU (widths 64/256/256), a global max-pool, and
-  a bias-free linear head scaled by 1/9.
+  a bias-free linear head scaled by 1/9. Its inits: PyTorch's defaults, the convs' first
+  C_in filters the identity (`partial_dirac`).
 
   The whitening kernel is a constant of the program (`whitening_kernel`, a tuple so the
   module stays hashable); its bias trains. BatchNorm as airbench's: no scale, running
@@ -185,7 +205,7 @@ class AirbenchNet(nn.Module):
     bias = self.param("whiten_bias", nn.initializers.zeros, (kernel.shape[-1],))
     x = nn.gelu(x + bias.reshape(1, 1, 1, -1).astype(self.dtype), approximate=False)
     conv = lambda f, name: nn.Conv(f, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
-                                   name=name,
+                                   name=name, kernel_init=partial_dirac(TORCH_INIT),
                                    conv_general_dilated=im2col_conv if self.im2col else None)
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.6, epsilon=1e-12,
                                      use_scale=False, dtype=self.dtype, name=name)
@@ -196,7 +216,8 @@ class AirbenchNet(nn.Module):
       x = conv(width, f"block{i}_conv1")(x)
       x = nn.gelu(norm(f"block{i}_norm1")(x), approximate=False)
     x = jnp.max(x, axis=(1, 2))  # airbench's MaxPool2d(3) on its 3x3 maps, for any size
-    out = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="head")(x)
+    out = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, kernel_init=TORCH_INIT,
+                   name="head")(x)
     return (out / 9.0).astype(jnp.float32)
 
 

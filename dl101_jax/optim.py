@@ -49,10 +49,10 @@ def schedule_factor(name: str, total_steps: int) -> optax.Schedule | None:
       "linear", init_value=0.2, boundaries_and_scales={peak: 5.0, max(total_steps, peak + 1): 0.07})
 
 
-def _nesterov(learning_rate, weight_decay, momentum=0.9):
+def _nesterov(learning_rate, weight_decay, momentum=0.9, decay_mask=kernel_mask):
   # PyTorch's SGD(momentum, nesterov=True, weight_decay=wd), as airbench uses it: the
-  # decay joins the gradient before the momentum; kernels only, like adamw's.
-  return optax.chain(optax.add_decayed_weights(weight_decay, mask=kernel_mask),
+  # decay joins the gradient before the momentum; kernels only by default, like adamw's.
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask=decay_mask),
                      optax.sgd(learning_rate, momentum=momentum, nesterov=True))
 
 
@@ -72,7 +72,8 @@ def whiten_bias_mask(params: Any) -> Any:
 
 def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
                    momentum: float = 0.9, norm_bias_lr: float = 1.0,
-                   whiten_bias_steps: int = 0) -> optax.GradientTransformation:
+                   whiten_bias_steps: int = 0, decay: str = "kernels"
+                   ) -> optax.GradientTransformation:
   """An optax transform whose learning rate (and decay) live in its state.
 
   `optax.inject_hyperparams` puts them in `opt_state.hyperparams`, so members
@@ -83,28 +84,37 @@ def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
   step (optax.scale_by_schedule), over `total_steps`; each member keeps its own peak.
   airbench94's parameter groups: `norm_bias_lr` multiplies BatchNorm shifts' updates,
   and the whitening bias stops after `whiten_bias_steps` steps (0: never).
+  `decay`: which parameters nesterov's weight decay touches: "kernels" (the usual
+  choice) or "all" (airbench94 decays every trained parameter).
   """
+  if decay not in ("kernels", "all"):
+    raise ValueError(f"unknown decay {decay!r}")
   factor = schedule_factor(schedule, total_steps)
-  extras = []
+  before, after = [], []
   if factor is not None:
-    extras.append(optax.scale_by_schedule(factor))
+    after.append(optax.scale_by_schedule(factor))
   if norm_bias_lr != 1.0:
-    extras.append(optax.masked(optax.scale(norm_bias_lr), norm_bias_mask))
+    # airbench's bias_scaler "scales up learning rate (but not weight decay)". For the SGD
+    # rules a scaled gradient ahead of the decay and momentum is exactly that (both are
+    # linear); Adam would normalize a scaled gradient away, so there the update is scaled.
+    scale = optax.masked(optax.scale(norm_bias_lr), norm_bias_mask)
+    (after if name in ("adam", "adamw") else before).append(scale)
   if whiten_bias_steps:
     frozen_after = lambda count: (count < whiten_bias_steps).astype(jnp.float32)
-    extras.append(optax.masked(optax.scale_by_schedule(frozen_after), whiten_bias_mask))
+    after.append(optax.masked(optax.scale_by_schedule(frozen_after), whiten_bias_mask))
 
   def scheduled(rule):
-    if not extras:
+    if not before and not after:
       return rule
     # wraps: inject_hyperparams reads the rule's signature for its hyperparameter names.
-    return functools.wraps(rule)(lambda *a, **k: optax.chain(rule(*a, **k), *extras))
+    return functools.wraps(rule)(lambda *a, **k: optax.chain(*before, rule(*a, **k), *after))
 
   if name == "sgd":
     return optax.inject_hyperparams(scheduled(optax.sgd))(learning_rate=0.0)
   if name == "nesterov":
-    return optax.inject_hyperparams(scheduled(_nesterov), static_args=("momentum",))(
-        learning_rate=0.0, weight_decay=0.0, momentum=momentum)
+    return optax.inject_hyperparams(scheduled(_nesterov), static_args=("momentum", "decay_mask"))(
+        learning_rate=0.0, weight_decay=0.0, momentum=momentum,
+        decay_mask=kernel_mask if decay == "kernels" else None)
   if name in ("adam", "adamw"):
     # Only the learning rate and decay are state; the mask is a function, not a schedule.
     return optax.inject_hyperparams(scheduled(optax.adamw),

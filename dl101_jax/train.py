@@ -41,9 +41,10 @@ class TrainState(train_state.TrainState):
   dropout_rate: jax.Array
   l2: jax.Array
   batch_stats: Any = flax.struct.field(default_factory=dict)
-  # With --ema: optax.ema's state over the params (updated every step), and its
-  # bias-corrected average, which evaluation, the kept best epoch and export use
-  # ({} without --ema). Debiased, so a short run is not pulled toward the init.
+  # The weights evaluation, the kept best epoch and export use, when not the params
+  # ({} without either flag): with --ema, optax.ema's state (updated every step) and its
+  # bias-corrected average (debiased, so a short run is not pulled toward the init);
+  # with --lookahead, optax.lookahead's state and its slow weights.
   ema_state: Any = flax.struct.field(default_factory=dict)
   ema_params: Any = flax.struct.field(default_factory=dict)
 
@@ -115,7 +116,8 @@ def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_deg
 
 def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
                     max_shift: int = 0, label_smoothing: float = 0.0, ema: float = 0.0,
-                    batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
+                    lookahead: int = 0, total_steps: int = 0, batch_sharding: Any = None,
+                    normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
 
   batch: {'x': inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding, 'flip'
@@ -125,7 +127,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
   draw from fold_in(key, state.step). With `label_smoothing`, the cross-entropy's
   targets are smoothed (optax.smooth_labels); the reported loss is that objective.
   With `ema` (a decay per step), state.ema_params is the params' bias-corrected
-  moving average (optax.ema).
+  moving average (optax.ema). With `lookahead` (a period in steps), state.ema_params are
+  airbench94's Lookahead slow weights (`lookahead_step`), over `total_steps`.
   """
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
@@ -155,10 +158,29 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     if ema:
       average, ema_state = optax.ema(ema, debias=True).update(state.params, state.ema_state)
       state = state.replace(ema_params=average, ema_state=ema_state)
+    if lookahead:
+      state = lookahead_step(state, lookahead, total_steps)
     acc = _masked_mean(per_example_correct(out, y), w)
     return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
 
   return train_step
+
+
+def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainState:
+  """airbench94's Lookahead, after the fast step: at every `period`-th step t of T the slow
+  weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 and the fast restart from them.
+
+  optax.lookahead does the update; its step size is fixed when built, and airbench's rises
+  with t, so it is built here per step. The rule's update is applied already (its optimizer
+  state stays the params'), so lookahead sees a zero fast update.
+  """
+  t = state.step.astype(jnp.float32) / max(total_steps, 1)
+  slow_step = 1.0 - 0.95 ** 5 * jnp.minimum(t, 1.0) ** 3
+  tx = optax.lookahead(optax.identity(), period, slow_step)
+  both = optax.LookaheadParams(fast=state.params, slow=state.ema_params)
+  updates, la_state = tx.update(jax.tree.map(jnp.zeros_like, state.params), state.ema_state, both)
+  both = optax.apply_updates(both, updates)
+  return state.replace(params=both.fast, ema_params=both.slow, ema_state=la_state)
 
 
 def make_eval_step(apply_fn: Callable, loss: str, tta: int = 0) -> Callable:
@@ -206,6 +228,8 @@ class Program:
   max_shift: int = 0  # random translation, pixels each way
   label_smoothing: float = 0.0
   ema: float = 0.0  # decay per step of the params' moving average; 0: none
+  lookahead: int = 0  # steps between Lookahead's synchronizations; 0: none
+  total_steps: int = 0  # of the run (Lookahead's schedule)
   alternate_flip: bool = False  # airbench's flips: a fixed random half, then all, alternating
   tta: int = 0  # test-time augmentation level in evaluation (augment.tta_logits)
   augment_first: bool = True  # TFLearn's order: augment raw pixels, then normalize
@@ -228,7 +252,7 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
   raw = prog.augment_first and (prog.flip or prog.max_degrees > 0 or prog.max_shift > 0)
   step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
                          max_shift=prog.max_shift, label_smoothing=prog.label_smoothing,
-                         ema=prog.ema,
+                         ema=prog.ema, lookahead=prog.lookahead, total_steps=prog.total_steps,
                          batch_sharding=prog.batch_sharding,
                          normalize=data.normalize if raw else None)
   prepare = (lambda x: x.astype(jnp.float32)) if raw else data.normalize
@@ -322,27 +346,33 @@ def compile_run_epochs(prog: Program) -> Callable:
 
 
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
-               hp: dict[str, jax.Array], ema: bool = False) -> TrainState:
+               hp: dict[str, jax.Array], ema: bool = False, lookahead: int = 0) -> TrainState:
   """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2.
-  With `ema`, the params' moving average starts at the params."""
+  With `ema`, the params' moving average starts at the params; with `lookahead` (its
+  period), so do the slow weights."""
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
   variables = model.init({"params": key}, sample_x, train=False)
   params = variables["params"]
   opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
                              weight_decay=hp["weight_decay"])
+  average_state = {}
+  if ema:
+    average_state = optax.ema(0.0).init(params)
+  elif lookahead:
+    average_state = optax.lookahead(optax.identity(), lookahead, 0.0).init(
+        optax.LookaheadParams.init_synced(params))
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
                     opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
                     l2=jnp.asarray(hp["l2"], jnp.float32),
                     batch_stats=variables.get("batch_stats", {}),
-                    ema_state=optax.ema(0.0).init(params) if ema else {},
-                    ema_params=params if ema else {})
+                    ema_state=average_state, ema_params=params if ema or lookahead else {})
 
 
 def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
                 hp_M: dict[str, jax.Array], out_sharding: Any = None,
-                ema: bool = False) -> TrainState:
+                ema: bool = False, lookahead: int = 0) -> TrainState:
   """M members' states stacked on a leading axis, built on the device in one program."""
-  fn = jax.vmap(lambda hp: init_state(model, tx, sample_x, hp, ema))
+  fn = jax.vmap(lambda hp: init_state(model, tx, sample_x, hp, ema, lookahead))
   return jax.jit(fn, out_shardings=out_sharding)(hp_M)
 
 

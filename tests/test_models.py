@@ -170,7 +170,9 @@ def test_whitening_kernel_decorrelates_patches():
 
 
 def test_airbench_net_shape_and_parameters():
-  from dl101_jax.models import AirbenchNet, _nested_tuple
+  import flax.linen as nn
+
+  from dl101_jax.models import AirbenchNet, _nested_tuple, partial_dirac
 
   whiten = np.zeros((2, 2, 3, 24), np.float32)
   net = make_model(Config(dataset="cifar10", net="airbench"), 10, platform="cpu", whiten=whiten)
@@ -182,6 +184,23 @@ def test_airbench_net_shape_and_parameters():
   assert "bias" not in variables["params"]["block0_conv0"]
   assert "scale" not in variables["params"]["block0_norm0"]  # BatchNorm without scale
   assert net.whiten == _nested_tuple(whiten)
+  # airbench's inits: each conv's first C_in filters pass the input through (dirac_), the
+  # rest and the head are PyTorch's default, uniform in +-1/sqrt(fan_in).
+  p = variables["params"]
+  k = np.asarray(p["block1_conv0"]["kernel"])  # 3x3, 64 -> 256
+  np.testing.assert_array_equal(k[:, :, :, :64].sum(axis=(0, 1)), np.eye(64))
+  np.testing.assert_array_equal(k[1, 1, :, :64], np.eye(64))
+  rest, bound = k[..., 64:], 1 / np.sqrt(3 * 3 * 64)
+  assert np.abs(rest).max() <= bound and np.abs(rest).max() > 0.95 * bound
+  np.testing.assert_allclose(rest.std(), bound / np.sqrt(3), rtol=0.02)
+  head = np.asarray(p["head"]["kernel"])
+  assert np.abs(head).max() <= 1 / 16 and head.std() > 0.9 / 16 / np.sqrt(3)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 64))
+  y = nn.Conv(80, (3, 3), padding="SAME", use_bias=False,
+              kernel_init=partial_dirac(nn.initializers.zeros)).init_with_output(
+                  jax.random.PRNGKey(0), x)[0]
+  np.testing.assert_array_equal(y[..., :64], x)
+  np.testing.assert_array_equal(y[..., 64:], 0)
   with pytest.raises(ValueError, match="whitening"):
     make_model(Config(dataset="cifar10", net="airbench"), 10, platform="cpu")
   from dl101_jax.config import ConfigError

@@ -122,6 +122,42 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
   assert float(got) != float(ev({"params": s1.params}, batch)["loss"])
 
 
+def test_lookahead_is_airbenchs():
+  """airbench94's LookaheadState.update, written out: after every 5th step t of T,
+  slow += (1 - 0.95**5 * (t/T)**3) * (fast - slow), then fast = slow."""
+  from dl101_jax.models import ConvNet
+
+  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
+  hp = {"seed": 0, "learning_rate": 0.3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  tx = make_optimizer("nesterov", momentum=0.5)
+  s = train.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp, lookahead=5)
+  plain = train.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp)
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
+  batch = {"x": x, "y": jnp.arange(8) % 3}
+  step = jax.jit(train.make_train_step("xent", lookahead=5, total_steps=12))
+  fast = jax.jit(train.make_train_step("xent"))  # the same rule without lookahead
+  slow = [np.asarray(a) for a in jax.tree.leaves(s.params)]
+  for t in range(1, 13):
+    key = jax.random.PRNGKey(t)
+    plain = plain.replace(params=s.params, opt_state=s.opt_state, step=s.step)
+    want_fast = [np.asarray(a) for a in jax.tree.leaves(fast(plain, batch, key)[0].params)]
+    s, _ = step(s, batch, key)
+    if t % 5 == 0:
+      alpha = 1 - 0.95 ** 5 * (t / 12) ** 3
+      slow = [w + alpha * (f - w) for w, f in zip(slow, want_fast)]
+      want_fast = slow
+    for got, want in zip(jax.tree.leaves(s.ema_params), slow):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(jax.tree.leaves(s.params), want_fast):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(jax.tree.leaves(s.params)[0], slow[0])  # 2 fast steps since sync
+  ev = train.make_eval_step(model.apply, "xent")  # evaluation sees the slow weights
+  assert float(ev(train.model_variables(s), batch)["loss"]) == float(
+      ev({"params": s.ema_params}, batch)["loss"])
+  with pytest.raises(ConfigError, match="--lookahead"):
+    Config(lookahead=5, ema=0.99)
+
+
 def test_tta_levels_are_airbenchs():
   w = jax.random.normal(jax.random.PRNGKey(0), (6 * 6 * 2, 3))
   apply = lambda x: x.reshape(x.shape[0], -1) @ w  # not mirror-symmetric
@@ -146,10 +182,10 @@ def test_each_rung_of_the_ladder_changes_one_thing():
   assert changed[:5] == [["dropout"], ["batch_norm"],
                          ["learning_rate", "optimizer", "schedule", "weight_decay"],
                          ["label_smoothing"], ["alternate_flip", "rotate", "translate"]]
-  # The last: the network with its own optimizer settings, plus the evaluation-only pieces.
+  # The airbench net with its own optimizer settings, then Lookahead + TTA (one run).
   assert set(changed[5]) == {"net", "dropout", "batch_norm", "batch_size", "learning_rate",
-                             "momentum", "weight_decay", "norm_bias_lr", "whiten_bias_epochs",
-                             "ema", "tta"}
+                             "momentum", "weight_decay", "norm_bias_lr", "whiten_bias_epochs"}
+  assert changed[6] == ["lookahead", "tta"]
   for r in rungs:  # every rung is a valid run of the experiment's base config
     dataclasses.replace(modern.CONFIG, **r)
   assert list(modern.VARIANTS) == ["airbench94"]  # no flags: the full recipe
@@ -174,6 +210,18 @@ def test_airbench_parameter_groups():
     np.testing.assert_allclose(u["bn0_0/bias"], -6.4, rtol=1e-6)  # 64x the lr
     np.testing.assert_allclose(u["conv0_0/bias"], -0.1, rtol=1e-6)
     np.testing.assert_allclose(u["whiten_bias"], -0.1 if step < 2 else 0.0, rtol=1e-6)
+  # airbench's decay: every trained parameter, and the shifts' 64x lr leaves it alone
+  # (PyTorch's SGD with weight_decay=wd/lr per group). A zero gradient leaves only the decay:
+  # Nesterov's first step is lr * (1 + momentum) * wd * p.
+  zero = jax.tree.map(jnp.zeros_like, p)
+  for decay, decayed in (("all", set(flat(p))), ("kernels", {"conv0_0/kernel"})):
+    tx = make_optimizer("nesterov", momentum=0.5, norm_bias_lr=64.0, decay=decay)
+    s = init_opt_state(tx, p, learning_rate=0.1, weight_decay=0.2)
+    u = flat(tx.update(zero, s, p)[0])
+    for k, v in u.items():
+      np.testing.assert_allclose(v, -0.1 * 1.5 * 0.2 if k in decayed else 0.0, rtol=1e-6)
+    ug = flat(tx.update(g, s, p)[0])  # and the gradient part still gets the 64x
+    np.testing.assert_allclose(ug["bn0_0/bias"] - u["bn0_0/bias"], -0.1 * 1.5 * 64, rtol=1e-6)
 
 
 def test_alternating_flips_see_every_image_both_ways_every_two_epochs():
