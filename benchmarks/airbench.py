@@ -31,7 +31,7 @@ class JaxAirbench:
     import jax
     import jax.numpy as jnp
 
-    from dl101_jax import train
+    from dl101_jax import member_state, train
     from dl101_jax.config import Config
     from dl101_jax.models import make_model, whitening_kernel
     from dl101_jax.optim import make_optimizer
@@ -49,10 +49,10 @@ class JaxAirbench:
                         norm_bias_lr=64.0, whiten_bias_steps=3 * steps, decay="all")
     hp = {"seed": jnp.zeros(1, jnp.int32), "learning_rate": jnp.full(1, 1.5),
           "weight_decay": jnp.full(1, 1.33e-3), "dropout": jnp.zeros(1), "l2": jnp.zeros(1)}
-    self.states = train.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp, lookahead=5)
+    self.states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp, lookahead=5)
     prog = train.Program("xent", batch_size, 1000, flip=True, alternate_flip=True, max_shift=2,
                          label_smoothing=0.2, lookahead=5, total_steps=10 * steps)
-    self.keys = train.member_keys([0])
+    self.keys = member_state.member_keys([0])
     t = time.perf_counter()
     self.run = train.compile_run_epochs(prog).lower(
         self.states, self.keys, jnp.int32(0), self.data, n_epochs=1).compile()

@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from dl101_jax import train
+  from dl101_jax import member_state, train
   from dl101_jax.config import Config
   from dl101_jax.models import make_model
   from dl101_jax.optim import make_optimizer
@@ -53,10 +53,10 @@ def main(argv=None) -> dict:
   progs = {"off": base,
            "on": dataclasses.replace(base, progress_every=max(1, steps // 20),
                                      on_progress=lambda e, s: ticks.append(int(s)))}
-  keys = train.member_keys([0])
+  keys = member_state.member_keys([0])
   runs = {}
   for name, prog in progs.items():
-    states = train.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp)
+    states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp)
     fn = train.compile_run_epochs(prog).lower(states, keys, jnp.int32(0), data, n_epochs=1)
     runs[name] = [fn.compile(), states]
   times = {k: [] for k in runs}

@@ -41,7 +41,7 @@ def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = 
   import jax
   import jax.numpy as jnp
 
-  from dl101_jax import train
+  from dl101_jax import member_state, train
   from dl101_jax.config import Config
   from dl101_jax.models import make_model
   from dl101_jax.optim import make_optimizer
@@ -58,10 +58,10 @@ def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = 
   hp = {"seed": jnp.arange(seeds, dtype=jnp.int32),
         **{k: jnp.full((seeds,), v, jnp.float32) for k, v in
            dict(learning_rate=1e-3, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
-  states = train.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp)
+  states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp)
   prog = train.Program("xent", batch_size, 1000, flip=augment, max_degrees=25.0 if augment else 0)
   run = train.compile_run_epochs(prog)
-  keys = train.member_keys(list(range(seeds)))
+  keys = member_state.member_keys(list(range(seeds)))
   return run, states, keys, data, n, model, tx, prog
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dl101_jax import train
+from dl101_jax import member_state, train
 from dl101_jax.parallel import to_host
 
 
@@ -46,7 +46,7 @@ def group_predictions(group: Any, data: train.DeviceData) -> np.ndarray:
                        eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]), tta=c.tta)
   apply_fn = group.states.apply_fn
   fn = jax.jit(jax.vmap(lambda v: train.predict_classes(prog, apply_fn, v, data)))
-  return to_host(fn(train.model_variables(group.states)))
+  return to_host(fn(member_state.model_variables(group.states)))
 
 
 def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:

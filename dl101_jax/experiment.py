@@ -44,7 +44,7 @@ class Results:
     """
     import jax
 
-    from dl101_jax import train
+    from dl101_jax import member_state, train
     from dl101_jax.parallel import to_host
 
     x, y = self.dataset.test_split
@@ -56,7 +56,8 @@ class Results:
       data = dataclasses.replace(self.data, x_test=jax.device_put(x), y_test=jax.device_put(y))
       prog = train.Program(loss=c.loss, batch_size=c.batch_size,
                            eval_batch_size=min(c.eval_batch_size, len(y)), tta=c.tta)
-      variables = jax.tree.map(lambda a: a[np.asarray(idx)], train.model_variables(g.states))
+      variables = jax.tree.map(lambda a: a[np.asarray(idx)],
+                               member_state.model_variables(g.states))
       score = jax.jit(jax.vmap(lambda v: train.evaluate(prog, g.states.apply_fn, v, data)))
       return [float(a) for a in to_host(score(variables))["accuracy"]]
     return []

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax import checkpoint as ckpt_lib
-from dl101_jax import train
+from dl101_jax import member_state, train
 from dl101_jax.config import VALUE, Config, fields_with_role
 from dl101_jax.data import Dataset
 from dl101_jax.models import make_model, whitening_kernel
@@ -162,9 +162,10 @@ class GroupProgram:
     return {k: jnp.asarray([getattr(c, k) for c in cs], jnp.int32 if k == "seed" else jnp.float32)
             for k in fields_with_role(VALUE)}
 
-  def init(self, idx: list[int], sharding: Any = None) -> train.TrainState:
-    return train.init_states(self.model, self.tx, self.sample_x, self.hparams(idx), sharding,
-                             ema=self.prog.ema > 0, lookahead=self.prog.lookahead)
+  def init(self, idx: list[int], sharding: Any = None) -> member_state.TrainState:
+    return member_state.init_states(self.model, self.tx, self.sample_x, self.hparams(idx),
+                                    sharding, ema=self.prog.ema > 0,
+                                    lookahead=self.prog.lookahead)
 
   def abstract(self, idx: list[int], sharding: Any) -> Any:
     """Shapes and shardings of `init(idx)`, without computing it (a restore target)."""
@@ -221,7 +222,7 @@ def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress:
   members; the current ones where none were kept."""
   if states is None:
     return None
-  current = train.model_variables(states)
+  current = member_state.model_variables(states)
   if best_ckpt is None:  # a copy: the states are donated to the next chunk
     return jax.tree.map(jnp.copy, current)
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import evaluation, files, signals, train
+from dl101_jax import evaluation, files, member_state, signals, train
 from dl101_jax.config import RUN, Config, fields_with_role
 from dl101_jax.data import Dataset
 from dl101_jax.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
@@ -197,7 +197,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
                 f"(step {resumed * spe})")
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
-  keys_all = jax.device_put(train.member_keys([m.config.seed for m in members]), rt.replicated)
+  keys_all = jax.device_put(member_state.member_keys([m.config.seed for m in members]),
+                            rt.replicated)
   console.new_block()  # a group's live block never overwrites the previous group's
   show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0, spe,
                                                 ds, seconds, label_variants), ep, force)
@@ -212,7 +213,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
       if improved:
         mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
-        best = _keep_best(best, train.model_variables(states),
+        best = _keep_best(best, member_state.model_variables(states),
                           jax.device_put(mask, rt.replicated))
       for i in dead:
         console.say(f"{members[i].run_name}: loss is NaN/inf or above --diverge-above "

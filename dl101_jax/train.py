@@ -21,41 +21,12 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from flax.training import train_state
-
 from dl101_jax.augment import augment, tta_logits
-from dl101_jax.optim import init_opt_state, l2_penalty
+from dl101_jax.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
+                                    model_variables)
+from dl101_jax.optim import l2_penalty
 
-INIT, SHUFFLE, STEP, FLIP = 0, 1, 2, 3  # fold_in tags: independent streams per purpose
 Metrics = dict[str, jax.Array]
-
-
-class TrainState(train_state.TrainState):
-  """Flax's TrainState plus the per-member values a vmapped group may vary.
-
-  The learning rate and weight decay live in `opt_state.hyperparams`.
-  `batch_stats`: BatchNorm's running means and variances ({} without BatchNorm),
-  part of each member's state, so they vmap, checkpoint and resume with it.
-  """
-
-  dropout_rate: jax.Array
-  l2: jax.Array
-  batch_stats: Any = flax.struct.field(default_factory=dict)
-  # The weights evaluation, the kept best epoch and export use, when not the params
-  # ({} without either flag): with --ema, optax.ema's state (updated every step) and its
-  # bias-corrected average (debiased, so a short run is not pulled toward the init);
-  # with --lookahead, optax.lookahead's state and its slow weights.
-  ema_state: Any = flax.struct.field(default_factory=dict)
-  ema_params: Any = flax.struct.field(default_factory=dict)
-
-
-def model_variables(state: TrainState) -> dict:
-  """What apply_fn takes to evaluate: the params (their EMA when kept), and BatchNorm's
-  statistics when the net has them. Works on stacked states too."""
-  out = {"params": state.ema_params if state.ema_params else state.params}
-  if state.batch_stats:
-    out["batch_stats"] = state.batch_stats
-  return out
 
 
 @flax.struct.dataclass
@@ -164,23 +135,6 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
 
   return train_step
-
-
-def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainState:
-  """airbench94's Lookahead, after the fast step: at every `period`-th step t of T the slow
-  weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 and the fast restart from them.
-
-  optax.lookahead does the update; its step size is fixed when built, and airbench's rises
-  with t, so it is built here per step. The rule's update is applied already (its optimizer
-  state stays the params'), so lookahead sees a zero fast update.
-  """
-  t = state.step.astype(jnp.float32) / max(total_steps, 1)
-  slow_step = 1.0 - 0.95 ** 5 * jnp.minimum(t, 1.0) ** 3
-  tx = optax.lookahead(optax.identity(), period, slow_step)
-  both = optax.LookaheadParams(fast=state.params, slow=state.ema_params)
-  updates, la_state = tx.update(jax.tree.map(jnp.zeros_like, state.params), state.ema_state, both)
-  both = optax.apply_updates(both, updates)
-  return state.replace(params=both.fast, ema_params=both.slow, ema_state=la_state)
 
 
 def make_eval_step(apply_fn: Callable, loss: str, tta: int = 0) -> Callable:
@@ -343,38 +297,3 @@ def compile_run_epochs(prog: Program) -> Callable:
   fn = lambda states, keys, epoch0, data, n_epochs: run_epochs(
       prog, states, keys, epoch0, data, n_epochs)
   return jax.jit(fn, static_argnames="n_epochs", donate_argnums=0)
-
-
-def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
-               hp: dict[str, jax.Array], ema: bool = False, lookahead: int = 0) -> TrainState:
-  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2.
-  With `ema`, the params' moving average starts at the params; with `lookahead` (its
-  period), so do the slow weights."""
-  key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
-  variables = model.init({"params": key}, sample_x, train=False)
-  params = variables["params"]
-  opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
-                             weight_decay=hp["weight_decay"])
-  average_state = {}
-  if ema:
-    average_state = optax.ema(0.0).init(params)
-  elif lookahead:
-    average_state = optax.lookahead(optax.identity(), lookahead, 0.0).init(
-        optax.LookaheadParams.init_synced(params))
-  return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-                    opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
-                    l2=jnp.asarray(hp["l2"], jnp.float32),
-                    batch_stats=variables.get("batch_stats", {}),
-                    ema_state=average_state, ema_params=params if ema or lookahead else {})
-
-
-def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
-                hp_M: dict[str, jax.Array], out_sharding: Any = None,
-                ema: bool = False, lookahead: int = 0) -> TrainState:
-  """M members' states stacked on a leading axis, built on the device in one program."""
-  fn = jax.vmap(lambda hp: init_state(model, tx, sample_x, hp, ema, lookahead))
-  return jax.jit(fn, out_shardings=out_sharding)(hp_M)
-
-
-def member_keys(seeds: list[int]) -> jax.Array:
-  return jnp.stack([jax.random.PRNGKey(s) for s in seeds])

@@ -32,7 +32,7 @@ CPU, not float16.
 import jax
 import numpy as np
 
-from dl101_jax import cli, train
+from dl101_jax import cli, member_state, train
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.experiment import Results, run_experiment
 from dl101_jax.parallel import to_host
@@ -69,7 +69,7 @@ def scored(results: Results, variant: str, *, tta: int) -> list[float]:
     c = g.members[0].config
     prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=tta,
                          eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
-    variables = train.model_variables(g.states)
+    variables = member_state.model_variables(g.states)
     variables = jax.tree.map(lambda a: a[np.asarray(idx)], variables)
     fn = jax.jit(jax.vmap(lambda v: train.evaluate(prog, g.states.apply_fn, v, data)))
     return [float(a) for a in to_host(fn(variables))["accuracy"]]

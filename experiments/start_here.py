@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import cli, train
+from dl101_jax import cli, member_state
 from dl101_jax.config import Config
 from dl101_jax.experiment import Results, run_experiment
 
@@ -27,7 +27,7 @@ def predictions(results: Results) -> dict:
   states = results.groups[0].states  # stacked over seeds
   x = jnp.asarray(results.dataset.x_train)
   preds_S = jax.device_get(jax.vmap(lambda v: states.apply_fn(v, x))(
-      train.model_variables(states)))
+      member_state.model_variables(states)))
   mean = preds_S.mean(axis=0)[:, 0]
   out = {"final_loss": results.json["variants"][0]["final"]["train_loss"],
          "predictions": {f"{a} or {b}": float(m)

@@ -114,12 +114,12 @@ def test_unpooled_last_set_keeps_resolution():
 
 
 def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
-  from dl101_jax import train
+  from dl101_jax import member_state, train
   from dl101_jax.optim import make_optimizer
 
   model = make_model(Config(net="conv4-pool-fc8", batch_norm=True), 3, platform="cpu")
   hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
-  s0 = train.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 2)), hp)
+  s0 = member_state.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 2)), hp)
   assert "bias" not in s0.params["conv0_0"]  # BatchNorm's shift replaces the conv bias
   stats = s0.batch_stats["bn0_0"]
   np.testing.assert_array_equal(stats["mean"], 0.0)
@@ -129,7 +129,7 @@ def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
   # Training mode normalizes with the batch's own statistics: the conv output the BN sees.
   conv = lambda v: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"],
                                train=False)[1]["intermediates"]["conv0_0"]["__call__"][0]
-  h = conv(train.model_variables(s0))
+  h = conv(member_state.model_variables(s0))
   s1, _ = jax.jit(train.make_train_step("xent"))(s0, {"x": x, "y": y}, jax.random.PRNGKey(2))
   # The running averages moved 10% of the way to the batch's mean and variance (Flax's is
   # the biased one, over batch, height and width).
@@ -139,7 +139,7 @@ def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
                              rtol=1e-4)
   # Evaluation is deterministic and uses those averages: with fresh statistics (mean 0,
   # var 1) the same params give other outputs than with the trained ones.
-  v1 = train.model_variables(s1)
+  v1 = member_state.model_variables(s1)
   e1 = model.apply(v1, x, train=False)
   e0 = model.apply({**v1, "batch_stats": s0.batch_stats}, x, train=False)
   np.testing.assert_array_equal(e1, model.apply(v1, x, train=False))

@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 from hypothesis import given, settings, strategies as st
 
-from dl101_jax import augment, train
+from dl101_jax import augment, member_state, train
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.optim import init_opt_state, make_optimizer, schedule_factor
 
@@ -100,7 +100,7 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
 
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
   hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
-  s0 = train.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 1)), hp, ema=True)
+  s0 = member_state.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 1)), hp, ema=True)
   for a, b in zip(jax.tree.leaves(s0.ema_params), jax.tree.leaves(s0.params)):
     np.testing.assert_array_equal(a, b)  # the average starts at the params
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
@@ -117,7 +117,7 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
   assert not np.allclose(jax.tree.leaves(s2.ema_params)[0], jax.tree.leaves(s2.params)[0])
   s1 = s2
   ev = train.make_eval_step(model.apply, "xent")
-  got = ev(train.model_variables(s1), batch)["loss"]
+  got = ev(member_state.model_variables(s1), batch)["loss"]
   assert float(got) == float(ev({"params": s1.ema_params}, batch)["loss"])
   assert float(got) != float(ev({"params": s1.params}, batch)["loss"])
 
@@ -130,8 +130,8 @@ def test_lookahead_is_airbenchs():
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
   hp = {"seed": 0, "learning_rate": 0.3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
   tx = make_optimizer("nesterov", momentum=0.5)
-  s = train.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp, lookahead=5)
-  plain = train.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp)
+  s = member_state.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp, lookahead=5)
+  plain = member_state.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp)
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
   batch = {"x": x, "y": jnp.arange(8) % 3}
   step = jax.jit(train.make_train_step("xent", lookahead=5, total_steps=12))
@@ -152,7 +152,7 @@ def test_lookahead_is_airbenchs():
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   assert not np.allclose(jax.tree.leaves(s.params)[0], slow[0])  # 2 fast steps since sync
   ev = train.make_eval_step(model.apply, "xent")  # evaluation sees the slow weights
-  assert float(ev(train.model_variables(s), batch)["loss"]) == float(
+  assert float(ev(member_state.model_variables(s), batch)["loss"]) == float(
       ev({"params": s.ema_params}, batch)["loss"])
   with pytest.raises(ConfigError, match="--lookahead"):
     Config(lookahead=5, ema=0.99)

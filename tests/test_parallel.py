@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dl101_jax import cli, train
+from dl101_jax import cli, member_state, train
 from dl101_jax.optim import make_optimizer
 from experiments import dropout
 from helpers import run_module, small_group_data
@@ -22,8 +22,8 @@ RUN = train.compile_run_epochs(PROG)
 @functools.lru_cache(maxsize=None)
 def _init(opt, bn=False):
   model = MODEL.clone(batch_norm=bn)
-  return jax.jit(lambda hp: train.init_states(model, make_optimizer(opt), jnp.zeros((1, 6, 6, 1)),
-                                              hp))
+  return jax.jit(lambda hp: member_state.init_states(model, make_optimizer(opt),
+                                                     jnp.zeros((1, 6, 6, 1)), hp))
 
 
 member = st.fixed_dictionaries({
@@ -38,13 +38,13 @@ member = st.fixed_dictionaries({
 def test_vmapped_group_equals_members_alone(opt, bn, members):
   stack = lambda ms: {k: jnp.asarray([m[k] for m in ms],
                                      jnp.int32 if k == "seed" else jnp.float32) for k in ms[0]}
-  keys = train.member_keys([m["seed"] for m in members])
+  keys = member_state.member_keys([m["seed"] for m in members])
   group, mg = RUN(_init(opt, bn)(stack(members)), keys, jnp.int32(0), DATA, n_epochs=2)
   assert bool(group.batch_stats) == bn  # BatchNorm's running statistics: per member, vmapped
   for i, m in enumerate(members):
     alone, ma = RUN(_init(opt, bn)(stack([m])), keys[i:i + 1], jnp.int32(0), DATA, n_epochs=2)
-    for a, b in zip(jax.tree.leaves(train.model_variables(alone)),
-                    jax.tree.leaves(train.model_variables(group))):
+    for a, b in zip(jax.tree.leaves(member_state.model_variables(alone)),
+                    jax.tree.leaves(member_state.model_variables(group))):
       np.testing.assert_allclose(a[0], b[i], rtol=2e-4, atol=2e-5)
     for k in ma:
       np.testing.assert_allclose(ma[k][:, 0], mg[k][:, i], rtol=2e-4, atol=2e-5)

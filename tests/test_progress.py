@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import train
+from dl101_jax import member_state, train
 from dl101_jax.optim import make_optimizer
 from dl101_jax.report import Console, EpochProgress
 from helpers import small_group_data
@@ -19,7 +19,7 @@ def _states(m):
   hp = {"seed": jnp.arange(m, dtype=jnp.int32),
         **{k: jnp.full((m,), v, jnp.float32) for k, v in
            dict(learning_rate=1e-2, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
-  return train.init_states(MODEL, make_optimizer("adam"), jnp.zeros((1, 6, 6, 1)), hp)
+  return member_state.init_states(MODEL, make_optimizer("adam"), jnp.zeros((1, 6, 6, 1)), hp)
 
 
 def test_ticks_come_once_per_tick_for_the_whole_group_and_change_nothing():
@@ -27,7 +27,7 @@ def test_ticks_come_once_per_tick_for_the_whole_group_and_change_nothing():
   base = train.Program("xent", 4, 12, flip=True, max_degrees=25.0)  # 10 steps per epoch
   ticking = dataclasses.replace(base, progress_every=3,
                                 on_progress=lambda e, s: ticks.append((int(e), int(s))))
-  keys = train.member_keys([0, 1, 2])
+  keys = member_state.member_keys([0, 1, 2])
   outs = []
   for prog in (base, ticking):
     run = train.compile_run_epochs(prog)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dl101_jax import population as pop
-from dl101_jax import train
+from dl101_jax import member_state
 from dl101_jax.optim import init_opt_state, make_optimizer
 from dl101_jax.search import ancestry
 from helpers import killed_and_resumed, strip
@@ -27,7 +27,7 @@ SPACE = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.0, 0.7), weight_decay=(
 
 
 @functools.lru_cache(maxsize=None)
-def population_states(m: int) -> train.TrainState:
+def population_states(m: int) -> member_state.TrainState:
   """m members with distinct params, Adam moments, steps and hyperparameters."""
   tx = make_optimizer("adamw")
 
@@ -36,8 +36,8 @@ def population_states(m: int) -> train.TrainState:
                         "bias": jnp.zeros(2)}}
     opt = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
                          weight_decay=hp["weight_decay"])
-    s = train.TrainState(step=jnp.int32(0), apply_fn=None, params=params, tx=tx, opt_state=opt,
-                         dropout_rate=hp["dropout"], l2=hp["l2"])
+    s = member_state.TrainState(step=jnp.int32(0), apply_fn=None, params=params, tx=tx,
+                                opt_state=opt, dropout_rate=hp["dropout"], l2=hp["l2"])
     for _ in range(2):  # distinct moments per member
       s = s.apply_gradients(grads=jax.tree.map(lambda p: p * (j + 1.0), params))
     return s.replace(step=s.step + j)  # and distinct steps

@@ -8,7 +8,7 @@ import optax
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dl101_jax import train
+from dl101_jax import member_state, train
 from dl101_jax.models import ConvNet
 from dl101_jax.optim import l2_penalty, make_optimizer
 
@@ -28,7 +28,7 @@ lrs = st.floats(1e-4, 0.5)
 def _init_fn(shape, optimizer, im2col):
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dropout=True, im2col=im2col)
   tx = make_optimizer(optimizer)
-  return model, jax.jit(lambda hp: train.init_state(model, tx, jnp.zeros((1, *shape)), hp))
+  return model, jax.jit(lambda hp: member_state.init_state(model, tx, jnp.zeros((1, *shape)), hp))
 
 
 def make(shape, seed, optimizer="sgd", lr=0.1, wd=0.0, dropout=0.0, l2=0.0, im2col=True):
@@ -188,7 +188,7 @@ def test_eval_is_deterministic_while_training_drops_out(shape, n, seed):
   model, s0 = make(shape, seed, dropout=0.5)
   b = batch(shape, n, seed)
   ev = jax.jit(train.make_eval_step(model.apply, "xent"))
-  m1, m2 = ev(train.model_variables(s0), b), ev(train.model_variables(s0), b)
+  m1, m2 = ev(member_state.model_variables(s0), b), ev(member_state.model_variables(s0), b)
   assert float(m1["loss"]) == float(m2["loss"])
   # eval_step is the network without dropout: its loss is that of train=False outputs ...
   out = model.apply({"params": s0.params}, b["x"], train=False)
@@ -250,7 +250,7 @@ def test_golden_one_step():
 def test_bf16_computes_in_bf16_keeps_params_f32():
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dtype=jnp.bfloat16, im2col=True)
   hp = {"seed": 0, "learning_rate": 1e-3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
-  s0 = train.init_state(model, make_optimizer("adam"), jnp.zeros((1, 6, 6, 3)), hp)
+  s0 = member_state.init_state(model, make_optimizer("adam"), jnp.zeros((1, 6, 6, 3)), hp)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s0.params))
   s1, m = JSTEP(s0, batch((6, 6, 3), 4, 0), KEY)
   floats = [p for p in jax.tree.leaves((s1.params, s1.opt_state))
