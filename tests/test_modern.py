@@ -245,6 +245,33 @@ def test_the_recipe_on_small_images_is_refused_in_one_line(capsys, tmp_path):
   err = capsys.readouterr().err.strip()
   assert e.value.code == 2 and len(err.splitlines()) == 1
   assert err.startswith("error: --dataset:") and "--variants tutorial,batchnorm" in err
+  assert "airbench_net" not in err.split("--variants")[1]  # only rungs that can run there
+  with pytest.raises(SystemExit) as e:
+    cli.main(modern.run, modern.CONFIG, ["--dataset", "digits", "--variants", "airbench_net",
+                                         "--workdir", str(tmp_path)])
+  assert e.value.code == 2 and "airbench_net need" in capsys.readouterr().err
+
+
+def test_each_rungs_gain_gets_the_projects_verdict():
+  from experiments import modern
+
+  rows = modern.compare_rungs([
+      {"rung": "a", "val_accuracy_per_seed": [0.50, 0.52], "seconds": 1.0},
+      {"rung": "b", "val_accuracy_per_seed": [0.70, 0.71], "seconds": 1.0},  # clearly better
+      {"rung": "c", "val_accuracy_per_seed": [0.40, 0.41], "seconds": 1.0},  # clearly worse
+      {"rung": "d", "val_accuracy_per_seed": [], "seconds": 1.0},  # diverged: skipped
+      {"rung": "e", "val_accuracy_per_seed": [0.30, 0.52], "seconds": 1.0},  # noise
+      {"rung": "+ tta", "val_accuracy_per_seed": [0.5], "seconds": 0.0}])  # one seed
+  assert [r["verdict"] for r in rows] == [None, "supported", "contradicted", None,
+                                          "inconclusive", "inconclusive"]
+  np.testing.assert_allclose(rows[1]["gain"], 0.195)
+  np.testing.assert_allclose(rows[4]["gain"], 0.005)  # against c, the last that has seeds
+  low, high = rows[1]["gain_ci95"]
+  assert 0 < low < 0.195 < high
+  assert rows[5]["gain_ci95"] == [None, None]  # one seed: no interval
+  table = modern.ladder_table(rows)
+  assert "| b | 0.7050 ± 0.0050 | +0.1950 [" in table and "| diverged |" in table
+  assert table.splitlines()[-1].endswith("| inconclusive | (same run) |")
 
 
 @pytest.mark.parametrize("flags, field", [
