@@ -32,7 +32,9 @@ def layer_table(model: Any, sample_x: jax.Array) -> tuple[list[str], int]:
   for name, leaves in params.items():
     count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(leaves))
     total += count
-    out = inter.get(name, {}).get("__call__", (None,))[0]
+    # A submodule's output, or what a module sowed under a parameter's name.
+    entry = inter.get(name, {})
+    out = (entry.get("__call__", (None,)) if isinstance(entry, dict) else entry)[0]
     shape = "x".join(str(d) for d in out.shape[1:]) if out is not None else "?"
     rows.append(f"| {name} | {shape} | {count:,} |")
   rows.append(f"| total | | {total:,} |")

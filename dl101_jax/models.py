@@ -203,7 +203,9 @@ class AirbenchNet(nn.Module):
     x = jax.lax.conv_general_dilated(x_BxHxWxC.astype(self.dtype), kernel, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     bias = self.param("whiten_bias", nn.initializers.zeros, (kernel.shape[-1],))
-    x = nn.gelu(x + bias.reshape(1, 1, 1, -1).astype(self.dtype), approximate=False)
+    x = x + bias.reshape(1, 1, 1, -1).astype(self.dtype)
+    self.sow("intermediates", "whiten_bias", x)  # the whitening conv's output, for layer tables
+    x = nn.gelu(x, approximate=False)
     conv = lambda f, name: nn.Conv(f, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
                                    name=name, kernel_init=partial_dirac(TORCH_INIT),
                                    conv_general_dilated=im2col_conv if self.im2col else None)

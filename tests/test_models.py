@@ -184,6 +184,11 @@ def test_airbench_net_shape_and_parameters():
   assert "bias" not in variables["params"]["block0_conv0"]
   assert "scale" not in variables["params"]["block0_norm0"]  # BatchNorm without scale
   assert net.whiten == _nested_tuple(whiten)
+  from dl101_jax.evaluation import layer_table
+
+  rows, total = layer_table(net, jnp.zeros((1, 32, 32, 3)))
+  assert total == 1_971_352 and "| whiten_bias | 31x31x24 | 24 |" in rows
+  assert "| block2_conv1 | 3x3x256 | 589,824 |" in rows
   # airbench's inits: each conv's first C_in filters pass the input through (dirac_), the
   # rest and the head are PyTorch's default, uniform in +-1/sqrt(fan_in).
   p = variables["params"]
