@@ -146,7 +146,7 @@ class Config:
   ema: float = _field(0.0, SHAPE, "training")
   """Keep an exponential moving average of the weights with this decay per step (e.g. 0.99); evaluation, the best epoch and export use it; 0 disables."""
   lookahead: int = _field(0, SHAPE, "training")
-  """airbench94's Lookahead (optax.lookahead) every this many steps (airbench94: 5): slow weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 at step t of the run's T (resuming with more epochs stretches it), and the fast restart from them; evaluation, the best epoch and export use the slow weights; 0 disables."""
+  """airbench94's Lookahead (optax.lookahead) every this many steps (airbench94: 5): slow weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 at step t of the run's T (resuming with more epochs stretches it), and the fast restart from them (BatchNorm's running statistics too, as airbench's buffers); evaluation, the best epoch and export use the slow weights; 0 disables."""
   tta: int = _field(0, SHAPE, "data")
   """Test-time augmentation in evaluation: 0 none, 1 mean logits of image and mirror, 2 also one-pixel shifts (airbench94's)."""
   label_smoothing: float = _field(0.0, SHAPE, "training")

@@ -109,8 +109,10 @@ def export(cfg: ExportConfig) -> str:
   # before BatchNorm, the params alone).
   if "params" not in state:
     state = {"params": state}
-  if state.get("ema_params"):  # with --ema the moving average is the model (as evaluated)
+  if state.get("ema_params"):  # with --ema or --lookahead the average is the model (as evaluated)
     state = {**state, "params": state["ema_params"]}
+  if state.get("ema_batch_stats"):  # Lookahead's BatchNorm statistics, which go with it
+    state = {**state, "batch_stats": state["ema_batch_stats"]}
   variables_all = {k: state[k] for k in ("params", "batch_stats") if state.get(k)}
   j = meta["alive"].index(i)
   variables = jax.tree.map(lambda a: np.asarray(a)[j], variables_all)

@@ -38,6 +38,9 @@ class TrainState(train_state.TrainState):
   # with --lookahead, optax.lookahead's state and its slow weights.
   ema_state: Any = flax.struct.field(default_factory=dict)
   ema_params: Any = flax.struct.field(default_factory=dict)
+  # With --lookahead and BatchNorm: the running statistics averaged with the slow weights
+  # (airbench94 averages its BatchNorm buffers too), which evaluation pairs with them.
+  ema_batch_stats: Any = flax.struct.field(default_factory=dict)
 
 
 def model_variables(state: TrainState) -> dict:
@@ -45,13 +48,15 @@ def model_variables(state: TrainState) -> dict:
   statistics when the net has them. Works on stacked states too."""
   out = {"params": state.ema_params if state.ema_params else state.params}
   if state.batch_stats:
-    out["batch_stats"] = state.batch_stats
+    out["batch_stats"] = state.ema_batch_stats if state.ema_batch_stats else state.batch_stats
   return out
 
 
 def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainState:
   """airbench94's Lookahead, after the fast step: at every `period`-th step t of T the slow
   weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 and the fast restart from them.
+  BatchNorm's running statistics are averaged and restarted alongside, as airbench does
+  with its buffers, so the slow weights are evaluated with statistics that match them.
 
   optax.lookahead does the update; its step size is fixed when built, and airbench's rises
   with t, so it is built here per step. The rule's update is applied already (its optimizer
@@ -60,10 +65,14 @@ def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainSta
   t = state.step.astype(jnp.float32) / max(total_steps, 1)
   slow_step = 1.0 - 0.95 ** 5 * jnp.minimum(t, 1.0) ** 3
   tx = optax.lookahead(optax.identity(), period, slow_step)
-  both = optax.LookaheadParams(fast=state.params, slow=state.ema_params)
-  updates, la_state = tx.update(jax.tree.map(jnp.zeros_like, state.params), state.ema_state, both)
+  fast = {"params": state.params, "batch_stats": state.batch_stats}
+  both = optax.LookaheadParams(
+      fast=fast, slow={"params": state.ema_params, "batch_stats": state.ema_batch_stats})
+  updates, la_state = tx.update(jax.tree.map(jnp.zeros_like, fast), state.ema_state, both)
   both = optax.apply_updates(both, updates)
-  return state.replace(params=both.fast, ema_params=both.slow, ema_state=la_state)
+  return state.replace(params=both.fast["params"], batch_stats=both.fast["batch_stats"],
+                       ema_params=both.slow["params"], ema_batch_stats=both.slow["batch_stats"],
+                       ema_state=la_state)
 
 
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
@@ -77,16 +86,18 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
   opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
                              weight_decay=hp["weight_decay"])
   average_state = {}
+  batch_stats = variables.get("batch_stats", {})
   if ema:
     average_state = optax.ema(0.0).init(params)
   elif lookahead:
     average_state = optax.lookahead(optax.identity(), lookahead, 0.0).init(
-        optax.LookaheadParams.init_synced(params))
+        optax.LookaheadParams.init_synced({"params": params, "batch_stats": batch_stats}))
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
                     opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
                     l2=jnp.asarray(hp["l2"], jnp.float32),
-                    batch_stats=variables.get("batch_stats", {}),
-                    ema_state=average_state, ema_params=params if ema or lookahead else {})
+                    batch_stats=batch_stats, ema_state=average_state,
+                    ema_params=params if ema or lookahead else {},
+                    ema_batch_stats=batch_stats if lookahead else {})
 
 
 def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,

@@ -114,7 +114,9 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
     def objective(params):
-      variables = {**model_variables(state), "params": params}
+      # The fast weights' own running statistics (model_variables gives the evaluated ones).
+      variables = {"params": params, **({"batch_stats": state.batch_stats}
+                                        if state.batch_stats else {})}
       # Training mode: BatchNorm normalizes with this batch's statistics (over the global
       # batch when it is sharded: the mean is a reduction over the whole batch axis) and
       # returns its updated running averages. A padded last batch's repeats count in them.

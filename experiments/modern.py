@@ -18,8 +18,8 @@ The rungs (each row of the ladder changes one thing from the row above):
                    1.33e-3 on every parameter (airbench's 0.002 per step, as lr x decay),
                    BatchNorm shifts at 64x the lr, the whitening bias frozen after 3 epochs;
                    PyTorch's inits, each conv's first filters the identity.
-  + lookahead      + airbench's Lookahead every 5 steps (variant airbench94); the slow weights
-                   are evaluated.
+  + lookahead      + airbench's Lookahead every 5 steps (variant airbench94); the slow weights,
+                   with BatchNorm statistics averaged alongside, are evaluated.
   + tta            + test-time augmentation (mirror and one-pixel shifts): airbench94's recipe.
 The last two rows are one training run (variant airbench94): TTA changes only what is
 evaluated, so its final weights are scored twice (results.json: "ladder").

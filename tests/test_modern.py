@@ -124,36 +124,43 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
 
 def test_lookahead_is_airbenchs():
   """airbench94's LookaheadState.update, written out: after every 5th step t of T,
-  slow += (1 - 0.95**5 * (t/T)**3) * (fast - slow), then fast = slow."""
+  slow += (1 - 0.95**5 * (t/T)**3) * (fast - slow), then fast = slow; for the weights
+  and for BatchNorm's running statistics alike (airbench averages its buffers too)."""
   from dl101_jax.models import ConvNet
 
-  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
+  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True, batch_norm=True)
   hp = {"seed": 0, "learning_rate": 0.3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
   tx = make_optimizer("nesterov", momentum=0.5)
   s = member_state.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp, lookahead=5)
   plain = member_state.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp)
-  x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
-  batch = {"x": x, "y": jnp.arange(8) % 3}
   step = jax.jit(train.make_train_step("xent", lookahead=5, total_steps=12))
   fast = jax.jit(train.make_train_step("xent"))  # the same rule without lookahead
-  slow = [np.asarray(a) for a in jax.tree.leaves(s.params)]
+  leaves = lambda st: [np.asarray(a) for a in jax.tree.leaves((st.params, st.batch_stats))]
+  slow = leaves(s)
   for t in range(1, 13):
     key = jax.random.PRNGKey(t)
-    plain = plain.replace(params=s.params, opt_state=s.opt_state, step=s.step)
-    want_fast = [np.asarray(a) for a in jax.tree.leaves(fast(plain, batch, key)[0].params)]
+    x = jax.random.normal(jax.random.PRNGKey(100 + t), (8, 6, 6, 1)) + t  # statistics move
+    batch = {"x": x, "y": jnp.arange(8) % 3}
+    plain = plain.replace(params=s.params, opt_state=s.opt_state, step=s.step,
+                          batch_stats=s.batch_stats)
+    want_fast = leaves(fast(plain, batch, key)[0])
     s, _ = step(s, batch, key)
     if t % 5 == 0:
       alpha = 1 - 0.95 ** 5 * (t / 12) ** 3
       slow = [w + alpha * (f - w) for w, f in zip(slow, want_fast)]
       want_fast = slow
-    for got, want in zip(jax.tree.leaves(s.ema_params), slow):
+    for got, want in zip(jax.tree.leaves((s.ema_params, s.ema_batch_stats)), slow):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    for got, want in zip(jax.tree.leaves(s.params), want_fast):
+    for got, want in zip(leaves(s), want_fast):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  assert not np.allclose(jax.tree.leaves(s.params)[0], slow[0])  # 2 fast steps since sync
-  ev = train.make_eval_step(model.apply, "xent")  # evaluation sees the slow weights
+  for a, b in zip(leaves(s), slow):  # 2 fast steps since the sync: weights and statistics
+    assert not np.allclose(a, b)
+  ev = train.make_eval_step(model.apply, "xent")  # evaluation sees the slow weights and stats
+  slow_vars = {"params": s.ema_params, "batch_stats": s.ema_batch_stats}
   assert float(ev(member_state.model_variables(s), batch)["loss"]) == float(
-      ev({"params": s.ema_params}, batch)["loss"])
+      ev(slow_vars, batch)["loss"])
+  assert float(ev({**slow_vars, "batch_stats": s.batch_stats}, batch)["loss"]) != float(
+      ev(slow_vars, batch)["loss"])
   with pytest.raises(ConfigError, match="--lookahead"):
     Config(lookahead=5, ema=0.99)
 

@@ -171,15 +171,16 @@ def test_or_neuron_exports_and_predicts(tmp_path):
   assert top[0][0] == "1" and top[0][1] > 0.9
 
 
-def test_a_batchnorm_ema_tta_model_exports_as_it_was_evaluated(tmp_path, capsys):
-  """BatchNorm's statistics, the weights' moving average and test-time augmentation all
-  travel with the exported model: it predicts what the run's evaluation did."""
+@pytest.mark.parametrize("average", [["--ema", "0.9"], ["--lookahead", "5"]])
+def test_a_batchnorm_averaged_tta_model_exports_as_it_was_evaluated(tmp_path, capsys, average):
+  """BatchNorm's statistics (Lookahead's averaged ones), the weights' average and
+  test-time augmentation all travel with the exported model: it predicts what the run's
+  evaluation did."""
   from dl101_jax import data
 
   cli.main(dropout.run, dropout.CONFIG, ["--dataset", "digits", "--epochs", "2", "--train-size",
                                          "300", "--variants", "no_dropout", "--batch-norm",
-                                         "--ema", "0.9", "--tta", "2", "--workdir",
-                                         str(tmp_path)])
+                                         *average, "--tta", "2", "--workdir", str(tmp_path)])
   export.main(["--workdir", str(tmp_path), "--variant", "no_dropout", "--out",
                str(tmp_path / "m")])
   model = predict.load(str(tmp_path / "m"))
