@@ -28,9 +28,8 @@ Measured 2026-12-01, full recipe, 2-core CPU (otherwise idle), 50k train / the 2
 subset, 1 seed: 0.909 with TTA (0.9065 without), 55 min of training; airbench94's mean is
 0.9401 on the full test set. The ladder is not measured yet (about 1.5 h of this CPU).
 
-Not airbench94 exactly: BatchNorm's running statistics are not part of Lookahead's average;
-the last batch of an epoch is padded (masked), not dropped; 10 epochs, not 9.9; float32 on
-CPU, not float16.
+Not airbench94 exactly: the last batch of an epoch is padded (masked), not dropped; 10
+epochs, not 9.9; float32 on CPU, not float16.
 """
 
 import math
