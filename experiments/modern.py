@@ -26,7 +26,9 @@ evaluated, so its final weights are scored twice (results.json: "ladder").
 
 Measured 2026-12-01, full recipe, 2-core CPU (otherwise idle), 50k train / the 2k test
 subset, 1 seed: 0.909 with TTA (0.9065 without), 55 min of training; airbench94's mean is
-0.9401 on the full test set. The ladder is not measured yet (about 1.5 h of this CPU).
+0.9401 on the full test set. airbench94 itself, written in PyTorch
+(benchmarks/airbench_reference.py), reaches 0.9075 with TTA (0.8935 without) on the same
+data: the prepared data's pixels went through JPEG. The ladder is not measured yet.
 
 Not airbench94 exactly: the last batch of an epoch is padded (masked), not dropped; 10
 epochs, not 9.9; float32 on CPU, not float16.
