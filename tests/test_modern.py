@@ -259,6 +259,28 @@ def test_the_recipe_on_small_images_is_refused_in_one_line(capsys, tmp_path):
   assert e.value.code == 2 and "airbench_net need" in capsys.readouterr().err
 
 
+def test_the_ladder_is_in_results_and_summary(tmp_path):
+  """Two rungs on digits: results.json's "ladder" has each rung's seeds and the second's
+  gain with a verdict, and summary.md ends with the same table."""
+  import json
+
+  from dl101_jax import cli
+  from experiments import modern
+
+  cli.main(modern.run, modern.CONFIG, ["--dataset", "digits", "--variants", "tutorial,nesterov",
+                                       "--epochs", "1", "--seeds", "2", "--train-size", "300",
+                                       "--checkpoint-every", "0", "--workdir", str(tmp_path)])
+  rows = json.load(open(tmp_path / "results.json"))["ladder"]
+  assert [r["rung"] for r in rows] == ["tutorial", "nesterov"]
+  assert all(len(r["val_accuracy_per_seed"]) == 2 for r in rows)
+  assert rows[0]["gain"] is None and rows[1]["verdict"] in (
+      "supported", "inconclusive", "contradicted")
+  assert rows[1]["gain"] == pytest.approx(rows[1]["val_accuracy"] - rows[0]["val_accuracy"])
+  summary = (tmp_path / "summary.md").read_text()
+  assert summary.rstrip().endswith(modern.ladder_table(rows).splitlines()[-1])
+  assert "The ladder" in summary
+
+
 def test_each_rungs_gain_gets_the_projects_verdict():
   from experiments import modern
 
