@@ -25,10 +25,10 @@ The last two rows are one training run (variant airbench94): TTA changes only wh
 evaluated, so its final weights are scored twice (results.json: "ladder").
 
 Measured 2026-12-01, full recipe, 2-core CPU (otherwise idle), 50k train / the 2k test
-subset, 1 seed: 0.909 with TTA (0.9065 without), 55 min of training; airbench94's mean is
-0.9401 on the full test set. airbench94 itself, written in PyTorch
-(benchmarks/airbench_reference.py), reaches 0.9075 with TTA (0.8935 without) on the same
-data: the prepared data's pixels went through JPEG.
+subset, 1 seed, before Lookahead averaged BatchNorm statistics: 0.909 with TTA (0.9065
+without), 55 min of training; airbench94's mean is 0.9401 on the full test set. airbench94
+itself, written in PyTorch (benchmarks/airbench_reference.py), reaches 0.9075 with TTA
+(0.8935 without) on the same data: the prepared data's pixels went through JPEG.
 The ladder, 10k train / 2k test, 2 seeds, 10 epochs (84 min): tutorial 0.658, batchnorm
 0.649, nesterov 0.678 (supported), label_smoothing 0.675, airbench_aug 0.682, airbench_net
 0.787 (supported), + lookahead 0.783, + tta 0.787; the unmarked gains are inconclusive.
