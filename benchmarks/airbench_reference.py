@@ -88,7 +88,7 @@ def build(torch, nn):
 
 def whiten_(torch, layer, x_NCHW, eps=5e-4):
   """Whitening conv from the (uncentred) covariance of all 2x2 patches of x."""
-  n, c = x_NCHW.shape[:2]
+  c = x_NCHW.shape[1]
   p = x_NCHW.unfold(2, 2, 1).unfold(3, 2, 1)  # N C H' W' 2 2
   p = p.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4).double()
   cov = p.T @ p / len(p)

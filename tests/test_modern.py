@@ -314,3 +314,18 @@ def test_a_flag_that_would_do_nothing_is_refused(flags, field):
   Config(optimizer="nesterov", momentum=0.85, batch_norm=True, norm_bias_lr=64.0,
          alternate_flip=True)
   Config(dataset="cifar10", net="airbench", whiten_bias_epochs=3, norm_bias_lr=64.0)
+
+
+def test_block_edge_ratio_sees_jpeg_like_8_pixel_blocks():
+  """The README's JPEG finding rests on this measure: about 1 for a smooth image with no
+  8-pixel period, above 1 once steps are added at the 8x8 block edges (rows and columns)."""
+  from benchmarks.airbench_reference import block_edge_ratio
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 32, 32, 3)).cumsum(1).cumsum(2)
+  assert abs(block_edge_ratio(x) - 1.0) < 0.05
+  blocky = x + 3.0 * rng.normal(size=(64, 4, 4, 3)).repeat(8, axis=1).repeat(8, axis=2)
+  assert block_edge_ratio(blocky) > 1.2
+  shifted = x.copy()
+  shifted[:, 3::8] += 5.0  # steps off the block edges do not count as blocks
+  assert block_edge_ratio(shifted) < 1.0
