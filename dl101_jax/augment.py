@@ -72,6 +72,19 @@ def augment(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool = True,
   return x_BxHxWxC
 
 
+def cutout(key: jax.Array, x_BxHxWxC: jax.Array, size: int, fill: float = 0.0) -> jax.Array:
+  """airbench96's cutout: a size x size square, wholly inside each image at a uniformly
+  drawn corner, set to `fill` (0 on normalized images: the mean colour)."""
+  b, h, w, _ = x_BxHxWxC.shape
+  k_y, k_x = jax.random.split(key)
+  y0_B = jax.random.randint(k_y, (b,), 0, h - size + 1)
+  x0_B = jax.random.randint(k_x, (b,), 0, w - size + 1)
+  rows_BxH = jnp.arange(h)[None, :] - y0_B[:, None]
+  cols_BxW = jnp.arange(w)[None, :] - x0_B[:, None]
+  inside_BxHxW = (((rows_BxH >= 0) & (rows_BxH < size))[:, :, None]
+                  & ((cols_BxW >= 0) & (cols_BxW < size))[:, None, :])
+  return jnp.where(inside_BxHxW[..., None], jnp.asarray(fill, x_BxHxWxC.dtype), x_BxHxWxC)
+
 
 def tta_logits(apply: Callable[[jax.Array], jax.Array], x_BxHxWxC: jax.Array,
                level: int) -> jax.Array:

@@ -13,7 +13,11 @@ import re
 from typing import Literal
 
 DATASETS = ("or", "digits", "cifar10")
-OPTIMIZERS = ("sgd", "adam", "adamw", "nesterov")
+OPTIMIZERS = ("sgd", "adam", "adamw", "nesterov", "muon")
+SCHEDULES = ("constant", "warmup_linear", "linear")
+AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 only
+# Largest --cutout square per dataset (its images' side).
+IMAGE_SIDES = {"digits": 8, "cifar10": 32}
 # Known training-set sizes, so a batch larger than the data is caught before loading.
 TRAIN_SIZES = {"or": 4, "digits": 1437, "cifar10": 50_000}
 
@@ -120,27 +124,29 @@ class Config:
   val_size: int = _field(0, SHAPE, "data")
   """Hold out this many training examples (class-stratified) to validate on; 0 validates on the test split, as the tutorial did."""
   net: str = _field("conv32-pool-conv64-conv64-pool-fc512", SHAPE, "training")
-  """Network: 'perceptron', convN/pool/fcN joined by '-' (a final fc to the classes is added), or 'airbench' (airbench94's, CIFAR-10)."""
+  """Network: 'perceptron', convN/pool/fcN joined by '-' (a final fc to the classes is added), 'airbench' (airbench94's, CIFAR-10) or 'airbench_muon' (airbench94_muon's: the same with its head, init std 1 and outputs / 256)."""
   dropout: float = _field(0.0, VALUE, "training")
   """Dropout rate before the last layer (TFLearn's dropout(0.5) keeps 50%); 0 disables."""
   l2: float = _field(0.0, VALUE, "training")
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
   batch_norm: bool = _field(False, SHAPE, "training")
   """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
-  optimizer: Literal["sgd", "adam", "adamw", "nesterov"] = _field("adam", SHAPE, "training")
-  """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), adamw (decoupled decay), or nesterov (SGD, momentum 0.9, decay added to the gradient as PyTorch's)."""
+  optimizer: Literal["sgd", "adam", "adamw", "nesterov", "muon"] = _field("adam", SHAPE, "training")
+  """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), adamw (decoupled decay), nesterov (SGD, momentum 0.9, decay added to the gradient as PyTorch's), or muon (airbench94_muon's: Muon at --muon-lr on the conv filters, nesterov at --learning-rate on the rest)."""
   norm_bias_lr: float = _field(1.0, SHAPE, "training")
-  """Learning-rate multiplier for BatchNorm's shifts (airbench94: 64)."""
+  """Learning-rate multiplier for BatchNorm's shifts (airbench94: 64); with --optimizer muon also for the whitening bias."""
   whiten_bias_epochs: int = _field(0, SHAPE, "training")
-  """--net airbench: train the whitening conv's bias this many epochs, then freeze it (airbench94: 3); 0 never freezes it."""
+  """--net airbench*: train the whitening conv's bias this many epochs, then freeze it (airbench94: 3); with --optimizer muon its lr falls linearly to 0 over them (airbench94_muon's); 0 never freezes it."""
   momentum: float = _field(0.9, SHAPE, "training")
   """Momentum of --optimizer nesterov (airbench94 uses 0.85)."""
-  schedule: Literal["constant", "warmup_linear"] = _field("constant", SHAPE, "training")
-  """Learning-rate schedule over --epochs: constant, or warmup_linear (0.2x -> 1x at 23% of the steps -> 0.07x, airbench94's); resuming with more epochs stretches it."""
+  schedule: Literal["constant", "warmup_linear", "linear"] = _field("constant", SHAPE, "training")
+  """Learning-rate schedule over --epochs: constant, warmup_linear (0.2x -> 1x at 23% of the steps -> 0.07x, airbench94's) or linear (1x -> 0 at the end, airbench94_muon's); resuming with more epochs stretches it."""
   learning_rate: float = _field(1e-3, VALUE, "training")
   """Learning rate."""
   weight_decay: float = _field(0.0, VALUE, "training")
-  """Weight decay on kernels only (with nesterov and --net airbench, every trained parameter, as airbench94): decoupled for adamw, added to the gradient for nesterov."""
+  """Weight decay on kernels only (with nesterov and --net airbench, every trained parameter, as airbench94; with muon, every parameter but the conv filters): decoupled for adamw, added to the gradient for nesterov and muon."""
+  muon_lr: float = _field(0.24, VALUE, "training")
+  """--optimizer muon: Muon's learning rate on the conv filters (airbench94_muon: 0.24)."""
   loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
   ema: float = _field(0.0, SHAPE, "training")
@@ -167,6 +173,8 @@ class Config:
   """Random rotation with p=0.5, uniform in [-rotate, rotate] degrees; 0 disables."""
   alternate_flip: bool = _field(False, SHAPE, "data")
   """With --flip: each image keeps a random orientation for the run and all are mirrored every other epoch (airbench's), instead of a coin per image and step."""
+  cutout: int = _field(0, SHAPE, "data")
+  """Cutout in training: a random N x N square inside each image set to the mean colour (0 once normalized), airbench96's (12); 0 disables."""
   translate: int = _field(0, SHAPE, "data")
   """Random translation in training, up to N pixels each way (reflect-padded crop; image datasets); 0 disables."""
   augment_first: bool = _field(True, SHAPE, "data")
@@ -234,9 +242,12 @@ class Config:
     need(finite(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0")
     need(finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
          "a finite number >= 0")
-    need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov"), "weight_decay",
-         "0 unless --optimizer adamw or nesterov")
-    need(self.schedule in ("constant", "warmup_linear"), "schedule", "constant or warmup_linear")
+    need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov", "muon"),
+         "weight_decay", "0 unless --optimizer adamw, nesterov or muon")
+    need(finite(self.muon_lr) and self.muon_lr > 0, "muon_lr", "a finite number > 0")
+    need(self.muon_lr == 0.24 or self.optimizer == "muon", "muon_lr",
+         "0.24 (the default) unless --optimizer muon")
+    need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
     need(finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
     need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",
          "an integer in [0, 8] pixels")
@@ -253,12 +264,15 @@ class Config:
     need(finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
     need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")
     # Flags that only mean something with another flag: refused, never silently ignored.
-    need(self.momentum == 0.9 or self.optimizer == "nesterov", "momentum",
-         "0.9 (the default) unless --optimizer nesterov")
-    need(self.whiten_bias_epochs == 0 or self.net == "airbench", "whiten_bias_epochs",
-         "0 unless --net airbench")
-    need(self.norm_bias_lr == 1.0 or self.batch_norm or self.net == "airbench", "norm_bias_lr",
-         "1 unless the net has BatchNorm (--batch-norm or --net airbench)")
+    need(self.momentum == 0.9 or self.optimizer in ("nesterov", "muon"), "momentum",
+         "0.9 (the default) unless --optimizer nesterov or muon")
+    need(self.whiten_bias_epochs == 0 or self.is_airbench, "whiten_bias_epochs",
+         "0 unless --net airbench or airbench_muon")
+    need(self.norm_bias_lr == 1.0 or self.batch_norm or self.is_airbench, "norm_bias_lr",
+         "1 unless the net has BatchNorm (--batch-norm or --net airbench*)")
+    need(isinstance(self.cutout, int) and 0 <= self.cutout <= IMAGE_SIDES.get(self.dataset, 0),
+         "cutout", f"an integer in [0, {IMAGE_SIDES.get(self.dataset, 0)}] pixels for "
+         f"--dataset {self.dataset}")
     need(not self.alternate_flip or self.flip, "alternate_flip", "off with --no-flip")
     need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
     need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
@@ -275,8 +289,8 @@ class Config:
     need(self.num_processes >= 1, "num_processes", "an integer >= 1")
     need(0 <= self.process_id < self.num_processes, "process_id",
          f"in [0, {self.num_processes})")
-    if self.net == "airbench":  # models.AirbenchNet: three pools after a 2x2 conv need 16+ px
-      need(self.dataset == "cifar10", "net", "a conv/fc network, not airbench, for small images")
+    if self.is_airbench:  # models.AirbenchNet: three pools after a 2x2 conv need 16+ px
+      need(self.dataset == "cifar10", "net", f"a conv/fc network, not {self.net}, for small images")
       return check_batch_size(self, TRAIN_SIZES[self.dataset])
     try:
       spec = parse_net(self.net)
@@ -289,6 +303,10 @@ class Config:
     # Known sizes catch a too-large batch before loading; a prepared CIFAR-10 dir may
     # hold fewer images, so the experiment checks again with the loaded size.
     check_batch_size(self, TRAIN_SIZES[self.dataset])
+
+  @property
+  def is_airbench(self) -> bool:
+    return self.net in AIRBENCH_NETS
 
   @property
   def net_spec(self) -> NetSpec:

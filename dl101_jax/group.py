@@ -133,7 +133,7 @@ class GroupProgram:
     net's whitening comes from the first 5,000 training images, normalized as `data` does."""
     c0 = members[0].config
     whiten = None
-    if c0.net == "airbench":
+    if c0.is_airbench:
       mean, std = (np.asarray(a, np.float32) for a in (data.mean, data.std))
       whiten = whitening_kernel((ds.x_train[:5000].astype(np.float32) - mean) / std)
     model = make_model(c0, ds.num_classes, dropout=any(m.config.dropout > 0 for m in members),
@@ -144,6 +144,7 @@ class GroupProgram:
                          flip=ds.is_image and c0.flip,
                          max_degrees=c0.rotate if ds.is_image else 0.0,
                          max_shift=c0.translate if ds.is_image else 0,
+                         cutout=c0.cutout if ds.is_image else 0,
                          label_smoothing=c0.label_smoothing, ema=c0.ema, tta=c0.tta,
                          lookahead=c0.lookahead, total_steps=c0.epochs * spe,
                          alternate_flip=c0.alternate_flip,
@@ -152,7 +153,7 @@ class GroupProgram:
                          on_progress=progress.tick if progress else None)
     tx = make_optimizer(c0.optimizer, c0.schedule, c0.epochs * spe, c0.momentum,
                         c0.norm_bias_lr, c0.whiten_bias_epochs * spe,
-                        decay="all" if c0.net == "airbench" else "kernels")
+                        decay="all" if c0.is_airbench else "kernels")
     return cls(members, model, tx, prog,
                jnp.zeros((1, *ds.x_train.shape[1:]), jnp.float32), whiten)
 

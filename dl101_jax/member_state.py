@@ -77,14 +77,15 @@ def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainSta
 
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
                hp: dict[str, jax.Array], ema: bool = False, lookahead: int = 0) -> TrainState:
-  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2.
+  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2 (and
+  muon_lr, for --optimizer muon).
   With `ema`, the params' moving average starts at the params; with `lookahead` (its
   period), so do the slow weights."""
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
   variables = model.init({"params": key}, sample_x, train=False)
   params = variables["params"]
   opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
-                             weight_decay=hp["weight_decay"])
+                             weight_decay=hp["weight_decay"], muon_lr=hp.get("muon_lr"))
   average_state = {}
   batch_stats = variables.get("batch_stats", {})
   if ema:

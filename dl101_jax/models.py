@@ -195,6 +195,9 @@ class AirbenchNet(nn.Module):
   widths: Sequence[int] = (64, 256, 256)
   dtype: Any = jnp.float32
   im2col: bool = False
+  # airbench94_muon's head: its init rescaled to std 1, its outputs divided by the width
+  # (256) instead of 9.
+  muon_head: bool = False
 
   @nn.compact
   def __call__(self, x_BxHxWxC, *, train: bool = False, dropout_rate: Any = 0.0):
@@ -218,9 +221,15 @@ class AirbenchNet(nn.Module):
       x = conv(width, f"block{i}_conv1")(x)
       x = nn.gelu(norm(f"block{i}_norm1")(x), approximate=False)
     x = jnp.max(x, axis=(1, 2))  # airbench's MaxPool2d(3) on its 3x3 maps, for any size
-    out = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, kernel_init=TORCH_INIT,
+    out = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype,
+                   kernel_init=unit_std(TORCH_INIT) if self.muon_head else TORCH_INIT,
                    name="head")(x)
-    return (out / 9.0).astype(jnp.float32)
+    return (out / (self.widths[-1] if self.muon_head else 9.0)).astype(jnp.float32)
+
+
+def unit_std(base: Any) -> Any:
+  """`base`'s draw divided by its own std (airbench94_muon's head: w *= 1 / w.std())."""
+  return lambda key, shape, dtype=jnp.float32: (lambda w: w / jnp.std(w))(base(key, shape, dtype))
 
 
 def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
@@ -232,11 +241,11 @@ def make_model(config: Config, num_classes: int, *, dropout: bool | None = None,
   """
   im2col = (platform or jax.default_backend()) == "cpu"
   dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
-  if config.net == "airbench":
+  if config.is_airbench:
     if whiten is None:
       raise ValueError("the airbench net needs its whitening kernel (models.whitening_kernel)")
     return AirbenchNet(whiten=_nested_tuple(whiten), num_classes=num_classes, dtype=dtype,
-                       im2col=im2col)
+                       im2col=im2col, muon_head=config.net == "airbench_muon")
   spec = config.net_spec
   if spec.is_perceptron:
     return Perceptron(init_scheme=config.init)

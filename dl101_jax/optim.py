@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nesterov": "Nesterov"}
-SCHEDULES = ("constant", "warmup_linear")
+LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nesterov": "Nesterov", "muon": "Muon"}
+# airbench94_muon's Muon: Nesterov momentum 0.6, then 3 Newton-Schulz steps (eps 1e-7).
+MUON_MOMENTUM, MUON_NS_STEPS, MUON_EPS = 0.6, 3, 1e-7
 
 
 def kernel_mask(params: Any, *, include_head: bool = True) -> Any:
@@ -44,6 +45,8 @@ def schedule_factor(name: str, total_steps: int) -> optax.Schedule | None:
   """
   if name == "constant":
     return None
+  if name == "linear":  # airbench94_muon's: 1 at step 0, falling to 0 at total_steps
+    return optax.linear_schedule(1.0, 0.0, max(total_steps, 1))
   peak = int(0.23 * total_steps)
   return optax.piecewise_interpolate_schedule(
       "linear", init_value=0.2, boundaries_and_scales={peak: 5.0, max(total_steps, peak + 1): 0.07})
@@ -115,6 +118,8 @@ def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
     return optax.inject_hyperparams(scheduled(_nesterov), static_args=("momentum", "decay_mask"))(
         learning_rate=0.0, weight_decay=0.0, momentum=momentum,
         decay_mask=kernel_mask if decay == "kernels" else None)
+  if name == "muon":
+    return _muon(factor, momentum, norm_bias_lr, whiten_bias_steps)
   if name in ("adam", "adamw"):
     # Only the learning rate and decay are state; the mask is a function, not a schedule.
     return optax.inject_hyperparams(scheduled(optax.adamw),
@@ -124,11 +129,80 @@ def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
 
 
 def init_opt_state(tx: optax.GradientTransformation, params: Any, *,
-                   learning_rate: jax.Array, weight_decay: jax.Array) -> Any:
-  """tx.init(params), with this member's learning rate and weight decay set."""
+                   learning_rate: jax.Array, weight_decay: jax.Array,
+                   muon_lr: jax.Array | None = None) -> Any:
+  """tx.init(params), with this member's learning rate and weight decay (and Muon's
+  learning rate, for muon) set."""
   state = tx.init(params)
   hp = dict(state.hyperparams)
-  hp["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
-  if "weight_decay" in hp:
-    hp["weight_decay"] = jnp.asarray(weight_decay, jnp.float32)
+  given = {"learning_rate": learning_rate, "weight_decay": weight_decay, "muon_lr": muon_lr}
+  for k, v in given.items():
+    if k in hp and v is not None:
+      hp[k] = jnp.asarray(v, jnp.float32)
   return state._replace(hyperparams=hp)
+
+
+def muon_labels(params: Any) -> Any:
+  """multi_transform's groups for muon: 4-D conv filters (HWIO) go to Muon, the airbench
+  net's whitening bias to its own SGD, everything else to Nesterov SGD."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict({
+      k: "muon" if v.ndim == 4 else "whiten" if k == ("whiten_bias",) else "sgd"
+      for k, v in flat.items()})
+
+
+def rescale_filters() -> optax.GradientTransformation:
+  """airbench94_muon rescales each filter tensor to Frobenius norm sqrt(out channels)
+  just before its step (p *= sqrt(O) / |p|). optax.contrib.muon has no such projection
+  and no optax transform rescales params, so it is written here: as an update it is
+  (s - 1) p, added to the Muon step, so that p + update = s p - lr U."""
+
+  def update(updates, state, params=None):
+    def one(u, p):
+      s = jnp.sqrt(jnp.float32(p.shape[-1])) / jnp.linalg.norm(p.reshape(-1))
+      return u + (s - 1.0) * p
+    return jax.tree.map(one, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _muon(factor: optax.Schedule | None, momentum: float, bias_lr: float,
+          whiten_steps: int) -> optax.GradientTransformation:
+  """airbench94_muon's optimizer, one optax.multi_transform over three groups:
+    muon    the conv filters: PyTorch-style Nesterov momentum 0.6 (optax.trace), then
+            optax.contrib's Newton-Schulz orthogonalization (3 steps; its own momentum
+            off, beta 0, since its bias-corrected EMA weighs the first steps otherwise),
+            times muon_lr and the schedule; the filters rescaled first (rescale_filters).
+            No decay. No width scaling: airbench's update is the plain orthogonal one.
+    sgd     the rest (BatchNorm shifts at bias_lr x, the head): the decay added to the
+            gradient, Nesterov SGD (momentum), times the schedule.
+    whiten  the whitening bias: as sgd at bias_lr x, its lr falling linearly to 0 over
+            whiten_steps, then frozen (0: as sgd).
+  learning_rate, weight_decay and muon_lr are injected, one value per member."""
+  scale = factor or (lambda count: jnp.float32(1.0))
+  dims = lambda tree: jax.tree.map(
+      lambda _: optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3), tree)
+  whiten_factor = (lambda count: jnp.clip(1.0 - count / whiten_steps, 0.0, 1.0)) if whiten_steps \
+      else scale
+
+  def rule(learning_rate, weight_decay, muon_lr):
+    def sgd(schedule, mask_scale=None):
+      return optax.chain(
+          mask_scale or optax.identity(),
+          optax.add_decayed_weights(weight_decay),
+          optax.sgd(learning_rate, momentum=momentum, nesterov=True),
+          optax.scale_by_schedule(schedule))
+
+    biases = optax.masked(optax.scale(bias_lr), norm_bias_mask) if bias_lr != 1.0 else None
+    return optax.multi_transform({
+        "muon": optax.chain(
+            optax.trace(decay=MUON_MOMENTUM, nesterov=True),
+            optax.contrib.scale_by_muon(ns_steps=MUON_NS_STEPS, beta=0.0, eps=MUON_EPS,
+                                        weight_dimension_numbers=dims),
+            optax.scale_by_learning_rate(muon_lr), optax.scale_by_schedule(scale),
+            rescale_filters()),
+        "sgd": sgd(scale, biases),
+        "whiten": sgd(whiten_factor, optax.scale(bias_lr)),
+    }, muon_labels)
+
+  return optax.inject_hyperparams(rule)(learning_rate=0.0, weight_decay=0.0, muon_lr=0.0)

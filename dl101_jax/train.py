@@ -21,12 +21,13 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from dl101_jax.augment import augment, tta_logits
+from dl101_jax.augment import augment, cutout, tta_logits
 from dl101_jax.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
                                     model_variables)
 from dl101_jax.optim import l2_penalty
 
 Metrics = dict[str, jax.Array]
+CUTOUT = 4  # fold_in tag of cutout's draws within a step's augmentation key (augment uses 3)
 
 
 @flax.struct.dataclass
@@ -71,8 +72,9 @@ def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
 
 def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_degrees: float,
                     max_shift: int = 0, normalize: Callable | None = None,
-                    flip_B: jax.Array | None = None) -> jax.Array:
-  """Augment (flip, rotate, translate), then normalize when `normalize` is given.
+                    flip_B: jax.Array | None = None, cutout_size: int = 0) -> jax.Array:
+  """Augment (flip, rotate, translate), then normalize when `normalize` is given, then
+  cut out a square (`cutout_size`), always on normalized inputs so that it is the mean.
 
   TFLearn's order (tflearn/data_flow.py, fill_feed_dict_queue: ImageAugmentation,
   then ImagePreprocessing): rotation fills the corners with pixel value 0, black,
@@ -82,13 +84,16 @@ def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_deg
   if flip or max_degrees > 0 or max_shift > 0:
     x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
                         flip_B=flip_B)
-  return x_BxHxWxC if normalize is None else normalize(x_BxHxWxC)
+  x_BxHxWxC = x_BxHxWxC if normalize is None else normalize(x_BxHxWxC)
+  if cutout_size:
+    x_BxHxWxC = cutout(jax.random.fold_in(key, CUTOUT), x_BxHxWxC, cutout_size)
+  return x_BxHxWxC
 
 
 def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
-                    max_shift: int = 0, label_smoothing: float = 0.0, ema: float = 0.0,
-                    lookahead: int = 0, total_steps: int = 0, batch_sharding: Any = None,
-                    normalize: Callable | None = None) -> Callable:
+                    max_shift: int = 0, cutout: int = 0, label_smoothing: float = 0.0,
+                    ema: float = 0.0, lookahead: int = 0, total_steps: int = 0,
+                    batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
 
   batch: {'x': inputs, 'y': labels, 'mask' (optional): 1 real, 0 padding, 'flip'
@@ -109,7 +114,7 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
     x = training_inputs(k_aug, x, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
-                        normalize=normalize, flip_B=batch.get("flip"))
+                        normalize=normalize, flip_B=batch.get("flip"), cutout_size=cutout)
     y = batch["y"]
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
@@ -182,6 +187,7 @@ class Program:
   flip: bool = False
   max_degrees: float = 0.0
   max_shift: int = 0  # random translation, pixels each way
+  cutout: int = 0  # side of the square cut out of each training image; 0: none
   label_smoothing: float = 0.0
   ema: float = 0.0  # decay per step of the params' moving average; 0: none
   lookahead: int = 0  # steps between Lookahead's synchronizations; 0: none
@@ -207,7 +213,8 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
   """One member, one epoch: shuffle by (seed, epoch), then lax.scan the steps."""
   raw = prog.augment_first and (prog.flip or prog.max_degrees > 0 or prog.max_shift > 0)
   step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
-                         max_shift=prog.max_shift, label_smoothing=prog.label_smoothing,
+                         max_shift=prog.max_shift, cutout=prog.cutout,
+                         label_smoothing=prog.label_smoothing,
                          ema=prog.ema, lookahead=prog.lookahead, total_steps=prog.total_steps,
                          batch_sharding=prog.batch_sharding,
                          normalize=data.normalize if raw else None)

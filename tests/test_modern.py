@@ -86,7 +86,7 @@ def test_the_schedule_scales_each_update_and_keeps_the_member_hyperparameters(na
 
 def test_the_new_flags_are_validated():
   for field, value, message in [("translate", 9, "[0, 8]"), ("label_smoothing", 1.0, "[0, 1)"),
-                                ("schedule", "cosine", "constant or warmup_linear")]:
+                                ("schedule", "cosine", "constant, warmup_linear, linear")]:
     with pytest.raises(ConfigError, match=re.escape(message)):
       dataclasses.replace(Config(), **{field: value})
   with pytest.raises(ConfigError, match="--weight-decay"):
