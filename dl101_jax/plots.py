@@ -236,3 +236,38 @@ def schedule(block: dict, path: str) -> None:
                   else ""), fontsize=10)
   _save(fig, path)
   plt.close(fig)
+
+
+VERDICT_COLORS = {"supported": "tab:green", "contradicted": "tab:red",
+                  "inconclusive": "tab:gray", None: "tab:blue"}
+
+
+def ladder(rows: list[dict], path: str) -> None:
+  """One bar per rung: final validation accuracy (mean over seeds), each seed a dot, the
+  bar coloured by its gain's verdict and labelled with the gain over its baseline."""
+  plt = _plt()
+  from matplotlib.patches import Patch
+
+  shown = [r for r in rows if r["val_accuracy"] is not None]
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(shown) + 2), 4.6))
+  for i, r in enumerate(shown):
+    ax.bar(i, r["val_accuracy"], color=VERDICT_COLORS[r["verdict"]], alpha=0.75, width=0.7)
+    seeds = r["val_accuracy_per_seed"]
+    ax.plot([i] * len(seeds), seeds, "o", color="black", markersize=4)
+    if r["gain"] is not None:
+      ax.annotate(f"{r['gain']:+.3f}", (i, max(seeds)), xytext=(0, 4),
+                  textcoords="offset points", ha="center", fontsize=9)
+  accs = [a for r in shown for a in r["val_accuracy_per_seed"]]
+  if accs:
+    ax.set_ylim(max(0.0, min(accs) - 0.08), min(1.0, max(accs) + 0.05))
+  names = [r["rung"] + ("\n(vs airbench94)" if r.get("baseline") else "") for r in shown]
+  ax.set_xticks(range(len(shown)), names, rotation=30, ha="right", fontsize=9)
+  ax.set_ylabel("validation accuracy, final epoch")
+  ax.set_title("The ladder: each rung's gain over the one before, judged over seeds")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(handles=[Patch(color=VERDICT_COLORS[v], alpha=0.75, label=v or "first rung")
+                     for v in ("supported", "inconclusive", "contradicted", None)],
+            loc="upper left", fontsize=8)
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)

@@ -183,6 +183,9 @@ def run(config: Config = CONFIG) -> Results:
     path = os.path.join(config.run_dir, "summary.md")
     with open(path) as f:
       files.write_text(path, f.read() + text)
+    from dl101_jax import plots
+
+    plots.ladder(results.json["ladder"], os.path.join(config.run_dir, "ladder.png"))
   return results
 
 

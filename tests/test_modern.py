@@ -279,6 +279,10 @@ def test_the_ladder_is_in_results_and_summary(tmp_path):
   summary = (tmp_path / "summary.md").read_text()
   assert summary.rstrip().endswith(modern.ladder_table(rows).splitlines()[-1])
   assert "The ladder" in summary
+  import matplotlib.image
+
+  picture = matplotlib.image.imread(tmp_path / "ladder.png")  # one bar per rung, read back
+  assert picture.shape[0] > 300 and picture.shape[1] > 500
 
 
 def test_each_rungs_gain_gets_the_projects_verdict():
