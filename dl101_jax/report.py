@@ -131,6 +131,23 @@ OVERLAY = {"train_loss": ("train", "epoch_loss"), "train_accuracy": ("train", "e
            "val_accuracy": ("validation", "epoch_accuracy")}
 
 
+def import_tensorboardx() -> None:
+  """Import tensorboardX without torch. Its package import runs tensorboardX/writer.py, which
+  imports torch whenever torch is installed, only so that torch tensors count as arrays;
+  this project logs numpy, and that import costs seconds (3.5 s measured) of every run's
+  start. So torch is hidden (a None in sys.modules makes `import torch` raise ImportError)
+  for that one import, and unhidden right after: a later `import torch`, in a notebook say,
+  still works. Where torch is imported already, nothing is hidden."""
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX  # noqa: F401
+    return
+  sys.modules["torch"] = None
+  try:
+    import tensorboardX  # noqa: F401
+  finally:
+    del sys.modules["torch"]
+
+
 class TensorBoardRun:
   """Per-epoch scalars of one run (variant, seed) under <workdir>/<run name>/.
 
@@ -145,6 +162,7 @@ class TensorBoardRun:
   """
 
   def __init__(self, logdir: str, hparams: dict, *, resume_epoch: int = 0):
+    import_tensorboardx()
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto import event_pb2
     from tensorboardX.summary import hparams as hp_summary

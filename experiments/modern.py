@@ -28,14 +28,9 @@ After the recipe, opt-in, each compared with airbench94 (+ tta):
                    2000, 8 epochs, lrs falling linearly to 0, its head, no Lookahead.
   cutout           + airbench96's cutout: a 12x12 square of each training image set to the mean.
 
-Measured 2026-12-01, full recipe, 2-core CPU (otherwise idle), 50k train / the 2k test
-subset, 1 seed, before Lookahead averaged BatchNorm statistics: 0.909 with TTA (0.9065
-without), 55 min of training; airbench94's mean is 0.9401 on the full test set. airbench94
-itself, written in PyTorch (benchmarks/airbench_reference.py), reaches 0.9075 with TTA
-(0.8935 without) on the same data: the prepared data's pixels went through JPEG.
-The ladder, 10k train / 2k test, 2 seeds, 10 epochs (84 min): tutorial 0.658, batchnorm
-0.649, nesterov 0.678 (supported), label_smoothing 0.675, airbench_aug 0.682, airbench_net
-0.787 (supported), + lookahead 0.783, + tta 0.787; the unmarked gains are inconclusive.
+Cost on a 2-core CPU: the full recipe on 50k images ~41 min of training; the ladder on
+the 10k subset, 2 seeds, ~85 min. Measured results: docs/results/modern_clean.* and
+docs/results/modern_ladder.* (with their commands), and the README.
 
 Not airbench94 exactly: the last batch of an epoch is padded (masked), not dropped; 10
 epochs, not 9.9; float32 on CPU, not float16.
