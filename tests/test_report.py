@@ -52,3 +52,22 @@ def test_summary_table_shows_spread_only_with_several_seeds():
 
 def test_sub_millisecond_epochs_are_not_shown_as_zero():
   assert step_line(4, 0.5, 0.000015).endswith("| time: 15µs")
+
+
+def test_tensorboardx_is_imported_without_torch_and_torch_still_imports_after(tmp_path):
+  """tensorboardX's package import pulls in torch whenever it is installed (seconds of every
+  run's start). A stand-in torch package on the path shows that the TensorBoard writer
+  never imports it, and that a later `import torch` in the same process still works."""
+  import subprocess
+  import sys
+
+  (tmp_path / "torch").mkdir()
+  (tmp_path / "torch" / "__init__.py").write_text("Tensor = object\n")
+  code = ("import sys; from dl101_jax.report import TensorBoardRun\n"
+          f"TensorBoardRun({str(tmp_path / 'run')!r}, {{'lr': 0.1}})\n"
+          "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules, 'torch imported'\n"
+          "import torch; assert torch.Tensor is object; print('ok')\n")
+  env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{__import__('os').getcwd()}"}
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
