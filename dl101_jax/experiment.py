@@ -8,6 +8,7 @@ program; the others (network, batch size) one group after another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -178,6 +179,18 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
     runtime(vc)  # each variant's batch must split over the devices too
   console = console or report.Console(config.epochs, config.epochs_per_log,
                                       enabled=rt.is_primary)
+  with (files.hold_workdir(config.run_dir) if rt.is_primary else contextlib.nullcontext()):
+    return _train_and_report(config, variants, selected, members, rt, console, t_start,
+                             plot=plot, opt_in=opt_in, extra=extra, between_chunks=between_chunks,
+                             decide_every=decide_every, draw=draw)
+
+
+def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[str, Config],
+                      members: list[Member], rt: Any, console: report.Console, t_start: float, *,
+                      plot: bool, opt_in: dict[str, dict] | None, extra: Callable | None,
+                      between_chunks: Callable | None, decide_every: int,
+                      draw: Callable | None) -> Results:
+  """run_experiment's work once the workdir is held: load, train each group, write."""
   if config.restart and rt.is_primary:
     restart(config, members, console)
 

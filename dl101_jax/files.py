@@ -14,6 +14,8 @@ import os
 import shutil
 from typing import Any, Iterator
 
+from dl101_jax.config import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -47,3 +49,47 @@ def remove_tree(directory: str) -> bool:
     shutil.rmtree(directory)
     return True
   return False
+
+
+LOCK_NAME = ".lock"
+
+
+class WorkdirBusy(ConfigError):
+  """Another live process holds the workdir; `pid` is what its lock file says. The CLI
+  prints it as one line naming --workdir, exit status 2."""
+
+  def __init__(self, directory: str, pid: str):
+    self.directory, self.pid = directory, pid
+    super().__init__("workdir", f"{directory} is in use by another run (pid {pid or '?'}); "
+                     f"wait for it to finish, stop it, or use another --workdir")
+
+
+@contextlib.contextmanager
+def hold_workdir(directory: str) -> Iterator[None]:
+  """One run per workdir: an exclusive fcntl.flock on <directory>/.lock, holding our pid.
+
+  The kernel drops a flock when its process ends, however it ends (kill -9 included), so a
+  crashed run never leaves the lock stuck: the file stays, but the next run takes it over.
+  Raises WorkdirBusy while another live process holds it. A workdir that cannot be written
+  is not refused here; the run reports it in its own words when it first writes.
+  (No library in the requirements does file locks; fcntl is the standard library's.)
+  """
+  import fcntl
+
+  path = os.path.join(directory, LOCK_NAME)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError:
+    yield
+    return
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise WorkdirBusy(directory, os.pread(fd, 32, 0).decode(errors="replace").strip()) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the flock
