@@ -18,6 +18,7 @@ SCHEDULES = ("constant", "warmup_linear", "linear")
 AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 only
 # Largest --cutout square per dataset (its images' side).
 IMAGE_SIDES = {"digits": 8, "cifar10": 32}
+MUON_LR = 0.24  # airbench94_muon's; --muon-lr's default, refused off it without --optimizer muon
 # Known training-set sizes, so a batch larger than the data is caught before loading.
 TRAIN_SIZES = {"or": 4, "digits": 1437, "cifar10": 50_000}
 
@@ -145,7 +146,7 @@ class Config:
   """Learning rate."""
   weight_decay: float = _field(0.0, VALUE, "training")
   """Weight decay on kernels only (with nesterov and --net airbench, every trained parameter, as airbench94; with muon, every parameter but the conv filters): decoupled for adamw, added to the gradient for nesterov and muon."""
-  muon_lr: float = _field(0.24, VALUE, "training")
+  muon_lr: float = _field(MUON_LR, VALUE, "training")
   """--optimizer muon: Muon's learning rate on the conv filters (airbench94_muon: 0.24)."""
   loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
@@ -245,8 +246,8 @@ class Config:
     need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov", "muon"),
          "weight_decay", "0 unless --optimizer adamw, nesterov or muon")
     need(finite(self.muon_lr) and self.muon_lr > 0, "muon_lr", "a finite number > 0")
-    need(self.muon_lr == 0.24 or self.optimizer == "muon", "muon_lr",
-         "0.24 (the default) unless --optimizer muon")
+    need(self.muon_lr == MUON_LR or self.optimizer == "muon", "muon_lr",
+         f"{MUON_LR} (the default) unless --optimizer muon")
     need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
     need(finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
     need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",

@@ -30,7 +30,7 @@ After the recipe, opt-in, each compared with airbench94 (+ tta):
 
 Cost on a 2-core CPU: the full recipe on 50k images ~41 min of training; the ladder on
 the 10k subset, 2 seeds, ~85 min. Measured results: docs/results/modern_clean.* and
-docs/results/modern_ladder.* (with their commands), and the README.
+docs/results/modern_ladder.*, with their commands in the README.
 
 Not airbench94 exactly: the last batch of an epoch is padded (masked), not dropped; 10
 epochs, not 9.9; float32 on CPU, not float16.
