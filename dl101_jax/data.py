@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from dl101_jax.config import Config
+from dl101_jax import tfds_cifar
+from dl101_jax.config import Config, ConfigError
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -100,22 +101,16 @@ def _offline_reason() -> str | None:
   return None
 
 
-def _read_split(tfds, builder, split: str) -> dict[str, np.ndarray]:
-  # Batches of 10k rather than batch_size=-1, which needs split sizes in the
-  # metadata (tfds.testing.mock_data has none).
-  parts = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000, shuffle_files=False)))
-  return {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
-
-
 def load_cifar10(data_dir: str | None = None) -> Dataset:
-  """CIFAR-10 through TFDS, downloaded and prepared on first use, cached in `data_dir`."""
-  # TF only reads the files: silence its C++ logs, and its oneDNN notice (about TF's own
-  # numerics, which never touch training), which otherwise print before our first line.
+  """CIFAR-10 through TFDS, downloaded and prepared on first use, cached in `data_dir`.
+
+  Without TensorFlow (the default install) it is prepared as array_record and tfrecord
+  dirs are read by the project's own reader; see `tfds_cifar`.
+  """
+  # If TF is installed and reads a tfrecord dir, silence its C++ logs and its oneDNN notice
+  # (about TF's own numerics, which never touch training); they print before our first line.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-  import tensorflow as tf
-
-  tf.config.set_visible_devices([], "GPU")  # TF only prepares data; keep accelerators for JAX.
   import tensorflow_datasets as tfds
   from absl import logging as absl_logging
 
@@ -127,28 +122,43 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
   except Exception as e:  # unreadable dataset_info.json and the like
     raise DataError(f"cifar10: cannot read the TFDS dir {data_dir}: {e}") from None
   if not builder.is_prepared():
-    manual = os.path.join(data_dir, "downloads", "manual")
-    have_archive = os.path.exists(os.path.join(manual, "cifar-10-binary.tar.gz"))
-    if not have_archive:
-      # Without this, TFDS retries an unreachable host for minutes before failing.
-      why = _offline_reason()
-      if why:
-        raise _tfds_error(data_dir, ConnectionError(why))
-    try:
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual))
-    except Exception as e:
-      raise _tfds_error(data_dir, e) from None
+    builder = _prepare(tfds, data_dir)
   try:
-    splits = {s: _read_split(tfds, builder, s) for s in ("train", "test")}
+    splits = {s: tfds_cifar.read_split(builder, s) for s in ("train", "test")}
   except Exception as e:
     raise DataError(f"cifar10: the TFDS files in {data_dir}/cifar10 are unreadable or "
-                    f"corrupt ({type(e).__name__}); delete that folder to re-prepare it, "
+                    f"corrupt ({_first_line(e)}); delete that folder to re-prepare it, "
                     f"or point --data-dir elsewhere.") from None
   tr, te = splits["train"], splits["test"]
   return Dataset("cifar10", tr["image"], tr["label"].astype(np.int32),
                  te["image"], te["label"].astype(np.int32), num_classes=10,
                  class_names=CIFAR10_CLASSES)
+
+
+def _prepare(tfds, data_dir: str):
+  """Download (or take from downloads/manual) the tarball and prepare it in data_dir."""
+  manual = os.path.join(data_dir, "downloads", "manual")
+  if not os.path.exists(os.path.join(manual, tfds_cifar.ARCHIVE)):
+    # Without this, TFDS retries an unreachable host for minutes before failing.
+    why = _offline_reason()
+    if why:
+      raise _tfds_error(data_dir, ConnectionError(why))
+  if tfds_cifar.can_write_array_record():
+    builder = tfds_cifar.builder_class()(data_dir=data_dir, file_format="array_record")
+  elif tfds_cifar.has_module("tensorflow"):
+    builder = tfds.builder("cifar10", data_dir=data_dir)  # the stock builder, tfrecord
+  else:
+    raise DataError("cifar10: preparing it needs array_record (no wheels for this platform) "
+                    "or TensorFlow: pip install -r requirements-tf.txt, or point --data-dir "
+                    "at a prepared TFDS dir")
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  except tfds_cifar.ArchiveError as e:
+    raise ConfigError("data_dir", str(e)) from None
+  except Exception as e:
+    raise _tfds_error(data_dir, e) from None
+  return tfds.builder("cifar10", data_dir=data_dir)
 
 
 def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:

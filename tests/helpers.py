@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from dl101_jax import tfds_cifar
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-subset")
 
@@ -39,14 +41,43 @@ def events(logdir: str):
   files = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
   assert files, f"no event files in {logdir}"
   for path in files:
-    data = open(path, "rb").read()
-    i = 0
-    while i < len(data):
-      (n,) = struct.unpack("<Q", data[i:i + 8])
+    for record in tfds_cifar.read_tfrecord_framing(path):
       ev = event_pb2.Event()
-      ev.ParseFromString(data[i + 12:i + 12 + n])
-      i += 12 + n + 4
+      ev.ParseFromString(record)
       yield ev
+
+
+def write_tfrecord(path: str, records) -> None:
+  """A valid tfrecord file (both CRCs), as TensorFlow's writer makes it."""
+  with open(path, "wb") as f:
+    for r in records:
+      head = struct.pack("<Q", len(r))
+      f.write(head + struct.pack("<I", tfds_cifar.masked_crc(head)) + r
+              + struct.pack("<I", tfds_cifar.masked_crc(r)))
+
+
+def make_cifar_tarball(path: str, per_batch: int = 4, test: int = 6, seed: int = 0):
+  """A small cifar-10-binary.tar.gz in the official layout (random pixels and labels);
+  returns read_archive's view of it."""
+  import io
+  import tarfile
+
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  with tarfile.open(path, "w:gz") as tar:
+    def add(name, blob):
+      info = tarfile.TarInfo(tfds_cifar.PREFIX + name)
+      info.size = len(blob)
+      tar.addfile(info, io.BytesIO(blob))
+    for name in (*tfds_cifar.TRAIN_FILES, *tfds_cifar.TEST_FILES):
+      rows = rng.integers(0, 256, (test if "test" in name else per_batch, tfds_cifar.RECORD),
+                          dtype=np.uint8)
+      rows[:, 0] %= 10
+      add(name, rows.tobytes())
+    from dl101_jax.data import CIFAR10_CLASSES
+    add("batches.meta.txt", ("\n".join(CIFAR10_CLASSES) + "\n\n").encode())
+  return tfds_cifar.read_archive(path)
 
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:

@@ -51,16 +51,6 @@ def test_normalized_training_set_has_zero_mean_unit_std(mode):
   assert norm.mean.shape == ((3,) if mode == "per_channel" else ())
 
 
-def test_tfds_path_with_mock_data(monkeypatch, tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-  monkeypatch.setattr(data, "_offline_reason", lambda: None)
-  with tfds.testing.mock_data(num_examples=30):
-    ds = data.load_cifar10(str(tmp_path))
-  assert ds.x_train.shape == (30, 32, 32, 3) and ds.x_train.dtype == np.uint8
-  assert ds.y_train.dtype == np.int32 and ds.y_train.max() <= 9
-  assert ds.num_classes == 10 and ds.test_size == 30
-
-
 def test_missing_data_one_clear_message(tmp_path):
   r = run_module("experiments.dropout", "--data-dir", str(tmp_path), "--epochs", "1",
                  "--workdir", str(tmp_path / "wd"))
