@@ -260,7 +260,7 @@ def ladder(rows: list[dict], path: str) -> None:
   accs = [a for r in shown for a in r["val_accuracy_per_seed"]]
   if accs:
     ax.set_ylim(max(0.0, min(accs) - 0.08), min(1.0, max(accs) + 0.05))
-  names = [r["rung"] + ("\n(vs airbench94)" if r.get("baseline") else "") for r in shown]
+  names = [r["rung"] + (f"\nvs {r['vs']}" if r.get("vs") else "") for r in shown]
   ax.set_xticks(range(len(shown)), names, rotation=30, ha="right", fontsize=9)
   ax.set_ylabel("validation accuracy, final epoch")
   ax.set_title("The ladder: each rung's gain over the one before, judged over seeds")

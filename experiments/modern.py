@@ -29,7 +29,7 @@ After the recipe, opt-in, each compared with airbench94 (+ tta):
   cutout           + airbench96's cutout: a 12x12 square of each training image set to the mean.
 
 Cost on a 2-core CPU: the full recipe on 50k images ~41 min of training; the ladder on
-the 10k subset, 2 seeds, ~85 min. Measured results: docs/results/modern_clean.* and
+the 10k subset, 2 seeds, ~85 min; there, muon ~11 min and 12.7 GB per seed, cutout ~30 min. Measured results: docs/results/modern_clean.* and
 docs/results/modern_ladder.*, with their commands in the README.
 
 Not airbench94 exactly: the last batch of an epoch is padded (masked), not dropped; 10
@@ -114,18 +114,19 @@ def ladder(results: Results) -> dict:
       rows.append({"rung": rung, "val_accuracy_per_seed": scored(results, "airbench94", tta=tta),
                    "seconds": seconds if tta == 0 else 0.0})
   for name in AFTER:
-    if name in by_name:
+    if name in by_name and "airbench94" in by_name:
       v = by_name[name]
+      epochs = by_name["airbench94"]["config"]["effective"]["epochs"]
       rows.append({"rung": name, "val_accuracy_per_seed": [h["val_accuracy"][-1] for h in
                                                            v["per_seed"] if h["val_accuracy"]],
                    "seconds": v["wall_seconds"], "epochs": v["config"]["effective"]["epochs"],
-                   "baseline": "+ tta"})
+                   "baseline": "+ tta", "vs": f"airbench94 at {epochs} epochs"})
   return {"ladder": compare_rungs(rows)}
 
 
 def compare_rungs(rows: list[dict]) -> list[dict]:
   """Each rung's mean ± std over seeds, its gain over the rung above (or over the row its
-  "baseline" names), and that gain's verdict by the project's rule (Welch's 95% interval
+  "baseline" names; "vs" says what that row is, for tables and plots), and that gain's verdict by the project's rule (Welch's 95% interval
   over seeds, as for the tutorial's claims: supported when it lies above 0). A rung
   without accuracies (diverged) is skipped in the comparison; TTA's row is the same run as
   the one above, so an unpaired interval is conservative there."""
@@ -155,7 +156,8 @@ def ladder_table(rows: list[dict]) -> str:
     bounds = ", ".join("–" if x is None else f"{x:+.4f}" for x in ci)
     gain = "" if r["gain"] is None else f"{r['gain']:+.4f} [{bounds}]"
     cost = "(same run)" if r["rung"] == "+ tta" else f"{r['seconds']:.0f}"
-    name = r["rung"] + (f" (vs airbench94, {r['epochs']} epochs)" if r.get("baseline") else "")
+    name = r["rung"] + (f" ({r['epochs']} epochs)" if r.get("epochs") else "") + \
+        (f" vs {r['vs']}" if r.get("vs") else "")
     acc = ("diverged" if r["val_accuracy"] is None
            else f"{r['val_accuracy']:.4f} ± {r['val_accuracy_std']:.4f}")
     out.append(f"| {name} | {acc} | {gain} | {r['verdict'] or ''} | {cost} |")

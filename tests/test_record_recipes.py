@@ -177,13 +177,13 @@ def test_new_rungs_are_compared_with_the_full_recipe():
       {"rung": "+ lookahead", "val_accuracy_per_seed": [0.62, 0.63], "seconds": 1.0},
       {"rung": "+ tta", "val_accuracy_per_seed": [0.70, 0.71], "seconds": 0.0},
       {"rung": "muon", "val_accuracy_per_seed": [0.80, 0.81], "seconds": 1.0, "epochs": 8,
-       "baseline": "+ tta"},
+       "baseline": "+ tta", "vs": "airbench94 at 10 epochs"},
       {"rung": "cutout", "val_accuracy_per_seed": [0.60, 0.61], "seconds": 1.0, "epochs": 10,
        "baseline": "+ tta"}])
   np.testing.assert_allclose([rows[3]["gain"], rows[4]["gain"]], [0.10, -0.10])
   assert [rows[3]["verdict"], rows[4]["verdict"]] == ["supported", "contradicted"]
   table = modern.ladder_table(rows)
-  assert "| muon (vs airbench94, 8 epochs) |" in table
+  assert "| muon (8 epochs) vs airbench94 at 10 epochs |" in table
 
 
 def test_the_muon_head():
