@@ -1,7 +1,8 @@
 """Training throughput of the tutorial's dropout CNN: dl101_jax side by side with PyTorch.
 
     python -m benchmarks.train_step [--batch-sizes 50,96,2000] [--frameworks dl101_jax,torch]
-                                    [--json PATH] [--repeats 5]
+                                    [--json PATH] [--repeats 5] [--precision f32|bf16]
+                                    [--images 4000] [--vmap-seeds 1,4,8] [--no-compile-times]
 
 dl101_jax is measured on its real path: device-resident uint8 data, on-device
 shuffle + flip + rotation inside the jitted step, the scanned epoch. torch is the
@@ -9,7 +10,8 @@ same architecture, Adam and batch on the CPU (no augmentation, data already in
 memory). Frameworks alternate in every repeat so both see the same machine
 conditions; each figure is the median of the repeats. Also: compile time (cold
 and with the persistent cache warm, in fresh processes), overhead of the epoch
-over pure steps, MFU against a measured matmul peak, and vmap scaling over seeds.
+over pure steps, MFU against a measured matmul peak (and against the chip's published
+peak, on a known accelerator), and vmap scaling over seeds.
 """
 
 from __future__ import annotations
@@ -28,11 +30,24 @@ import time
 import numpy as np
 
 NET = "conv32-pool-conv64-conv64-pool-fc512"
+IMAGES = 4000  # per timed epoch (--images)
+# Dense bf16 (fp16 where the chip has no bf16) peak TFLOP/s per jax device, from the
+# vendors' datasheets; matched in order against jax's device_kind. TPU v2 and v3 show each
+# of a chip's two cores as a device, so theirs is half the chip's. MFU against it is what
+# papers quote; an f32 run is held to the same peak, so its MFU is a floor.
+CHIP_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0),
+                    ("L4", 121.0), ("T4", 65.0), ("V100", 125.0),
+                    ("TPU v2", 22.5), ("TPU v3", 61.5), ("TPU v4", 275.0),
+                    ("TPU v5 lite", 197.0), ("TPU v5", 459.0), ("TPU v6 lite", 918.0))
+
+
+def chip_peak_tflops(device_kind: str) -> float | None:
+  return next((peak for name, peak in CHIP_PEAK_TFLOPS if name in device_kind), None)
 
 
 def _steps(batch_size: int) -> int:
-  """Steps per timed epoch: about 4,000 images, at least 2 steps."""
-  return max(2, 4000 // batch_size)
+  """Steps per timed epoch: about IMAGES images, at least 2 steps."""
+  return max(2, IMAGES // batch_size)
 
 
 def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = True,
@@ -199,13 +214,21 @@ def _compile_only(batch_size: int) -> None:
 
 
 def main(argv=None) -> dict:
+  global IMAGES  # read by _steps in every bench; --images sets it for the run
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--batch-sizes", default="50,96,2000")
   p.add_argument("--frameworks", default="dl101_jax,torch")
   p.add_argument("--json", default="")
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--precision", choices=("f32", "bf16"), default="f32",
+                 help="dl101_jax's compute dtype (torch stays f32)")
+  p.add_argument("--images", type=int, default=IMAGES, help="images per timed epoch")
+  p.add_argument("--vmap-seeds", default="1,4,8", help="seed counts for vmap scaling")
+  p.add_argument("--no-compile-times", action="store_true",
+                 help="skip the cold/warm compile timings (two fresh processes per batch)")
   p.add_argument("--compile-only", type=int, default=0, help=argparse.SUPPRESS)
   a = p.parse_args(argv)
+  IMAGES = a.images
   if a.compile_only:
     _compile_only(a.compile_only)
     return {}
@@ -231,7 +254,7 @@ def main(argv=None) -> dict:
   for bs in sizes:
     benches = {}
     if "dl101_jax" in frameworks:
-      benches["dl101_jax"] = JaxBench(bs)
+      benches["dl101_jax"] = JaxBench(bs, precision=a.precision)
     if "torch" in frameworks:
       benches["torch"] = TorchBench(bs, threads=os.cpu_count())
     samples = {k: [] for k in benches}
@@ -244,7 +267,7 @@ def main(argv=None) -> dict:
              "samples": [round(s, 1) for s in samples[k]]}
       if k == "dl101_jax":
         row["compile_s"] = round(benches[k].compile_s, 3)
-        row["compile"] = compile_times(bs)
+        row["compile"] = None if a.no_compile_times else compile_times(bs)
       rows.append(row)
     if len(benches) == 2:
       ratio = rows[-2]["images_per_s"] / rows[-1]["images_per_s"]
@@ -252,18 +275,24 @@ def main(argv=None) -> dict:
     print(json.dumps(rows[-len(benches):]))
     del benches
   peak = matmul_peak_gflops()
-  fpi = flops_per_image(96)
-  jax_96 = next((r["images_per_s"] for r in rows
-                 if r["framework"] == "dl101_jax" and r["batch_size"] == 96), None)
+  ref = 96 if 96 in sizes else sizes[0]  # the tutorial's batch, for MFU, overhead and vmap
+  fpi = flops_per_image(ref)
+  jax_ref = next((r["images_per_s"] for r in rows
+                  if r["framework"] == "dl101_jax" and r["batch_size"] == ref), None)
   vmap = {}
-  for s in (1, 4, 8):
-    b = JaxBench(96, seeds=s)
+  for s in (int(n) for n in a.vmap_seeds.split(",")):
+    b = JaxBench(ref, seeds=s, precision=a.precision)
     vmap[str(s)] = round(statistics.median(b.images_per_s() for _ in range(3)), 1)
     del b
-  out = {"machine": machine, "rows": rows, "overhead_fraction": round(overhead_fraction(96), 4),
-         "flops_per_image": fpi,
-         "mfu": round(fpi * jax_96 / (peak * 1e9), 4) if jax_96 else None,
-         "matmul_peak_gflops": round(peak, 1), "vmap": vmap}
+  chip = chip_peak_tflops(dev.device_kind) if dev.platform != "cpu" else None
+  achieved = fpi * jax_ref if jax_ref else None
+  out = {"machine": machine, "precision": a.precision, "rows": rows, "reference_batch": ref,
+         "overhead_fraction": round(overhead_fraction(ref), 4), "flops_per_image": fpi,
+         "mfu": round(achieved / (peak * 1e9), 4) if achieved else None,
+         "matmul_peak_gflops": round(peak, 1),
+         "chip_peak_tflops": chip,
+         "mfu_chip_peak": round(achieved / (chip * 1e12), 5) if achieved and chip else None,
+         "vmap": vmap}
   print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=1))
   if a.json:
     with open(a.json, "w") as f:

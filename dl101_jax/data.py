@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
@@ -146,6 +147,8 @@ def _prepare(tfds, data_dir: str):
   if tfds_cifar.can_write_array_record():
     builder = tfds_cifar.builder_class()(data_dir=data_dir, file_format="array_record")
   elif tfds_cifar.has_module("tensorflow"):
+    print("cifar10: array_record is not installed (it has no wheels for Intel macOS or "
+          "Windows); preparing tfrecords through TensorFlow instead", file=sys.stderr)
     builder = tfds.builder("cifar10", data_dir=data_dir)  # the stock builder, tfrecord
   else:
     raise DataError("cifar10: preparing it needs array_record (no wheels for this platform) "

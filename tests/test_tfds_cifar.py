@@ -123,3 +123,16 @@ def test_a_truncated_tfrecord_is_one_clear_error(prepared, tmp_path):
   f.write_bytes(f.read_bytes()[:-100])
   with pytest.raises(data.DataError, match="unreadable or corrupt.*runs past the end"):
     data.load_cifar10(str(tmp_path / "tfr"))
+
+
+def test_without_array_record_or_tensorflow_preparing_names_the_way_out(tmp_path, monkeypatch):
+  """Intel macOS and Windows have no array_record wheels: without TF as well, preparing a
+  tarball is one clear error that names requirements-tf.txt (a prepared dir still reads)."""
+  manual = tmp_path / "downloads" / "manual"
+  manual.mkdir(parents=True)
+  make_cifar_tarball(str(manual / tfds_cifar.ARCHIVE))
+  monkeypatch.setattr(tfds_cifar, "can_write_array_record", lambda: False)
+  real = tfds_cifar.has_module
+  monkeypatch.setattr(tfds_cifar, "has_module", lambda name: name != "tensorflow" and real(name))
+  with pytest.raises(data.DataError, match="requirements-tf.txt"):
+    data.load_cifar10(str(tmp_path))

@@ -1,0 +1,69 @@
+"""benchmarks/gpu_check.sh, the first check on a lent accelerator, run at toy sizes on the
+CPU (GPU_CHECK_TINY=1) so that it still works when a GPU finally comes."""
+
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks import gpu_report
+from helpers import ROOT, env
+
+SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
+
+
+def _check(*args, **extra):
+  return subprocess.run(["bash", SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=400, env=env(PYTHON=sys.executable, **extra))
+
+
+def test_tiny_check_runs_every_step_and_writes_the_json_and_the_table(tmp_path):
+  r = _check("unused", str(tmp_path), GPU_CHECK_TINY="1")
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+  (js,) = tmp_path.glob("gpu_check_cpu_*.json")
+  report = json.loads(js.read_text())
+  assert [s["name"] for s in report["steps"]] == [
+      "tests", "start_here", "dropout", "modern", "train_step_bf16"]
+  assert all(s["rc"] == 0 for s in report["steps"])
+  assert report["tests"]["passed"] > 0 and report["tests"]["failed"] == 0
+  assert set(report["dropout"]["val_accuracy"]) == {"dropout", "no_dropout"}
+  assert report["dropout"]["dataset"]["name"] == "digits"
+  bench = report["train_step_bf16"]
+  assert bench["images_per_s"]["32"] > 0 and 0 < bench["mfu"] < 1
+  assert bench["chip_peak_tflops"] is None  # a CPU has no published peak in the table
+  md = js.with_suffix(".md").read_text()
+  assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 5  # header, 5 steps
+  assert "| dropout | 0 |" in md and "val acc dropout" in md
+
+
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path):
+  r = _check()
+  assert r.returncode == 2 and r.stderr.strip().startswith("usage:")
+  r = _check(str(tmp_path / "missing"), str(tmp_path))
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"error: DATA_DIR: {tmp_path / 'missing'} is not a directory (a prepared TFDS dir with "
+      "CIFAR-10)"]
+
+
+def test_a_failed_step_is_a_row_with_its_exit_status_and_log(tmp_path, capsys):
+  work, out = tmp_path / "work", tmp_path / "out"
+  work.mkdir()
+  out.mkdir()
+  (work / "steps.jsonl").write_text(
+      json.dumps({"name": "modern", "rc": 124, "seconds": 120, "command": ["python"]}) + "\n")
+  (work / "modern.log").write_text("epoch 3/10\nkilled by timeout\n")
+  assert gpu_report.main([str(work), str(out)]) == 1
+  (md,) = out.glob("gpu_check_unknown_*.md")
+  assert "| modern | 124 | 120 | epoch 3/10 / killed by timeout |" in md.read_text()
+
+
+def test_the_chip_table_matches_jax_device_kinds():
+  from benchmarks.train_step import chip_peak_tflops
+
+  assert chip_peak_tflops("NVIDIA H100 PCIe") == 756.0
+  assert chip_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+  assert chip_peak_tflops("NVIDIA A100-SXM4-40GB") == 312.0
+  assert chip_peak_tflops("Tesla T4") == 65.0
+  assert chip_peak_tflops("TPU v5 lite") == 197.0
+  assert chip_peak_tflops("cpu") is None
