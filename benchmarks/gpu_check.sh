@@ -56,7 +56,7 @@ if [[ $TINY == 1 ]]; then
   DATA=(--dataset digits)
   EPOCHS=1
   MODERN=(--variants tutorial)
-  BENCH=(--batch-sizes 32 --images 64 --repeats 1 --vmap-seeds 2 --no-compile-times)
+  BENCH=(--batch-sizes 32 --images 64 --repeats 1 --vmap-seeds 1 --no-compile-times)
   PRECISIONS=(bf16)  # f32 is the same path with the default dtype; one keeps the test short
 else
   TESTS=${GPU_CHECK_TESTS:-tests/test_train_step.py tests/test_augment.py tests/test_models.py tests/test_record_recipes.py}
