@@ -50,32 +50,39 @@ def test_vmapped_group_equals_members_alone(opt, bn, members):
       np.testing.assert_allclose(ma[k][:, 0], mg[k][:, i], rtol=2e-4, atol=2e-5)
 
 
-def _final(path):
+def _history(path):
   r = json.load(open(path))
-  return r, {v["name"]: v["final"]["val_loss"] for v in r["variants"]}
+  return r, {v["name"]: v["history"]["val_loss"] for v in r["variants"]}
 
 
-@pytest.mark.parametrize("aug,tol", [
-    ([], 1e-2),
-    # SGD has no Adam normalisation to amplify reassociation: equal to float precision,
-    # BatchNorm included (its statistics are over the global batch, not per device).
+# The two programs are the same arithmetic summed in another order: 8 devices add per-device
+# partial sums (gradients, BatchNorm's statistics) with an all-reduce, 1 device reduces the
+# whole batch in whatever order XLA's CPU codegen picks for the ISA. That rounding starts at
+# float precision and compounds through training (docs/scaling.md). SGD with BatchNorm, no
+# augmentation, digits: epoch 1 agreed to 1e-7 here under AVX-512, AVX2 and SSE4.2 codegen;
+# after epoch 2 the largest gap was 6.2e-6 here and 1.8e-4 on another 2-core x86 machine. So:
+# epoch 1 within 1e-5, the end within 1e-3. Epoch 1 still sees real differences: a learning
+# rate 0.2% off (0.0501) moves its validation loss by 7e-4.
+@pytest.mark.parametrize("aug,first,last", [
+    ([], 1e-2, 1e-2),
     (["--no-flip", "--rotate", "0", "--optimizer", "sgd", "--learning-rate", "0.05",
-      "--batch-norm"], 1e-5)],
+      "--batch-norm"], 1e-5, 1e-3)],
     ids=["adam-augmentation", "sgd-batchnorm"])
-def test_eight_devices_match_one(tmp_path, aug, tol):
+def test_eight_devices_match_one(tmp_path, aug, first, last):
   args = ["--dataset", "digits", "--epochs", "2", "--batch-size", "96", *aug]
   flags = "--xla_force_host_platform_device_count=8"
   r8 = run_module("experiments.dropout", *args, "--workdir", str(tmp_path / "d8"), XLA_FLAGS=flags)
   r1 = run_module("experiments.dropout", *args, "--devices", "1", "--workdir",
                   str(tmp_path / "d1"), XLA_FLAGS=flags)
   assert r8.returncode == 0 and r1.returncode == 0, r8.stderr + r1.stderr
-  res8, v8 = _final(tmp_path / "d8" / "results.json")
-  res1, v1 = _final(tmp_path / "d1" / "results.json")
+  res8, v8 = _history(tmp_path / "d8" / "results.json")
+  res1, v1 = _history(tmp_path / "d1" / "results.json")
   assert res8["devices"] == 8 and res1["devices"] == 1
   for name in v1:
-    # Augmented runs differ more: float reassociation in the partitioned program is
-    # amplified by Adam's normalisation of near-zero gradients (docs/scaling.md).
-    assert abs(v8[name] - v1[name]) < tol, (name, v8[name], v1[name])
+    # Augmented runs differ more: Adam's normalisation of near-zero gradients amplifies the
+    # reordered sums from the first steps on.
+    assert abs(v8[name][0] - v1[name][0]) < first, (name, v8[name], v1[name])
+    assert abs(v8[name][-1] - v1[name][-1]) < last, (name, v8[name], v1[name])
 
 
 def test_missing_platform_fails_loudly(capsys):
