@@ -42,6 +42,7 @@ class Claim:
   larger: Side
   smaller: Side
   samples: str = "seeds"  # what one sample is, for the report
+  short: str = ""  # a label for narrow tables (the README's); text where empty
 
 
 @dataclasses.dataclass(frozen=True)
