@@ -8,13 +8,23 @@ names the field, its command-line flag, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
+import typing
 from typing import Literal
 
-DATASETS = ("or", "digits", "cifar10")
-OPTIMIZERS = ("sgd", "adam", "adamw", "nesterov", "muon")
-SCHEDULES = ("constant", "warmup_linear", "linear")
+# Each choice field's choices, written once as its type: tyro shows them in --help and
+# parses them; __post_init__ checks them (for configs built in code) from the same type.
+Dataset = Literal["or", "digits", "cifar10"]
+Optimizer = Literal["sgd", "adam", "adamw", "nesterov", "muon"]
+Schedule = Literal["constant", "warmup_linear", "linear"]
+Loss = Literal["xent", "mse"]
+Norm = Literal["scalar", "per_channel", "none"]
+Init = Literal["tflearn", "lecun"]
+Precision = Literal["f32", "bf16"]
+Platform = Literal["auto", "cpu", "gpu", "tpu"]
+DATASETS, OPTIMIZERS, SCHEDULES = (typing.get_args(t) for t in (Dataset, Optimizer, Schedule))
 AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 only
 # Largest --cutout square per dataset (its images' side).
 IMAGE_SIDES = {"digits": 8, "cifar10": 32}
@@ -114,7 +124,7 @@ class Config:
 
   name: str = _field("run", RUN, "outputs")
   """Experiment name: labels the console, results.json and the default workdir."""
-  dataset: Literal["or", "digits", "cifar10"] = _field("digits", SHAPE, "data")
+  dataset: Dataset = _field("digits", SHAPE, "data")
   """Data: the OR truth table, scikit-learn's 8x8 digits (offline), or CIFAR-10 via TFDS."""
   data_dir: str | None = _field(None, RUN, "data")
   """TFDS data dir for CIFAR-10 (default: TFDS's own, usually ~/tensorflow_datasets)."""
@@ -132,7 +142,7 @@ class Config:
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
   batch_norm: bool = _field(False, SHAPE, "training")
   """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
-  optimizer: Literal["sgd", "adam", "adamw", "nesterov", "muon"] = _field("adam", SHAPE, "training")
+  optimizer: Optimizer = _field("adam", SHAPE, "training")
   """Update rule (optax): sgd, adam (b1 0.9, b2 0.999, eps 1e-8), adamw (decoupled decay), nesterov (SGD, momentum 0.9, decay added to the gradient as PyTorch's), or muon (airbench94_muon's: Muon at --muon-lr on the conv filters, nesterov at --learning-rate on the rest)."""
   norm_bias_lr: float = _field(1.0, SHAPE, "training")
   """Learning-rate multiplier for BatchNorm's shifts (airbench94: 64); with --optimizer muon also for the whitening bias."""
@@ -140,7 +150,7 @@ class Config:
   """--net airbench*: train the whitening conv's bias this many epochs, then freeze it (airbench94: 3); with --optimizer muon its lr falls linearly to 0 over them (airbench94_muon's); 0 never freezes it."""
   momentum: float = _field(0.9, SHAPE, "training")
   """Momentum of --optimizer nesterov (airbench94 uses 0.85)."""
-  schedule: Literal["constant", "warmup_linear", "linear"] = _field("constant", SHAPE, "training")
+  schedule: Schedule = _field("constant", SHAPE, "training")
   """Learning-rate schedule over --epochs: constant, warmup_linear (0.2x -> 1x at 23% of the steps -> 0.07x, airbench94's) or linear (1x -> 0 at the end, airbench94_muon's); resuming with more epochs stretches it."""
   learning_rate: float = _field(1e-3, VALUE, "training")
   """Learning rate."""
@@ -148,7 +158,7 @@ class Config:
   """Weight decay on kernels only (with nesterov and --net airbench, every trained parameter, as airbench94; with muon, every parameter but the conv filters): decoupled for adamw, added to the gradient for nesterov and muon."""
   muon_lr: float = _field(MUON_LR, VALUE, "training")
   """--optimizer muon: Muon's learning rate on the conv filters (airbench94_muon: 0.24)."""
-  loss: Literal["xent", "mse"] = _field("xent", SHAPE, "training")
+  loss: Loss = _field("xent", SHAPE, "training")
   """Loss: softmax cross-entropy with integer labels, or mean square."""
   ema: float = _field(0.0, SHAPE, "training")
   """Keep an exponential moving average of the weights with this decay per step (e.g. 0.99); evaluation, the best epoch and export use it; 0 disables."""
@@ -166,7 +176,7 @@ class Config:
   """First random seed; --seeds N uses seed .. seed+N-1."""
   seeds: int = _field(1, RUN, "training")
   """Seeds per variant, trained together in one vmapped program; reported as mean +- std."""
-  norm: Literal["scalar", "per_channel", "none"] = _field("scalar", SHAPE, "data")
+  norm: Norm = _field("scalar", SHAPE, "data")
   """Featurewise normalization from training-set statistics (TFLearn's default is one scalar)."""
   flip: bool = _field(True, SHAPE, "data")
   """Random left-right flip with p=0.5 in training (image datasets)."""
@@ -180,9 +190,9 @@ class Config:
   """Random translation in training, up to N pixels each way (reflect-padded crop; image datasets); 0 disables."""
   augment_first: bool = _field(True, SHAPE, "data")
   """Augment raw pixels, then normalize (TFLearn's order: a rotation's corners are black); False normalizes first (corners take the mean colour)."""
-  init: Literal["tflearn", "lecun"] = _field("tflearn", SHAPE, "training")
+  init: Init = _field("tflearn", SHAPE, "training")
   """Weight init: TFLearn's (conv uniform +-sqrt(3/fan_in), fc truncated normal std 0.02, zero biases) or Flax's lecun_normal."""
-  precision: Literal["f32", "bf16"] = _field("f32", SHAPE, "training")
+  precision: Precision = _field("f32", SHAPE, "training")
   """Compute dtype; params and optimizer state stay float32."""
   eval_batch_size: int = _field(1000, SHAPE, "data")
   """Examples per validation step."""
@@ -204,7 +214,7 @@ class Config:
   """Comma-separated variants to run (default: all of the experiment's)."""
   devices: int = _field(0, RUN, "scale-out")
   """Local devices to use for data parallelism; 0 uses all."""
-  platform: Literal["auto", "cpu", "gpu", "tpu"] = _field("auto", RUN, "scale-out")
+  platform: Platform = _field("auto", RUN, "scale-out")
   """Require this JAX platform and fail loudly if it is missing; auto takes the default."""
   coordinator: str = _field("", RUN, "scale-out")
   """Multi-host: HOST:PORT of process 0 for jax.distributed; 'auto' lets JAX detect it."""
@@ -225,13 +235,8 @@ class Config:
 
     need(bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)), "name",
          "letters, digits, '_', '.', '+' or '-'")
-    need(self.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}")
-    need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
-    need(self.loss in ("xent", "mse"), "loss", "xent or mse")
-    need(self.norm in ("scalar", "per_channel", "none"), "norm", "scalar, per_channel or none")
-    need(self.precision in ("f32", "bf16"), "precision", "f32 or bf16")
-    need(self.init in ("tflearn", "lecun"), "init", "tflearn or lecun")
-    need(self.platform in ("auto", "cpu", "gpu", "tpu"), "platform", "auto, cpu, gpu or tpu")
+    for name, choices in _choices().items():
+      need(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
     need(self.epochs >= 1, "epochs", "an integer >= 1")
     need(self.seeds >= 1, "seeds", "an integer >= 1")
     need(self.seed >= 0, "seed", "an integer >= 0")
@@ -248,7 +253,6 @@ class Config:
     need(finite(self.muon_lr) and self.muon_lr > 0, "muon_lr", "a finite number > 0")
     need(self.muon_lr == MUON_LR or self.optimizer == "muon", "muon_lr",
          f"{MUON_LR} (the default) unless --optimizer muon")
-    need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
     need(finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
     need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",
          "an integer in [0, 8] pixels")
@@ -332,6 +336,14 @@ class Config:
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+
+@functools.cache
+def _choices() -> dict[str, tuple[str, ...]]:
+  """{field: its choices} for every Literal-typed Config field."""
+  hints = typing.get_type_hints(Config)
+  return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(Config)
+          if typing.get_origin(hints[f.name]) is Literal}
 
 
 def check_batch_size(config: Config, n_available: int, variant: str | None = None) -> None:

@@ -1,7 +1,9 @@
 """What a trained group is and where it errs: layer tables, per-class accuracy, confusion.
 
-Predictions come from the device in one jitted pass per group (`train.predict_classes`
-vmapped over members); only the N predicted labels per member come back.
+`evaluate_members` is the one evaluation after training (results, the test split, the
+ladder's scoring, these tables): `train.evaluate`, the function each epoch's validation
+runs, vmapped over a group's members in one jitted pass; only each member's metrics and
+its N predicted labels come back.
 """
 
 from __future__ import annotations
@@ -41,14 +43,27 @@ def layer_table(model: Any, sample_x: jax.Array) -> tuple[list[str], int]:
   return rows, total
 
 
-def group_predictions(group: Any, data: train.DeviceData) -> np.ndarray:
-  """M x N predicted classes on the validation split, one row per member still alive."""
+def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None = None,
+                     tta: int | None = None, split: tuple | None = None) -> dict[str, np.ndarray]:
+  """Loss, accuracy (M) and predicted classes ("pred", M x N) of the group's surviving
+  members (those of `variant`, if given), with the weights each evaluates (Lookahead's slow
+  ones, the EMA), at test-time augmentation `tta` (default: the config's), on the
+  validation split of `data` or on `split` = (x, y). Empty (M = 0) when none survive."""
+  alive = group.alive if group.states is not None else []
+  idx = [j for j, i in enumerate(alive) if variant is None or group.members[i].variant == variant]
+  if not idx:
+    return {"loss": np.zeros(0), "accuracy": np.zeros(0), "pred": np.zeros((0, 0), np.int32)}
+  if split is not None:
+    data = dataclasses.replace(data, x_test=jax.device_put(split[0]),
+                               y_test=jax.device_put(split[1]))
   c = group.members[0].config
-  prog = train.Program(loss=c.loss, batch_size=c.batch_size,
-                       eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]), tta=c.tta)
+  prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,
+                       eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
+  variables = jax.tree.map(lambda a: a[np.asarray(idx)],
+                           member_state.model_variables(group.states))
   apply_fn = group.states.apply_fn
-  fn = jax.jit(jax.vmap(lambda v: train.predict_classes(prog, apply_fn, v, data)))
-  return to_host(fn(member_state.model_variables(group.states)))
+  fn = jax.jit(jax.vmap(lambda v: train.evaluate(prog, apply_fn, v, data, predictions=True)))
+  return to_host(fn(variables))
 
 
 def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:
@@ -77,7 +92,7 @@ def variant_errors(groups: list[Any], data: train.DeviceData, y_N: np.ndarray,
   for g in groups:
     if g.states is None:  # every member diverged
       continue
-    pred_MxN = group_predictions(g, data)
+    pred_MxN = evaluate_members(g, data)["pred"]
     for j, i in enumerate(g.alive):
       v = g.members[i].variant
       acc = per_class_accuracy(pred_MxN[j], y_N, k)

@@ -43,24 +43,10 @@ class Results:
     For runs that validate on a held-out split (--val-size): select there, then
     score the chosen variant here, once.
     """
-    import jax
-
-    from dl101_jax import member_state, train
-    from dl101_jax.parallel import to_host
-
-    x, y = self.dataset.test_split
     for g in self.groups:
-      idx = [j for j, i in enumerate(g.alive) if g.members[i].variant == variant]
-      if not idx:
-        continue
-      c = g.members[0].config
-      data = dataclasses.replace(self.data, x_test=jax.device_put(x), y_test=jax.device_put(y))
-      prog = train.Program(loss=c.loss, batch_size=c.batch_size,
-                           eval_batch_size=min(c.eval_batch_size, len(y)), tta=c.tta)
-      variables = jax.tree.map(lambda a: a[np.asarray(idx)],
-                               member_state.model_variables(g.states))
-      score = jax.jit(jax.vmap(lambda v: train.evaluate(prog, g.states.apply_fn, v, data)))
-      return [float(a) for a in to_host(score(variables))["accuracy"]]
+      acc = evaluation.evaluate_members(g, self.data, variant=variant, split=self.dataset.test_split)
+      if len(acc["accuracy"]):
+        return [float(a) for a in acc["accuracy"]]
     return []
 
 

@@ -90,6 +90,8 @@ def export(cfg: ExportConfig) -> str:
   import jax
   import orbax.checkpoint as ocp
 
+  from dl101_jax import member_state
+
   if not cfg.workdir or not cfg.variant:
     raise ConfigError("workdir" if not cfg.workdir else "variant", "is required")
   gdir, i, meta = find_member(cfg.workdir, cfg.variant, cfg.seed)
@@ -109,11 +111,7 @@ def export(cfg: ExportConfig) -> str:
   # before BatchNorm, the params alone).
   if "params" not in state:
     state = {"params": state}
-  if state.get("ema_params"):  # with --ema or --lookahead the average is the model (as evaluated)
-    state = {**state, "params": state["ema_params"]}
-  if state.get("ema_batch_stats"):  # Lookahead's BatchNorm statistics, which go with it
-    state = {**state, "batch_stats": state["ema_batch_stats"]}
-  variables_all = {k: state[k] for k in ("params", "batch_stats") if state.get(k)}
+  variables_all = member_state.model_variables(state)  # what training evaluated
   j = meta["alive"].index(i)
   variables = jax.tree.map(lambda a: np.asarray(a)[j], variables_all)
   out = os.path.abspath(cfg.out or os.path.join(cfg.workdir, "export",

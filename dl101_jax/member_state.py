@@ -43,12 +43,14 @@ class TrainState(train_state.TrainState):
   ema_batch_stats: Any = flax.struct.field(default_factory=dict)
 
 
-def model_variables(state: TrainState) -> dict:
-  """What apply_fn takes to evaluate: the params (their EMA when kept), and BatchNorm's
-  statistics when the net has them. Works on stacked states too."""
-  out = {"params": state.ema_params if state.ema_params else state.params}
-  if state.batch_stats:
-    out["batch_stats"] = state.ema_batch_stats if state.ema_batch_stats else state.batch_stats
+def model_variables(state: TrainState | dict) -> dict:
+  """What apply_fn takes to evaluate: the params (their EMA, or Lookahead's slow weights,
+  when kept), and BatchNorm's statistics (the averaged ones with them) when the net has
+  them. Works on stacked states too, and on a state restored as a dict (export)."""
+  get = state.get if isinstance(state, dict) else lambda k: getattr(state, k, None)
+  out = {"params": get("ema_params") or get("params")}
+  if get("batch_stats"):
+    out["batch_stats"] = get("ema_batch_stats") or get("batch_stats")
   return out
 
 

@@ -15,7 +15,8 @@ come from the search seed and the epoch, so no sampler state is needed).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,8 @@ from dl101_jax import population as pop
 from dl101_jax.group import Progress, select
 from dl101_jax.parallel import to_host
 
-METHODS = ("grid", "halving", "pbt")
+Method = Literal["grid", "halving", "pbt"]  # --method's type; its choices, once
+METHODS = typing.get_args(Method)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -145,16 +145,17 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
 
 
 def make_eval_step(apply_fn: Callable, loss: str, tta: int = 0) -> Callable:
-  """Returns eval_step(variables, batch) -> metrics; deterministic (no dropout, no
-  training augmentation, BatchNorm's running statistics), with test-time augmentation
-  at level `tta` (augment.tta_logits). variables: `model_variables(state)`."""
+  """Returns eval_step(variables, batch) -> metrics and "pred" (each example's predicted
+  class); deterministic (no dropout, no training augmentation, BatchNorm's running
+  statistics), with test-time augmentation at level `tta` (augment.tta_logits).
+  variables: `model_variables(state)`."""
 
   def eval_step(variables: dict, batch: dict) -> Metrics:
     out = tta_logits(lambda x: apply_fn(variables, x, train=False), batch["x"], tta)
     w = batch.get("mask", jnp.ones(batch["x"].shape[0], jnp.float32))
     return {"loss": _masked_mean(per_example_loss(loss, out, batch["y"]), w),
             "accuracy": _masked_mean(per_example_correct(out, batch["y"]), w),
-            "count": jnp.sum(w)}
+            "count": jnp.sum(w), "pred": jnp.argmax(out, axis=-1).astype(jnp.int32)}
 
   return eval_step
 
@@ -243,8 +244,11 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
   return state, _weighted(metrics_S)
 
 
-def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceData) -> Metrics:
-  """Validation over the whole test split, batched and scanned, nothing dropped."""
+def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceData,
+             predictions: bool = False) -> Metrics:
+  """Validation over the whole test split at prog.tta, batched and scanned, nothing
+  dropped: loss, accuracy and count; with `predictions`, also "pred", every example's
+  predicted class (N int32). The one evaluation, in training and after it."""
   n = data.x_test.shape[0]
   bs = min(prog.eval_batch_size, n)
   idx_SxB, mask_SxB = padded_batches(jnp.arange(n), bs)
@@ -255,26 +259,14 @@ def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceDat
     x = data.normalize(data.x_test[i_B])
     if prog.batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, prog.batch_sharding)
-    return None, step(variables, {"x": x, "y": data.y_test[i_B], "mask": m_B})
+    m = step(variables, {"x": x, "y": data.y_test[i_B], "mask": m_B})
+    return None, (m, m.pop("pred"))
 
-  _, metrics_S = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
-  return _weighted(metrics_S)
-
-
-def predict_classes(prog: Program, apply_fn: Callable, variables: dict,
-                    data: DeviceData) -> jax.Array:
-  """The predicted class of every validation example (N int32), batched and scanned."""
-  n = data.x_test.shape[0]
-  bs = min(prog.eval_batch_size, n)
-  idx_SxB, _ = padded_batches(jnp.arange(n), bs)
-
-  def body(_, i_B):
-    out_BxK = tta_logits(lambda x: apply_fn(variables, x, train=False),
-                         data.normalize(data.x_test[i_B]), prog.tta)
-    return None, jnp.argmax(out_BxK, axis=-1).astype(jnp.int32)
-
-  _, pred_SxB = jax.lax.scan(body, None, idx_SxB)
-  return pred_SxB.reshape(-1)[:n]
+  _, (metrics_S, pred_SxB) = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
+  out = _weighted(metrics_S)
+  if predictions:
+    out["pred"] = pred_SxB.reshape(-1)[:n]
+  return out
 
 
 def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax.Array,

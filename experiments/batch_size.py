@@ -10,10 +10,8 @@ less per epoch. On a training set smaller than 2000 (digits: 1437), the large
 batch is the whole set, and its variant is named for the batch it used
 (batch_1437), in every table and picture.
 
-Measured 2026-12-01, 2-core CPU (otherwise idle), CIFAR-10 subset (10k train /
-2k test), TFLearn's recipe, 20 epochs x 3 seeds: batch_50 0.677 +- 0.014 (200
-steps/epoch, 0.21 s/step), batch_2000 0.574 +- 0.023 (5 steps/epoch, 10.1
-s/step) val acc; 14 and 17 min of training. Digits, 2 epochs: seconds.
+Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~31 min of training; digits,
+2 epochs: seconds. Results: docs/results/batch_size.*.
 """
 
 from dl101_jax import cli

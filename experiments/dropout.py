@@ -15,10 +15,8 @@ ablation (the same net, dropout removed). The opt-in variant `as_published` is
 the notebook's exact network, conv32-pool-conv64-conv64-fc512 with dropout 0.5
 (8.45M parameters, 4x the dropout net's); it runs only when --variants names it.
 
-Measured 2026-12-01, 2-core CPU (shared), CIFAR-10 subset (10k train / 2k
-test), TFLearn's recipe, 20 epochs x 3 seeds: dropout 0.689 +- 0.004,
-no_dropout 0.653 +- 0.006 val acc (no_dropout: 0.897 train acc, overfitting);
-51 min of training for the 6 models. Digits, 2 epochs: seconds.
+Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~51 min of training for the 6
+models; digits, 2 epochs: seconds. Results: docs/results/dropout.*.
 """
 
 from dl101_jax import cli

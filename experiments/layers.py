@@ -8,10 +8,8 @@ three_layer_sets: conv32-pool-conv64-pool-conv64-pool-fc512-fc10
 Adam 1e-3, batch 96, flips and +-25 degree rotations, no dropout. The two
 nets have different shapes, so they train one after the other.
 
-Measured 2026-12-01, 2-core CPU (shared), CIFAR-10 subset (10k train / 2k
-test), TFLearn's recipe, 20 epochs x 3 seeds: one_layer_set 0.616 +- 0.007,
-three_layer_sets 0.671 +- 0.004 val acc; 9.6 and 16.6 min of training.
-Digits, 2 epochs: seconds.
+Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~26 min of training; digits,
+2 epochs: seconds. Results: docs/results/layers.*.
 """
 
 from dl101_jax import cli

@@ -10,10 +10,8 @@ experiment sets the rate per variant, so --learning-rate is refused; other
 rates are `python -m experiments.sweep --learning-rates ...`. A rate that makes
 the loss NaN/inf is marked diverged at that epoch and the rest finish.
 
-Measured 2026-12-01, 2-core CPU (shared), CIFAR-10 subset (10k train / 2k
-test), TFLearn's recipe, 20 epochs x 3 seeds: lr_1e-4 0.603 +- 0.007, lr_1e-3
-0.689 +- 0.004, lr_1e-2 0.100 +- 0.000 (chance from the first epoch) val acc;
-57 min of training for the 9 models in one program.
+Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~57 min of training for the
+9 models in one program. Results: docs/results/learning_rate.*.
 """
 
 from dl101_jax import cli

@@ -39,13 +39,12 @@ epochs, not 9.9; float32 on CPU, not float16.
 import math
 import os
 
-import jax
 import numpy as np
 
-from dl101_jax import cli, files, member_state, train, verdict
+from dl101_jax import cli, files, verdict
 from dl101_jax.config import Config, ConfigError
+from dl101_jax.evaluation import evaluate_members
 from dl101_jax.experiment import Results, run_experiment
-from dl101_jax.parallel import to_host
 
 NET = "conv32-pool-conv64-conv64-pool-fc512"
 CONFIG = Config(name="modern", dataset="cifar10", net=NET, epochs=10, norm="per_channel")
@@ -83,18 +82,10 @@ CIFAR_ONLY = ("airbench_net", "airbench94", *AFTER)  # airbench's network: 32x32
 def scored(results: Results, variant: str, *, tta: int) -> list[float]:
   """Final validation accuracy of each seed of `variant` (the weights it evaluates: slow
   ones with Lookahead), at test-time augmentation level `tta` (one jitted pass)."""
-  data = results.data
   for g in results.groups:
-    idx = [j for j, i in enumerate(g.alive) if g.members[i].variant == variant]
-    if not idx:
-      continue
-    c = g.members[0].config
-    prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=tta,
-                         eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
-    variables = member_state.model_variables(g.states)
-    variables = jax.tree.map(lambda a: a[np.asarray(idx)], variables)
-    fn = jax.jit(jax.vmap(lambda v: train.evaluate(prog, g.states.apply_fn, v, data)))
-    return [float(a) for a in to_host(fn(variables))["accuracy"]]
+    acc = evaluate_members(g, results.data, variant=variant, tta=tta)["accuracy"]
+    if len(acc):
+      return [float(a) for a in acc]
   return []
 
 

@@ -14,11 +14,8 @@ Network: conv32-pool-conv64-conv64-pool-fc512-fc10 (no dropout), batch 96.
       because optax multiplies the decay by it.
 All three differ only in values, so they train together in one program.
 
-Measured 2026-12-01, 2-core CPU (shared), CIFAR-10 subset (10k train / 2k
-test), TFLearn's recipe, 20 epochs x 3 seeds: no_regularization 0.653 +- 0.006,
-l2 0.667 +- 0.005, weight_decay 0.659 +- 0.006 val acc (train acc 0.90, 0.82,
-0.89); 64 min of training for the 9 models in one program. Digits, 2 epochs:
-seconds.
+Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~64 min of training for the
+9 models in one program; digits, 2 epochs: seconds. Results: docs/results/regularization.*.
 """
 
 from dl101_jax import cli

@@ -28,7 +28,6 @@ the search resumes from its checkpoint and ends bit-identical (tested).
 
 import dataclasses
 import os
-from typing import Literal
 
 import numpy as np
 
@@ -36,7 +35,7 @@ from dl101_jax import cli
 from dl101_jax import population as pop
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.experiment import Results, held_out_validation, run_experiment
-from dl101_jax.search import METHODS, PopulationStep, ancestry, member_epochs, winner
+from dl101_jax.search import METHODS, Method, PopulationStep, ancestry, member_epochs, winner
 
 SAMPLED = ("learning_rate", "dropout", "weight_decay", "l2")  # their Config fields
 METHOD_FLAGS = {"eta": "halving", "rung_epochs": "halving", "pbt_every": "pbt",
@@ -56,7 +55,7 @@ def _range(config, field: str) -> tuple[float, float]:
 class SearchConfig(Config):
   """A search: the base config, the space, and the method's settings."""
 
-  method: Literal["grid", "halving", "pbt"] = "pbt"
+  method: Method = "pbt"
   """grid: all train to the end; halving: successive halving; pbt: population-based training."""
   members: int = 8
   """Configurations sampled (the population), trained together in one program."""

@@ -13,11 +13,8 @@ the methods differ only in what they do with it. Every choice is made on the hel
 split; each winner's test accuracy is scored once. Writes compare.md and
 compare.json (and each search's own outputs in <workdir>/<method>-seed<s>/).
 
-Measured 2026-12-01, 2-core CPU, CIFAR-10 subset (9,000 train / 1,000 held out / 2,000 test),
-the defaults (8 x 10 member-epochs, 3 search seeds): best validation accuracy grid 0.610 +-
-0.009, halving 0.612 +- 0.011, pbt 0.623 +- 0.001; the winners' test accuracy 0.601, 0.599,
-0.613 (PBT ahead, but inconclusive over 3 seeds by Welch's 95% interval); 46 min for the nine
-searches.
+Cost, 2-core CPU: the defaults on the 10k subset, ~46 min for the nine searches.
+Results: docs/results/search_compare.*.
 """
 
 import dataclasses
@@ -29,6 +26,7 @@ import numpy as np
 from dl101_jax import cli
 from dl101_jax.config import ConfigError
 from dl101_jax.files import write_json, write_text
+from dl101_jax.search import METHODS
 from experiments import search
 from experiments.search import SearchConfig
 
@@ -80,7 +78,7 @@ def plan(config: CompareConfig) -> list[SearchConfig]:
   root = config.run_dir
   out = []
   defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
-  for method in ("grid", "halving", "pbt"):
+  for method in METHODS:
     others = {f: defaults[f] for f, m in search.METHOD_FLAGS.items() if m != method}
     for s in range(config.search_seeds):
       out.append(SearchConfig(**dict(

@@ -10,8 +10,8 @@ held out of the training set (--val-size; 0 holds out 10%), never on the test
 split; the chosen setting is then scored on the test split once, and reported as
 such. Plots validation accuracy against each axis (sweep.png).
 
-Measured 2026-11-30, 2-core CPU: `--dataset digits --epochs 2 --seeds 2 --dropouts 0,0.5` (10 settings x
-2 seeds = 20 models, one program) took 13 s; best lr_0.003-dropout_0, val acc 0.839 +- 0.006.
+Cost, 2-core CPU: `--dataset digits --epochs 2 --seeds 2 --dropouts 0,0.5` (10 settings x
+2 seeds = 20 models, one program) ~13 s.
 """
 
 import dataclasses
