@@ -17,6 +17,12 @@ from typing import Any, Iterator
 from dl101_jax.config import ConfigError
 
 
+def cache_root() -> str:
+  """The project's cache (compiled programs, the digits split): $XDG_CACHE_HOME/dl101_jax."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "dl101_jax")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path next to `path`; renamed to `path` when the block succeeds."""

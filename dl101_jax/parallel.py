@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dl101_jax import files
 from dl101_jax.config import Config, ConfigError
 
 
@@ -43,8 +44,7 @@ def out_of_memory(e: BaseException, *, what: str, batch_size: int, members: int,
 
 
 def cache_dir() -> str:
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "dl101_jax", "jax")
+  return os.path.join(files.cache_root(), "jax")
 
 
 def configure_jax(config: Config) -> None:
@@ -53,8 +53,9 @@ def configure_jax(config: Config) -> None:
     jax.config.update("jax_debug_nans", True)
   if config.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", cache_dir())
-    # Small programs too: a warm start then costs ~0 compile time.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Every program, however small (0 s): a warm digits run then starts 0.8 s sooner
+    # (5.6 -> 4.8 s measured) than with 0.2 s, which left the small jits to recompile.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   if config.coordinator or config.num_processes > 1:
     _init_distributed(config)

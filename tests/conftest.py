@@ -21,3 +21,15 @@ SLOWEST_FIRST = ("test_resume", "test_faults", "test_search", "test_experiments"
 def pytest_collection_modifyitems(items):
   rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable within a file
+
+
+def pytest_configure(config):
+  # The test processes themselves use the project's persistent compilation cache, as every
+  # run does (parallel.configure_jax), so a second session recompiles nothing.
+  import jax
+
+  from dl101_jax.parallel import cache_dir
+
+  jax.config.update("jax_compilation_cache_dir", cache_dir())
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -107,3 +107,18 @@ def test_hold_out_is_stratified_disjoint_and_keeps_the_test_split():
   assert len(np.unique(both, axis=0)) == len(np.unique(ds.x_train.reshape(ds.train_size, -1),
                                                        axis=0))
   assert np.array_equal(data.hold_out(ds, 200).y_test, held.y_test)  # deterministic
+
+
+def test_digits_split_is_cached_exactly_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  fresh = data._split_digits()
+  first = data.load_digits()  # builds the cache
+  cached = tmp_path / "dl101_jax" / "digits-split-v1.npz"
+  assert cached.exists()
+  second = data.load_digits()  # reads it
+  for ds in (first, second):
+    for a, b in zip((ds.x_train, ds.y_train, ds.x_test, ds.y_test), fresh):
+      assert a.dtype == b.dtype and np.array_equal(a, b)
+  cached.write_bytes(b"not an npz")
+  third = data.load_digits()
+  assert np.array_equal(third.x_test, fresh[2]) and np.array_equal(third.y_train, fresh[1])
