@@ -98,19 +98,29 @@ def varied_fields(variants: dict[str, dict]) -> set[str]:
   return {k for overrides in variants.values() for k in overrides}
 
 
-def refuse_varied_flags(config: Config, default: Config, variants: dict[str, dict],
-                        experiment: str) -> None:
-  """The one rule for flags that set what an experiment varies: refuse, naming the way.
+def changed_fields(config: Any, default: Any) -> set[str]:
+  """The fields of `config` that differ from `default` (what a run was given)."""
+  return {f.name for f in dataclasses.fields(default)
+          if getattr(config, f.name) != getattr(default, f.name)}
 
-  A value the variants would override is never dropped without a word: if
-  `config` differs from the experiment's `default` in such a field, ConfigError.
-  """
-  for f in sorted(varied_fields(variants)):
-    if getattr(config, f) != getattr(default, f):
-      shown = ", ".join(f"{n}={o[f]:g}" if isinstance(o.get(f), float) else f"{n}={o.get(f)}"
-                        for n, o in variants.items() if f in o)
-      raise ConfigError(f, f"the {experiment} experiment sets this per variant ({shown}); pick "
-                        f"variants with --variants, or try other values with experiments.sweep")
+
+def per_variant_refusals(variants: dict[str, dict], experiment: str) -> dict[str, str]:
+  """Why each field the variants set is refused as a flag: the variants' own values."""
+  def value(v):
+    return f"{v:g}" if isinstance(v, float) else f"{v}"
+
+  return {f: f"the {experiment} experiment sets this per variant ("
+             + ", ".join(f"{n}={value(o[f])}" for n, o in variants.items() if f in o)
+             + "); pick variants with --variants, or try other values with experiments.sweep"
+          for f in varied_fields(variants)}
+
+
+def refuse(given: set[str], refused: dict[str, str]) -> None:
+  """The one way a flag is refused: the first given field that `refused` names is a
+  ConfigError with its reason and what to do instead, so no value is dropped unsaid.
+  Experiments declare their refusals (field -> reason) beside their variants."""
+  for f in sorted(given & set(refused)):
+    raise ConfigError(f, refused[f])
 
 
 def held_out_validation(config: Config) -> Config:
@@ -144,12 +154,13 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
                    opt_in: dict[str, dict] | None = None, default: Config | None = None,
                    extra: Callable[["Results"], dict] | None = None,
                    between_chunks: Callable | None = None, decide_every: int = 0,
-                   draw: Callable[["Results"], list[str]] | None = None) -> Results:
+                   draw: Callable[["Results"], list[str]] | None = None,
+                   refused: dict[str, str] | None = None) -> Results:
   """Train every selected variant (x seeds) of an experiment; write its outputs once.
 
   `opt_in` variants run only when --variants names them. With `default` (the
-  experiment's CONFIG), a config that changes a field the variants set is
-  refused. `extra(results)` may add fields to results.json (computed from the
+  experiment's CONFIG), a config that changes a field the selected variants set, or
+  one that `refused` names (field -> reason), is refused. `extra(results)` may add fields to results.json (computed from the
   trained states) before it is written. `between_chunks` and `decide_every` go to
   each group's `fit` (a search's population step).
   """
@@ -157,7 +168,9 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
   selected = select_variants(config, variants, opt_in)
   if default is not None:  # only the variants that run can override a flag
     every = {**variants, **(opt_in or {})}
-    refuse_varied_flags(config, default, {n: every[n] for n in selected}, config.name)
+    refuse(changed_fields(config, default),
+           {**per_variant_refusals({n: every[n] for n in selected}, config.name),
+            **(refused or {})})
   members = make_members(selected)
   configure_jax(config)
   rt = runtime(config)

@@ -17,7 +17,7 @@ import os
 from dl101_jax import cli, verdict
 from dl101_jax.config import Config
 from dl101_jax.config import ConfigError
-from dl101_jax.experiment import varied_fields
+from dl101_jax.experiment import refuse, varied_fields
 from dl101_jax.files import write_text
 from experiments import batch_size, dropout, layers, learning_rate, regularization
 from experiments.claims import CLAIMS
@@ -42,14 +42,12 @@ def configs(config: Config, given: set[str] | None = None) -> list[Config]:
     given = {f.name for f in dataclasses.fields(Config)
              if getattr(config, f.name) != getattr(CONFIG, f.name)}
   given = set(given) - {"workdir"}
-  for f in sorted(given & set(PER_EXPERIMENT)):
-    raise ConfigError(f, "differs per experiment; run one experiment with "
-                      "python -m experiments.<name> to set it")
+  refuse(given, {f: "differs per experiment; run one experiment with "
+                    "python -m experiments.<name> to set it" for f in PER_EXPERIMENT})
   for m in EXPERIMENTS:
-    clash = sorted(given & varied_fields(m.VARIANTS))
-    if clash:
-      raise ConfigError(clash[0], f"the {m.CONFIG.name} experiment sets this per variant; "
-                        f"leave it out here, or run python -m experiments.{m.CONFIG.name}")
+    name = m.CONFIG.name
+    refuse(given, {f: f"the {name} experiment sets this per variant; leave it out here, or "
+                      f"run python -m experiments.{name}" for f in varied_fields(m.VARIANTS)})
   root = config.workdir or "runs"
   changed = {f: getattr(config, f) for f in given}
   return [dataclasses.replace(m.CONFIG, **changed, workdir=os.path.join(root, m.CONFIG.name))

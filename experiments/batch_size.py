@@ -16,7 +16,8 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~31 min of training; di
 
 from dl101_jax import cli
 from dl101_jax.config import TRAIN_SIZES, Config
-from dl101_jax.experiment import Results, refuse_varied_flags, run_experiment
+from dl101_jax.experiment import (Results, changed_fields, per_variant_refusals, refuse,
+                                  run_experiment)
 
 CONFIG = Config(name="batch_size", dataset="cifar10",
                 net="conv32-pool-conv64-conv64-pool-fc512", dropout=0.5)
@@ -24,7 +25,7 @@ VARIANTS = {"batch_50": {"batch_size": 50}, "batch_2000": {"batch_size": 2000}}
 
 
 def run(config: Config = CONFIG) -> Results:
-  refuse_varied_flags(config, CONFIG, VARIANTS, "batch_size")
+  refuse(changed_fields(config, CONFIG), per_variant_refusals(VARIANTS, "batch_size"))
   n = min(config.train_size or TRAIN_SIZES[config.dataset], TRAIN_SIZES[config.dataset])
   variants, renamed = {}, {}
   for k, v in VARIANTS.items():

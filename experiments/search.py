@@ -34,7 +34,8 @@ import numpy as np
 from dl101_jax import cli
 from dl101_jax import population as pop
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.experiment import Results, held_out_validation, run_experiment
+from dl101_jax.experiment import (Results, changed_fields, held_out_validation, refuse,
+                                  run_experiment)
 from dl101_jax.search import METHODS, Method, PopulationStep, ancestry, member_epochs, winner
 
 SAMPLED = ("learning_rate", "dropout", "weight_decay", "l2")  # their Config fields
@@ -134,17 +135,14 @@ def population(config: SearchConfig) -> dict[str, dict]:
           for j in range(config.members)}
 
 
-def refuse_sampled_flags(config: SearchConfig) -> None:
-  """A search sets these itself: a flag for them would be silently ignored, so refuse it."""
-  for f, instead in (("learning_rate", "lr_range"), ("dropout", "dropout_range"),
-                     ("weight_decay", "weight_decay_range"), ("l2", "l2_range")):
-    if getattr(config, f) != getattr(CONFIG, f):
-      raise ConfigError(f, f"the search samples it; set its bounds with --{instead.replace('_', '-')}")
-  if config.seeds != 1:
-    raise ConfigError("seeds", "a search samples its population from --seed; repeat the search "
-                      "with other --seed values instead")
-  if config.variants:
-    raise ConfigError("variants", "a search's members are sampled; set --members instead")
+# What a search sets itself: a flag for it would be silently ignored, so it is refused.
+REFUSED = {
+    **{f: f"the search samples it; set its bounds with --{r.replace('_', '-')}"
+       for f, r in (("learning_rate", "lr_range"), ("dropout", "dropout_range"),
+                    ("weight_decay", "weight_decay_range"), ("l2", "l2_range"))},
+    "seeds": "a search samples its population from --seed; repeat the search with other "
+             "--seed values instead",
+    "variants": "a search's members are sampled; set --members instead"}
 
 
 def search_block(config: SearchConfig, step: PopulationStep, members: dict[str, dict]):
@@ -195,7 +193,7 @@ def draw(config: SearchConfig):
 
 
 def run(config: SearchConfig = CONFIG) -> Results:
-  refuse_sampled_flags(config)
+  refuse(changed_fields(config, CONFIG), REFUSED)
   config = held_out_validation(config)  # every decision is made there, never on the test split
   members = population(config)
   step = PopulationStep(config.method, config.space, config.seed, config.epochs,

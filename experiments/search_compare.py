@@ -25,6 +25,7 @@ import numpy as np
 
 from dl101_jax import cli
 from dl101_jax.config import ConfigError
+from dl101_jax.experiment import changed_fields, refuse
 from dl101_jax.files import write_json, write_text
 from dl101_jax.search import METHODS
 from experiments import search
@@ -103,7 +104,7 @@ def table(rows: list[dict]) -> str:
 
 
 def run(config: CompareConfig = CONFIG) -> dict:
-  search.refuse_sampled_flags(config)
+  refuse(changed_fields(config, CONFIG), search.REFUSED)
   runs = plan(config)  # every config validated before anything trains
   rows = []
   for c in runs:
