@@ -31,10 +31,10 @@ class JaxAirbench:
     import jax
     import jax.numpy as jnp
 
-    from dl101_jax import member_state, train
+    from dl101_jax.core import member_state, train
     from dl101_jax.config import Config
-    from dl101_jax.models import make_model, whitening_kernel
-    from dl101_jax.optim import make_optimizer
+    from dl101_jax.core.models import make_model, whitening_kernel
+    from dl101_jax.core.optim import make_optimizer
 
     self.jax, self.n = jax, batch_size * steps
     rng = np.random.default_rng(0)

@@ -121,7 +121,7 @@ def main() -> None:
   import torch.nn.functional as F
   from torch import nn
 
-  from dl101_jax.data import load_cifar10
+  from dl101_jax.host.data import load_cifar10
 
   torch.set_num_threads(a.threads)
   torch.manual_seed(a.seed)

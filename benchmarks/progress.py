@@ -33,10 +33,10 @@ def main(argv=None) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from dl101_jax import member_state, train
+  from dl101_jax.core import member_state, train
   from dl101_jax.config import Config
-  from dl101_jax.models import make_model
-  from dl101_jax.optim import make_optimizer
+  from dl101_jax.core.models import make_model
+  from dl101_jax.core.optim import make_optimizer
 
   cfg = Config(dataset="cifar10", dropout=0.5, batch_size=a.batch_size)
   rng = np.random.default_rng(0)

@@ -56,10 +56,10 @@ def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = 
   import jax
   import jax.numpy as jnp
 
-  from dl101_jax import member_state, train
+  from dl101_jax.core import member_state, train
   from dl101_jax.config import Config
-  from dl101_jax.models import make_model
-  from dl101_jax.optim import make_optimizer
+  from dl101_jax.core.models import make_model
+  from dl101_jax.core.optim import make_optimizer
 
   cfg = Config(dataset="cifar10", net=NET, dropout=0.5, batch_size=min(batch_size, 50_000),
                precision=precision)
@@ -159,7 +159,7 @@ def step_profile(b: JaxBench) -> tuple[float, float]:
   epoch's time."""
   import jax
 
-  from dl101_jax import train
+  from dl101_jax.core import train
 
   epoch = statistics.median(b.step_once() for _ in range(5))
   state = jax.tree.map(lambda a: a[0], b.states)
@@ -195,7 +195,7 @@ def compile_times(batch_size: int) -> dict:
 
 def _compile_only(batch_size: int) -> None:
   from dl101_jax.config import Config
-  from dl101_jax.parallel import configure_jax
+  from dl101_jax.host.parallel import configure_jax
 
   configure_jax(Config())  # persistent cache under $XDG_CACHE_HOME
   print(JaxBench(batch_size).compile_s)

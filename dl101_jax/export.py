@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from dl101_jax.checkpoint import Checkpointer
+from dl101_jax.host.checkpoint import Checkpointer
 from dl101_jax.config import ConfigError
 
 FORMAT = "dl101_jax.export/2"  # 2: variables/ ({"params", "batch_stats"}); 1: params/ only
@@ -90,7 +90,7 @@ def export(cfg: ExportConfig) -> str:
   import jax
   import orbax.checkpoint as ocp
 
-  from dl101_jax import member_state
+  from dl101_jax.core import member_state
 
   if not cfg.workdir or not cfg.variant:
     raise ConfigError("workdir" if not cfg.workdir else "variant", "is required")
@@ -123,14 +123,14 @@ def export(cfg: ExportConfig) -> str:
           "best": cfg.best, "source": gdir, "config": config, "data": meta["data"],
           "parameters": int(sum(np.asarray(a).size
                                 for a in jax.tree.leaves(variables["params"])))}
-  from dl101_jax.files import write_json
+  from dl101_jax.host.files import write_json
 
   write_json(os.path.join(out, "model.json"), spec)
   return out
 
 
 def main(args: list[str] | None = None) -> None:
-  from dl101_jax import cli
+  from dl101_jax.host import cli
 
   cfg = cli.parse(ExportConfig(), args, prog="python -m dl101_jax.export",
                   description=__doc__.split("\n\n")[0])

@@ -64,7 +64,7 @@ class Model:
     mean = np.asarray(d["mean"], np.float32)
     std = np.asarray(d["std"], np.float32)
     x = (np.asarray(x_NxF, np.float32) - mean) / std
-    from dl101_jax.augment import tta_logits
+    from dl101_jax.core.augment import tta_logits
 
     tta = self.spec["config"].get("tta", 0)  # as the run evaluated it
     out = np.asarray(jax.jit(lambda v, x: tta_logits(
@@ -79,7 +79,7 @@ def load(model_dir: str) -> Model:
   import orbax.checkpoint as ocp
 
   from dl101_jax.export import FORMAT
-  from dl101_jax.models import make_model
+  from dl101_jax.core.models import make_model
 
   path = os.path.join(model_dir, "model.json")
   try:
@@ -158,7 +158,7 @@ def classify(model: Model, cfg: PredictConfig) -> list[dict]:
 
 
 def main(args: list[str] | None = None) -> None:
-  from dl101_jax import cli
+  from dl101_jax.host import cli
 
   cfg = cli.parse(PredictConfig("."), args, prog="python -m dl101_jax.predict",
                   description=__doc__.split("\n\n")[0])

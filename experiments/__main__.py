@@ -14,11 +14,12 @@ so are --name and --variants, which differ per experiment.
 import dataclasses
 import os
 
-from dl101_jax import cli, verdict
+from dl101_jax.host import cli
+from dl101_jax import verdict
 from dl101_jax.config import Config
 from dl101_jax.config import ConfigError
-from dl101_jax.experiment import refuse, varied_fields
-from dl101_jax.files import write_text
+from dl101_jax.host.experiment import refuse, varied_fields
+from dl101_jax.host.files import write_text
 from experiments import batch_size, dropout, layers, learning_rate, regularization
 from experiments.claims import CLAIMS
 
@@ -78,7 +79,7 @@ def verdicts(results: dict[str, dict]) -> list:
 
 
 def report_md(results: dict[str, dict]) -> str:
-  from dl101_jax.report import summary_table
+  from dl101_jax.host.report import summary_table
 
   first = next(iter(results.values()))
   d, c = first["dataset"], first["config"]

@@ -14,9 +14,9 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~31 min of training; di
 2 epochs: seconds. Results: docs/results/batch_size.*.
 """
 
-from dl101_jax import cli
+from dl101_jax.host import cli
 from dl101_jax.config import TRAIN_SIZES, Config
-from dl101_jax.experiment import (Results, changed_fields, per_variant_refusals, refuse,
+from dl101_jax.host.experiment import (Results, changed_fields, per_variant_refusals, refuse,
                                   run_experiment)
 
 CONFIG = Config(name="batch_size", dataset="cifar10",

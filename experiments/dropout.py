@@ -19,9 +19,9 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~51 min of training for
 models; digits, 2 epochs: seconds. Results: docs/results/dropout.*.
 """
 
-from dl101_jax import cli
+from dl101_jax.host import cli
 from dl101_jax.config import Config
-from dl101_jax.experiment import Results, run_experiment
+from dl101_jax.host.experiment import Results, run_experiment
 
 CONFIG = Config(name="dropout", dataset="cifar10", net="conv32-pool-conv64-conv64-pool-fc512")
 VARIANTS = {"dropout": {"dropout": 0.5}, "no_dropout": {"dropout": 0.0}}

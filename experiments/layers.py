@@ -12,9 +12,9 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~26 min of training; di
 2 epochs: seconds. Results: docs/results/layers.*.
 """
 
-from dl101_jax import cli
+from dl101_jax.host import cli
 from dl101_jax.config import Config
-from dl101_jax.experiment import Results, run_experiment
+from dl101_jax.host.experiment import Results, run_experiment
 
 CONFIG = Config(name="layers", dataset="cifar10", net="conv32-pool-fc512")
 VARIANTS = {

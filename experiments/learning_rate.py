@@ -14,9 +14,9 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~57 min of training for
 9 models in one program. Results: docs/results/learning_rate.*.
 """
 
-from dl101_jax import cli
+from dl101_jax.host import cli
 from dl101_jax.config import Config
-from dl101_jax.experiment import Results, run_experiment
+from dl101_jax.host.experiment import Results, run_experiment
 
 CONFIG = Config(name="learning_rate", dataset="cifar10",
                 net="conv32-pool-conv64-conv64-pool-fc512", dropout=0.5)

@@ -41,10 +41,11 @@ import os
 
 import numpy as np
 
-from dl101_jax import cli, files, verdict
+from dl101_jax.host import cli, files
+from dl101_jax import verdict
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.evaluation import evaluate_members
-from dl101_jax.experiment import Results, run_experiment
+from dl101_jax.host.evaluation import evaluate_members
+from dl101_jax.host.experiment import Results, run_experiment
 
 NET = "conv32-pool-conv64-conv64-pool-fc512"
 CONFIG = Config(name="modern", dataset="cifar10", net=NET, epochs=10, norm="per_channel")
@@ -171,7 +172,7 @@ def run(config: Config = CONFIG) -> Results:
     path = os.path.join(config.run_dir, "summary.md")
     with open(path) as f:
       files.write_text(path, f.read() + text)
-    from dl101_jax import plots
+    from dl101_jax.host import plots
 
     plots.ladder(results.json["ladder"], os.path.join(config.run_dir, "ladder.png"))
   return results

@@ -31,12 +31,12 @@ import os
 
 import numpy as np
 
-from dl101_jax import cli
-from dl101_jax import population as pop
+from dl101_jax.host import cli
+from dl101_jax.core import population as pop
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.experiment import (Results, changed_fields, held_out_validation, refuse,
+from dl101_jax.host.experiment import (Results, changed_fields, held_out_validation, refuse,
                                   run_experiment)
-from dl101_jax.search import METHODS, Method, PopulationStep, ancestry, member_epochs, winner
+from dl101_jax.tuning import METHODS, Method, PopulationStep, ancestry, member_epochs, winner
 
 SAMPLED = ("learning_rate", "dropout", "weight_decay", "l2")  # their Config fields
 METHOD_FLAGS = {"eta": "halving", "rung_epochs": "halving", "pbt_every": "pbt",
@@ -182,7 +182,7 @@ def draw(config: SearchConfig):
     block = results.json["search"]
     if not block["winner"]:
       return []
-    from dl101_jax import plots
+    from dl101_jax.host import plots
 
     hs = [v["per_seed"][0] for v in results.json["variants"]]
     plots.search(block, hs, os.path.join(config.run_dir, "search.png"))

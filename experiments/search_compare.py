@@ -23,11 +23,11 @@ import os
 
 import numpy as np
 
-from dl101_jax import cli
+from dl101_jax.host import cli
 from dl101_jax.config import ConfigError
-from dl101_jax.experiment import changed_fields, refuse
-from dl101_jax.files import write_json, write_text
-from dl101_jax.search import METHODS
+from dl101_jax.host.experiment import changed_fields, refuse
+from dl101_jax.host.files import write_json, write_text
+from dl101_jax.tuning import METHODS
 from experiments import search
 from experiments.search import SearchConfig
 

@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import cli, member_state
+from dl101_jax.host import cli
+from dl101_jax.core import member_state
 from dl101_jax.config import Config
-from dl101_jax.experiment import Results, run_experiment
+from dl101_jax.host.experiment import Results, run_experiment
 
 CONFIG = Config(name="start_here", dataset="or", net="perceptron", optimizer="sgd",
                 learning_rate=2.0, loss="mse", epochs=2000, batch_size=4,

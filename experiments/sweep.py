@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from dl101_jax import cli
+from dl101_jax.host import cli
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.experiment import Results, held_out_validation, run_experiment
+from dl101_jax.host.experiment import Results, held_out_validation, run_experiment
 
 
 def _floats(field: str, text: str) -> tuple[float, ...]:
@@ -115,7 +115,7 @@ def run(config: SweepConfig = CONFIG) -> Results:
   base = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
 
   def draw(results: Results) -> list[str]:
-    from dl101_jax import plots
+    from dl101_jax.host import plots
 
     swept = [a for a, vals in config.axes.items() if len(vals) > 1] or ["learning_rate"]
     plots.sweep(results.json["sweep"]["points"], swept, os.path.join(config.run_dir, "sweep.png"))

@@ -28,7 +28,7 @@ def pytest_configure(config):
   # run does (parallel.configure_jax), so a second session recompiles nothing.
   import jax
 
-  from dl101_jax.parallel import cache_dir
+  from dl101_jax.host.parallel import cache_dir
 
   jax.config.update("jax_compilation_cache_dir", cache_dir())
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

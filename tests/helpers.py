@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from dl101_jax import tfds_cifar
+from dl101_jax.host import tfds_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-subset")
@@ -75,7 +75,7 @@ def make_cifar_tarball(path: str, per_batch: int = 4, test: int = 6, seed: int =
                           dtype=np.uint8)
       rows[:, 0] %= 10
       add(name, rows.tobytes())
-    from dl101_jax.data import CIFAR10_CLASSES
+    from dl101_jax.host.data import CIFAR10_CLASSES
     add("batches.meta.txt", ("\n".join(CIFAR10_CLASSES) + "\n\n").encode())
   return tfds_cifar.read_archive(path)
 
@@ -174,8 +174,8 @@ def small_group_data():
   import jax.numpy as jnp
   import numpy as np
 
-  from dl101_jax import train
-  from dl101_jax.models import ConvNet
+  from dl101_jax.core import train
+  from dl101_jax.core.models import ConvNet
 
   rng = np.random.default_rng(0)
   data = train.DeviceData(jnp.asarray(rng.integers(0, 255, (40, 6, 6, 1)), jnp.uint8),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dl101_jax import augment, train
+from dl101_jax.core import augment, train
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
 images = st.tuples(st.sampled_from([1, 4]), st.sampled_from([5, 8]), st.sampled_from([1, 3]),
@@ -111,7 +111,7 @@ def test_rotation_angles_stay_within_range():
 
 
 def test_evaluation_never_augments():
-  from dl101_jax.models import ConvNet
+  from dl101_jax.core.models import ConvNet
 
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from dl101_jax import cli
-from dl101_jax import data as data_lib
+from dl101_jax.host import cli
+from dl101_jax.host import data as data_lib
 from dl101_jax.config import Config, ConfigError
 from experiments import __main__ as suite
 from experiments import batch_size, dropout, layers, learning_rate, regularization, start_here, sweep

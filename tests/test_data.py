@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from dl101_jax import data
+from dl101_jax.host import data
 from dl101_jax.config import Config
 from helpers import SHARED_CIFAR, run_module
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from dl101_jax import cli, plots
+from dl101_jax.host import cli, plots
 from experiments import dropout
 from helpers import ROOT, env, run_module
 
@@ -103,7 +103,7 @@ def test_disk_full_while_writing_outputs(tmp_path, reference, monkeypatch, capsy
 
 
 def test_atomic_json_leaves_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-  from dl101_jax import files
+  from dl101_jax.host import files
 
   path = tmp_path / "results.json"
   files.write_json(str(path), {"a": 1})

@@ -9,7 +9,7 @@ import pytest
 from flax import traverse_util
 
 from dl101_jax.config import Config, NetSpec, parse_net
-from dl101_jax.models import ConvNet, Perceptron, make_model, max_pool_2x2
+from dl101_jax.core.models import ConvNet, Perceptron, make_model, max_pool_2x2
 
 
 def _params(net: str, init: str = "tflearn", seed: int = 0):
@@ -114,8 +114,8 @@ def test_unpooled_last_set_keeps_resolution():
 
 
 def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
-  from dl101_jax import member_state, train
-  from dl101_jax.optim import make_optimizer
+  from dl101_jax.core import member_state, train
+  from dl101_jax.core.optim import make_optimizer
 
   model = make_model(Config(net="conv4-pool-fc8", batch_norm=True), 3, platform="cpu")
   hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
@@ -153,7 +153,7 @@ def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
 
 
 def test_whitening_kernel_decorrelates_patches():
-  from dl101_jax.models import whitening_kernel
+  from dl101_jax.core.models import whitening_kernel
 
   rng = np.random.default_rng(0)
   # Correlated channels and neighbouring pixels, as in images.
@@ -172,7 +172,7 @@ def test_whitening_kernel_decorrelates_patches():
 def test_airbench_net_shape_and_parameters():
   import flax.linen as nn
 
-  from dl101_jax.models import AirbenchNet, _nested_tuple, partial_dirac
+  from dl101_jax.core.models import AirbenchNet, _nested_tuple, partial_dirac
 
   whiten = np.zeros((2, 2, 3, 24), np.float32)
   net = make_model(Config(dataset="cifar10", net="airbench"), 10, platform="cpu", whiten=whiten)
@@ -184,7 +184,7 @@ def test_airbench_net_shape_and_parameters():
   assert "bias" not in variables["params"]["block0_conv0"]
   assert "scale" not in variables["params"]["block0_norm0"]  # BatchNorm without scale
   assert net.whiten == _nested_tuple(whiten)
-  from dl101_jax.evaluation import layer_table
+  from dl101_jax.host.evaluation import layer_table
 
   rows, total = layer_table(net, jnp.zeros((1, 32, 32, 3)))
   assert total == 1_971_352 and "| whiten_bias | 31x31x24 | 24 |" in rows

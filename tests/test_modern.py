@@ -11,9 +11,9 @@ import pytest
 from flax import traverse_util
 from hypothesis import given, settings, strategies as st
 
-from dl101_jax import augment, member_state, train
+from dl101_jax.core import augment, member_state, train
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.optim import init_opt_state, make_optimizer, schedule_factor
+from dl101_jax.core.optim import init_opt_state, make_optimizer, schedule_factor
 
 
 @settings(max_examples=30, deadline=None)
@@ -96,7 +96,7 @@ def test_the_new_flags_are_validated():
 
 
 def test_ema_follows_the_params_and_is_what_evaluation_uses():
-  from dl101_jax.models import ConvNet
+  from dl101_jax.core.models import ConvNet
 
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
   hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
@@ -126,7 +126,7 @@ def test_lookahead_is_airbenchs():
   """airbench94's LookaheadState.update, written out: after every 5th step t of T,
   slow += (1 - 0.95**5 * (t/T)**3) * (fast - slow), then fast = slow; for the weights
   and for BatchNorm's running statistics alike (airbench averages its buffers too)."""
-  from dl101_jax.models import ConvNet
+  from dl101_jax.core.models import ConvNet
 
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True, batch_norm=True)
   hp = {"seed": 0, "learning_rate": 0.3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
@@ -199,7 +199,7 @@ def test_each_rung_of_the_ladder_changes_one_thing():
 
 
 def test_airbench_parameter_groups():
-  from dl101_jax.optim import norm_bias_mask, whiten_bias_mask
+  from dl101_jax.core.optim import norm_bias_mask, whiten_bias_mask
 
   p = {"whiten_bias": jnp.ones(2), "bn0_0": {"bias": jnp.ones(2), "scale": jnp.ones(2)},
        "block0_norm0": {"bias": jnp.ones(2)}, "conv0_0": {"kernel": jnp.ones((2, 2)),
@@ -244,7 +244,7 @@ def test_alternating_flips_see_every_image_both_ways_every_two_epochs():
 
 
 def test_the_recipe_on_small_images_is_refused_in_one_line(capsys, tmp_path):
-  from dl101_jax import cli
+  from dl101_jax.host import cli
   from experiments import modern
 
   with pytest.raises(SystemExit) as e:
@@ -264,7 +264,7 @@ def test_the_ladder_is_in_results_and_summary(tmp_path):
   gain with a verdict, and summary.md ends with the same table."""
   import json
 
-  from dl101_jax import cli
+  from dl101_jax.host import cli
   from experiments import modern
 
   cli.main(modern.run, modern.CONFIG, ["--dataset", "digits", "--variants", "tutorial,nesterov",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dl101_jax import cli, member_state, train
-from dl101_jax.optim import make_optimizer
+from dl101_jax.host import cli
+from dl101_jax.core import member_state, train
+from dl101_jax.core.optim import make_optimizer
 from experiments import dropout
 from helpers import run_module, small_group_data
 

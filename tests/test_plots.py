@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from dl101_jax import plots
+from dl101_jax.host import plots
 
 
 def _results(experiment, seeds):

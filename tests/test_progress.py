@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import member_state, train
-from dl101_jax.optim import make_optimizer
-from dl101_jax.report import Console, EpochProgress
+from dl101_jax.core import member_state, train
+from dl101_jax.core.optim import make_optimizer
+from dl101_jax.host.report import Console, EpochProgress
 from helpers import small_group_data
 
 DATA, MODEL = small_group_data()

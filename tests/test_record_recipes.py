@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from dl101_jax import augment, train
+from dl101_jax.core import augment, train
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.optim import init_opt_state, make_optimizer
+from dl101_jax.core.optim import init_opt_state, make_optimizer
 
 NS_ABC = (3.4445, -4.7750, 2.0315)  # airbench94_muon's quintic Newton-Schulz coefficients
 
@@ -143,7 +143,7 @@ def test_cutout_is_applied_to_normalized_training_inputs_only():
 def test_muon_and_cutout_train_the_tutorial_net_on_digits(tmp_path):
   """Both pieces run end to end in the engine (any conv net; the rungs use airbench's) and
   learn: well above chance after 3 epochs."""
-  from dl101_jax.experiment import run_experiment
+  from dl101_jax.host.experiment import run_experiment
 
   c = Config(name="m", dataset="digits", net="conv16-pool-fc64", optimizer="muon",
              momentum=0.85, learning_rate=0.1, muon_lr=0.05, weight_decay=1e-4,
@@ -187,7 +187,7 @@ def test_new_rungs_are_compared_with_the_full_recipe():
 
 
 def test_the_muon_head():
-  from dl101_jax.models import AirbenchNet
+  from dl101_jax.core.models import AirbenchNet
 
   whiten = np.zeros((2, 2, 3, 24), np.float32)
   x = jnp.ones((2, 32, 32, 3))

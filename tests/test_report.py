@@ -2,7 +2,7 @@
 
 import io
 
-from dl101_jax.report import Console, epoch_line, step_line, summary_table
+from dl101_jax.host.report import Console, epoch_line, step_line, summary_table
 
 
 def test_tflearn_lines():
@@ -63,7 +63,7 @@ def test_tensorboardx_is_imported_without_torch_and_torch_still_imports_after(tm
 
   (tmp_path / "torch").mkdir()
   (tmp_path / "torch" / "__init__.py").write_text("Tensor = object\n")
-  code = ("import sys; from dl101_jax.report import TensorBoardRun\n"
+  code = ("import sys; from dl101_jax.host.report import TensorBoardRun\n"
           f"TensorBoardRun({str(tmp_path / 'run')!r}, {{'lr': 0.1}})\n"
           "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules, 'torch imported'\n"
           "import torch; assert torch.Tensor is object; print('ok')\n")

@@ -4,7 +4,7 @@ from importlib import metadata
 
 import pytest
 
-from dl101_jax import requirements_check as rc
+from dl101_jax.host import requirements_check as rc
 
 
 @pytest.fixture()

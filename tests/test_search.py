@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dl101_jax import population as pop
-from dl101_jax import member_state
-from dl101_jax.optim import init_opt_state, make_optimizer
-from dl101_jax.search import ancestry
+from dl101_jax.core import population as pop
+from dl101_jax.core import member_state
+from dl101_jax.core.optim import init_opt_state, make_optimizer
+from dl101_jax.tuning import ancestry
 from helpers import killed_and_resumed, strip
 
 SPACE = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.0, 0.7), weight_decay=(0.0, 0.1),
@@ -136,7 +136,7 @@ SMALL = ["--dataset", "digits", "--train-size", "600", "--net", "conv16-pool-fc6
 
 def test_one_member_without_exploit_equals_a_plain_run(tmp_path):
   from dl101_jax.config import Config
-  from dl101_jax.experiment import run_experiment
+  from dl101_jax.host.experiment import run_experiment
   from experiments import search
 
   cfg = dataclasses.replace(search.CONFIG, dataset="digits", train_size=600,
@@ -210,7 +210,7 @@ def test_pbt_killed_mid_search_resumes_bit_identical(tmp_path):
     (["--method", "halving", "--pbt-every", "3"], "--pbt-every: applies to --method pbt only"),
 ])
 def test_bad_search_flags_are_one_line(flag, message, capsys, tmp_path):
-  from dl101_jax import cli
+  from dl101_jax.host import cli
   from experiments import search
 
   with pytest.raises(SystemExit) as e:
@@ -224,7 +224,7 @@ def test_bad_search_flags_are_one_line(flag, message, capsys, tmp_path):
 
 def test_selection_holds_out_ten_percent_of_the_data_on_disk(tmp_path):
   """A prepared 10k CIFAR-10 dir holds out 1,000, not 10% of the 50k it would download."""
-  from dl101_jax.experiment import held_out_validation
+  from dl101_jax.host.experiment import held_out_validation
   from experiments import search
 
   info = tmp_path / "cifar10" / "3.0.2" / "dataset_info.json"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dl101_jax import cli, plots
+from dl101_jax.host import cli, plots
 from experiments import dropout
 from helpers import hparams_sessions, popen_module
 

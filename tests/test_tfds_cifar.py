@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dl101_jax import data, tfds_cifar
+from dl101_jax.host import data, tfds_cifar
 from helpers import SHARED_CIFAR, make_cifar_tarball, run_module, write_tfrecord
 
 pytest.importorskip("array_record.python.array_record_module")

@@ -8,9 +8,9 @@ import optax
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dl101_jax import member_state, train
-from dl101_jax.models import ConvNet
-from dl101_jax.optim import l2_penalty, make_optimizer
+from dl101_jax.core import member_state, train
+from dl101_jax.core.models import ConvNet
+from dl101_jax.core.optim import l2_penalty, make_optimizer
 
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

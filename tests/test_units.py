@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dl101_jax import checkpoint, report, train
+from dl101_jax.host import checkpoint, report
+from dl101_jax.core import train
 from dl101_jax.config import RUN, SCHEDULE, SHAPE, VALUE, Config, fields_with_role, group_key
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dl101_jax import cli, export, predict
+from dl101_jax.host import cli
+from dl101_jax import export, predict
 from experiments import dropout
 from helpers import popen_module, run_module
 
@@ -52,7 +53,7 @@ def test_results_say_what_the_network_is_and_where_it_errs(trained):
 
 
 def _test_png(tmp_path, k):
-  from dl101_jax import data
+  from dl101_jax.host import data
 
   ds = data.load_digits()
   path = tmp_path / f"digit{k}.png"
@@ -176,7 +177,7 @@ def test_a_batchnorm_averaged_tta_model_exports_as_it_was_evaluated(tmp_path, ca
   """BatchNorm's statistics (Lookahead's averaged ones), the weights' average and
   test-time augmentation all travel with the exported model: it predicts what the run's
   evaluation did."""
-  from dl101_jax import data
+  from dl101_jax.host import data
 
   cli.main(dropout.run, dropout.CONFIG, ["--dataset", "digits", "--epochs", "2", "--train-size",
                                          "300", "--variants", "no_dropout", "--batch-norm",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-HOLD = ("import sys, time; from dl101_jax import files\n"
+HOLD = ("import sys, time; from dl101_jax.host import files\n"
         "with files.hold_workdir(sys.argv[1]):\n"
         "  print('held', flush=True); time.sleep(120)\n")
 
@@ -41,7 +41,7 @@ def test_a_second_run_on_a_held_workdir_is_refused_and_a_dead_holder_is_taken_ov
 
 
 def test_runs_one_after_another_in_one_process_share_a_workdir(tmp_path):
-  from dl101_jax import files
+  from dl101_jax.host import files
 
   for _ in range(2):  # released at the end of each
     with files.hold_workdir(str(tmp_path)):

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from dl101_jax import files, tfds_cifar
+from dl101_jax.host import files, tfds_cifar
 from dl101_jax.config import Config, ConfigError
 
 

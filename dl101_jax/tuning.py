@@ -21,9 +21,9 @@ from typing import Any, Literal
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import population as pop
-from dl101_jax.group import Progress, select
-from dl101_jax.parallel import to_host
+from dl101_jax.core import population as pop
+from dl101_jax.host.group import Progress, select
+from dl101_jax.host.parallel import to_host
 
 Method = Literal["grid", "halving", "pbt"]  # --method's type; its choices, once
 METHODS = typing.get_args(Method)

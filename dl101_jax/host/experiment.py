@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dl101_jax import data as data_lib
-from dl101_jax import evaluation, files, report, signals
+from dl101_jax.host import data as data_lib
+from dl101_jax.host import evaluation, files, report, signals
 from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
-from dl101_jax.group import GroupResult, Member, device_data
-from dl101_jax.loop import fit
-from dl101_jax.parallel import configure_jax, runtime
+from dl101_jax.host.group import GroupResult, Member, device_data
+from dl101_jax.host.loop import fit
+from dl101_jax.host.parallel import configure_jax, runtime
 
 
 @dataclasses.dataclass
@@ -301,7 +301,7 @@ def write_outputs(results: Results, config: Config, console: report.Console, *,
   files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
   drawn = []
   if plot:
-    from dl101_jax import plots
+    from dl101_jax.host import plots
 
     plots.comparison(results.json, os.path.join(wd, "comparison.png"))
     drawn.append("comparison.png")

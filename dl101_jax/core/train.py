@@ -21,10 +21,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from dl101_jax.augment import augment, cutout, tta_logits
-from dl101_jax.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
+from dl101_jax.core.augment import augment, cutout, tta_logits
+from dl101_jax.core.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
                                     model_variables)
-from dl101_jax.optim import l2_penalty
+from dl101_jax.core.optim import l2_penalty
 
 Metrics = dict[str, jax.Array]
 CUTOUT = 4  # fold_in tag of cutout's draws within a step's augmentation key (augment uses 3)

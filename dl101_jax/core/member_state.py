@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from dl101_jax.optim import init_opt_state
+from dl101_jax.core.optim import init_opt_state
 
 INIT, SHUFFLE, STEP, FLIP = 0, 1, 2, 3  # fold_in tags: independent streams per purpose
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dl101_jax.report import over_seeds
+from dl101_jax.host.report import over_seeds
 
 
 def _plt():
@@ -74,7 +74,7 @@ def comparison(results: dict, path: str) -> None:
 
 def _save(fig, path: str) -> None:
   """Write the PNG under a temporary name, then rename: never a half-written picture."""
-  from dl101_jax.files import atomic_path
+  from dl101_jax.host.files import atomic_path
 
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=110)

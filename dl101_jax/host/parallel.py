@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dl101_jax import files
+from dl101_jax.host import files
 from dl101_jax.config import Config, ConfigError
 
 

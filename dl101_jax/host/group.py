@@ -17,14 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import checkpoint as ckpt_lib
-from dl101_jax import member_state, train
+from dl101_jax.host import checkpoint as ckpt_lib
+from dl101_jax.core import member_state, train
 from dl101_jax.config import VALUE, Config, fields_with_role
-from dl101_jax.data import Dataset
-from dl101_jax.models import make_model, whitening_kernel
-from dl101_jax.optim import make_optimizer
-from dl101_jax.parallel import Runtime, to_device
-from dl101_jax.report import EpochProgress, empty_history
+from dl101_jax.host.data import Dataset
+from dl101_jax.core.models import make_model, whitening_kernel
+from dl101_jax.core.optim import make_optimizer
+from dl101_jax.host.parallel import Runtime, to_device
+from dl101_jax.host.report import EpochProgress, empty_history
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,14 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax import evaluation, files, member_state, signals, train
+from dl101_jax.host import evaluation, files, signals
+from dl101_jax.core import member_state, train
 from dl101_jax.config import RUN, Config, fields_with_role
-from dl101_jax.data import Dataset
-from dl101_jax.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
+from dl101_jax.host.data import Dataset
+from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
                              data_spec, restore_best, restore_or_init, select)
-from dl101_jax.optim import LABELS
-from dl101_jax.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
-from dl101_jax.report import (METRICS, Console, EpochProgress, TensorBoardRun, epoch_line,
+from dl101_jax.core.optim import LABELS
+from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
+from dl101_jax.host.report import (METRICS, Console, EpochProgress, TensorBoardRun, epoch_line,
                               step_line)
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line

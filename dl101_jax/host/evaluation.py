@@ -14,8 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from dl101_jax import member_state, train
-from dl101_jax.parallel import to_host
+from dl101_jax.core import member_state, train
+from dl101_jax.host.parallel import to_host
 
 
 def layer_table(model: Any, sample_x: jax.Array) -> tuple[list[str], int]:

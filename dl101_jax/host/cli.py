@@ -104,7 +104,7 @@ EXIT_MEMORY = 71
 
 def _newest(config) -> str:
   """'newest intact checkpoint: epoch 3 (dropout+no_dropout)', from the workdir's checkpoints."""
-  from dl101_jax.checkpoint import newest_epoch
+  from dl101_jax.host.checkpoint import newest_epoch
 
   root = os.path.join(config.run_dir, "checkpoints")
   groups = sorted(os.listdir(root)) if os.path.isdir(root) else []
@@ -116,7 +116,7 @@ def _newest(config) -> str:
 def fail(message: str, code: int = 2, *, quiet_after: bool = False):
   """Print the one line and exit. `quiet_after`: drop whatever library threads still
   print while the process shuts down (orbax after a failed write), so this line is the last."""
-  from dl101_jax.checkpoint import real_stderr
+  from dl101_jax.host.checkpoint import real_stderr
 
   if real_stderr() == 2:
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -136,7 +136,7 @@ def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
 
   argv = sys.argv[1:] if args is None else list(args)
   if any(a in ("-h", "--help") for a in argv):
-    from dl101_jax.cli_help import render
+    from dl101_jax.host.cli_help import render
 
     sys.stdout.write(render(default, prog or _invocation(), description))
     sys.stdout.flush()
@@ -186,7 +186,7 @@ def preflight(config) -> None:
       f.write("ok")
     os.remove(probe)
     if created:
-      from dl101_jax.files import remove_tree
+      from dl101_jax.host.files import remove_tree
 
       remove_tree(created)
   except OSError as e:
@@ -220,11 +220,11 @@ def describe(docstring: str) -> str:
 
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
   """Parse flags, run, and turn expected failures into one-line errors."""
-  from dl101_jax import signals
-  from dl101_jax.checkpoint import CheckpointError, SaveError
+  from dl101_jax.host import signals
+  from dl101_jax.host.checkpoint import CheckpointError, SaveError
   from dl101_jax.config import ConfigError
-  from dl101_jax.data import DataError
-  from dl101_jax.parallel import OutOfMemory
+  from dl101_jax.host.data import DataError
+  from dl101_jax.host.parallel import OutOfMemory
 
   module = sys.modules.get(run.__module__)
   doc = describe(module.__doc__ or "") if module else None
