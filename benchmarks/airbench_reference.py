@@ -132,8 +132,8 @@ def main() -> None:
   to_t = lambda x: ((torch.tensor(x).float().div(255) - torch.tensor(MEAN)) / torch.tensor(STD)
                     ).permute(0, 3, 1, 2).contiguous()
   x_train, y_train = to_t(xtr), torch.tensor(ytr).long()
-  x_test, y_test = to_t(ds.x_test), torch.tensor(ds.y_test).long()
-  edges = {"train": block_edge_ratio(xtr), "test": block_edge_ratio(ds.x_test)}
+  x_test, y_test = to_t(ds.x_val), torch.tensor(ds.y_val).long()
+  edges = {"train": block_edge_ratio(xtr), "test": block_edge_ratio(ds.x_val)}
   print(f"8-pixel block edge ratio (1 = no JPEG blocks): train {edges['train']:.3f}, "
         f"test {edges['test']:.3f}", flush=True)
 

@@ -18,10 +18,10 @@ def test_or_table():
 
 def test_digits_fixed_stratified_split():
   a, b = data.load_digits(), data.load_digits()
-  assert (a.train_size, a.test_size) == (1437, 360)
+  assert (a.train_size, a.val_size) == (1437, 360)
   assert a.x_train.shape[1:] == (8, 8, 1) and a.x_train.dtype == np.uint8
-  assert np.array_equal(a.x_test, b.x_test)  # deterministic
-  counts = np.bincount(a.y_test, minlength=10)
+  assert np.array_equal(a.x_val, b.x_val)  # deterministic
+  counts = np.bincount(a.y_val, minlength=10)
   assert counts.min() >= 35 and counts.max() <= 37  # stratified
 
 
@@ -76,7 +76,7 @@ def test_corrupt_tfds_dir_names_dataset_and_dir(tmp_path):
 def test_real_cifar10_subset():
   cfg = Config(dataset="cifar10", data_dir=SHARED_CIFAR, train_size=1000, test_size=200)
   ds = data.load(cfg)
-  assert ds.x_train.shape == (1000, 32, 32, 3) and ds.x_test.shape == (200, 32, 32, 3)
+  assert ds.x_train.shape == (1000, 32, 32, 3) and ds.x_val.shape == (200, 32, 32, 3)
   assert np.bincount(ds.y_train).tolist() == [100] * 10
   assert 100 < ds.x_train.mean() < 140  # real photos, not noise
 
@@ -98,27 +98,27 @@ def test_a_cifar10_run_says_what_it_does_before_tensorflow_can(tmp_path):
 def test_hold_out_is_stratified_disjoint_and_keeps_the_test_split():
   ds = data.load_digits()
   held = data.hold_out(ds, 200)
-  assert held.train_size == ds.train_size - 200 and held.test_size == 200
-  assert held.test_split[0] is ds.x_test and held.test_split[1] is ds.y_test
-  counts = np.bincount(held.y_test, minlength=10)
+  assert held.train_size == ds.train_size - 200 and held.val_size == 200
+  assert held.test_split[0] is ds.x_val and held.test_split[1] is ds.y_val
+  counts = np.bincount(held.y_val, minlength=10)
   assert counts.max() - counts.min() <= 1  # class-balanced
   # Disjoint and complete: every training image is in exactly one of the two.
-  both = np.concatenate([held.x_train, held.x_test]).reshape(ds.train_size, -1)
+  both = np.concatenate([held.x_train, held.x_val]).reshape(ds.train_size, -1)
   assert len(np.unique(both, axis=0)) == len(np.unique(ds.x_train.reshape(ds.train_size, -1),
                                                        axis=0))
-  assert np.array_equal(data.hold_out(ds, 200).y_test, held.y_test)  # deterministic
+  assert np.array_equal(data.hold_out(ds, 200).y_val, held.y_val)  # deterministic
 
 
 def test_digits_split_is_cached_exactly_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
   fresh = data._split_digits()
   first = data.load_digits()  # builds the cache
-  cached = tmp_path / "dl101_jax" / "digits-split-v1.npz"
+  cached = tmp_path / "dl101_jax" / "digits-split-v2.npz"
   assert cached.exists()
   second = data.load_digits()  # reads it
   for ds in (first, second):
-    for a, b in zip((ds.x_train, ds.y_train, ds.x_test, ds.y_test), fresh):
+    for a, b in zip((ds.x_train, ds.y_train, ds.x_val, ds.y_val), fresh):
       assert a.dtype == b.dtype and np.array_equal(a, b)
   cached.write_bytes(b"not an npz")
   third = data.load_digits()
-  assert np.array_equal(third.x_test, fresh[2]) and np.array_equal(third.y_train, fresh[1])
+  assert np.array_equal(third.x_val, fresh[2]) and np.array_equal(third.y_train, fresh[1])

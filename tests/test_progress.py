@@ -9,7 +9,7 @@ import numpy as np
 
 from dl101_jax.core import member_state, train
 from dl101_jax.core.optim import make_optimizer
-from dl101_jax.host.report import Console, EpochProgress
+from dl101_jax.host.report import Console, EpochTicker
 from helpers import small_group_data
 
 DATA, MODEL = small_group_data()
@@ -44,7 +44,7 @@ def test_ticks_come_once_per_tick_for_the_whole_group_and_change_nothing():
 def test_progress_line_on_a_terminal_is_cleared_by_the_epoch_block():
   out = io.StringIO()
   console = Console(epochs=5, every=1, stream=out, tty=True)
-  ticker = EpochProgress(console, steps_per_epoch=100, epochs=5)
+  ticker = EpochTicker(console, steps_per_epoch=100, epochs=5)
   ticker.start(2)
   ticker.tick(2, 40)
   assert out.getvalue().startswith("\r\x1b[Kepoch 3/5: step 40/100 (40%)")
@@ -56,5 +56,5 @@ def test_progress_line_on_a_terminal_is_cleared_by_the_epoch_block():
 def test_no_progress_line_off_a_terminal():
   out = io.StringIO()
   console = Console(epochs=5, every=1, stream=out, tty=False)
-  EpochProgress(console, 100, 5).tick(0, 50)
+  EpochTicker(console, 100, 5).tick(0, 50)
   assert out.getvalue() == ""

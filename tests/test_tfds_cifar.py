@@ -41,13 +41,13 @@ def test_tarball_prepares_as_array_record_with_every_image_and_its_label(prepare
   info = json.loads((root / "cifar10" / "3.0.2" / "dataset_info.json").read_text())
   assert info["fileFormat"] == "array_record" and info["name"] == "cifar10"
   assert [f.suffix for f in (root / "cifar10" / "3.0.2").glob("*.tfrecord*")] == []
-  for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+  for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_val, ds.y_val)):
     images, labels = content[split]
     assert x.shape == images.shape and x.dtype == np.uint8
     # Every (pixels, label) pair of the tarball, exactly once: PNG is lossless.
     assert _pairs(x, y) == _pairs(images, labels)
   again = data.load_cifar10(str(root))  # the second load reads what the first prepared
-  assert np.array_equal(again.x_train, ds.x_train) and np.array_equal(again.y_test, ds.y_test)
+  assert np.array_equal(again.x_train, ds.x_train) and np.array_equal(again.y_val, ds.y_val)
 
 
 def _as_tfrecord(src, dst):
@@ -84,7 +84,7 @@ def test_tfrecord_and_array_record_readers_give_the_same_pixels_labels_and_order
   _as_tfrecord(root, tmp_path / "tfr")
   tfr = data.load_cifar10(str(tmp_path / "tfr"))
   for a, b in ((ds.x_train, tfr.x_train), (ds.y_train, tfr.y_train),
-               (ds.x_test, tfr.x_test), (ds.y_test, tfr.y_test)):
+               (ds.x_val, tfr.x_val), (ds.y_val, tfr.y_val)):
     assert a.dtype == b.dtype and np.array_equal(a, b)  # same order, not only the same set
 
 
@@ -92,7 +92,7 @@ def test_tf_data_reads_the_tfrecords_written_here_the_same(prepared, tmp_path):
   root, _, ds = prepared
   _as_tfrecord(root, tmp_path / "tfr")
   ref = _tf_data(tmp_path / "tfr")  # TF checks both CRCs of every record
-  assert np.array_equal(ref["train"][0], ds.x_train) and np.array_equal(ref["test"][1], ds.y_test)
+  assert np.array_equal(ref["train"][0], ds.x_train) and np.array_equal(ref["test"][1], ds.y_val)
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_CIFAR), reason="../shared CIFAR-10 subset absent")
@@ -100,7 +100,7 @@ def test_the_tfrecord_reader_matches_tf_data_on_a_dir_tensorflow_prepared():
   ds = data.load_cifar10(SHARED_CIFAR)
   ref = _tf_data(SHARED_CIFAR)
   assert np.array_equal(ref["train"][0], ds.x_train) and np.array_equal(ref["train"][1], ds.y_train)
-  assert np.array_equal(ref["test"][0], ds.x_test) and np.array_equal(ref["test"][1], ds.y_test)
+  assert np.array_equal(ref["test"][0], ds.x_val) and np.array_equal(ref["test"][1], ds.y_val)
 
 
 def test_a_corrupted_tarball_is_one_line_and_exit_2(tmp_path):

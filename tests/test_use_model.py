@@ -57,7 +57,7 @@ def _test_png(tmp_path, k):
 
   ds = data.load_digits()
   path = tmp_path / f"digit{k}.png"
-  Image.fromarray(ds.x_test[k][..., 0]).save(path)
+  Image.fromarray(ds.x_val[k][..., 0]).save(path)
   return str(path), ds
 
 
@@ -84,7 +84,7 @@ def test_exported_model_classifies_a_png_as_the_trained_model_does(trained, tmp_
 
   model = predict.load(str(model_dir))
   _, ds = _test_png(tmp_path, 0)
-  top1 = np.argmax(model.probabilities(ds.x_test[:4]), axis=1)
+  top1 = np.argmax(model.probabilities(ds.x_val[:4]), axis=1)
   assert [o["top"][0][0] for o in out] == [str(k) for k in top1]
   if preds is not None:  # and the training run's own predictions on those images
     assert [int(o["top"][0][0]) for o in out] == preds[:4]
@@ -188,7 +188,7 @@ def test_a_batchnorm_averaged_tta_model_exports_as_it_was_evaluated(tmp_path, ca
   assert set(model.variables) == {"params", "batch_stats"}
   assert float(np.abs(model.variables["batch_stats"]["bn0_0"]["mean"]).sum()) > 0  # trained
   res = json.load(open(tmp_path / "results.json"))
-  x = data.load_digits().x_test[:32]
+  x = data.load_digits().x_val[:32]
   # Standalone, in evaluation mode (running statistics): the training run's own predictions.
   assert np.argmax(model.probabilities(x), axis=1).tolist() == \
       res["errors"]["predictions_first_seed"]

@@ -36,8 +36,8 @@ class DeviceData:
 
   x_train: jax.Array
   y_train: jax.Array
-  x_test: jax.Array | None
-  y_test: jax.Array | None
+  x_val: jax.Array | None
+  y_val: jax.Array | None
   mean: jax.Array  # normalization statistics from the training split
   std: jax.Array
 
@@ -249,17 +249,17 @@ def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceDat
   """Validation over the whole test split at prog.tta, batched and scanned, nothing
   dropped: loss, accuracy and count; with `predictions`, also "pred", every example's
   predicted class (N int32). The one evaluation, in training and after it."""
-  n = data.x_test.shape[0]
+  n = data.x_val.shape[0]
   bs = min(prog.eval_batch_size, n)
   idx_SxB, mask_SxB = padded_batches(jnp.arange(n), bs)
   step = make_eval_step(apply_fn, prog.loss, prog.tta)
 
   def body(_, im):
     i_B, m_B = im
-    x = data.normalize(data.x_test[i_B])
+    x = data.normalize(data.x_val[i_B])
     if prog.batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, prog.batch_sharding)
-    m = step(variables, {"x": x, "y": data.y_test[i_B], "mask": m_B})
+    m = step(variables, {"x": x, "y": data.y_val[i_B], "mask": m_B})
     return None, (m, m.pop("pred"))
 
   _, (metrics_S, pred_SxB) = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
@@ -285,7 +285,7 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
   def one_epoch(states, epoch):
     states, tm = members_epoch(states, epoch)
     out = {"train_loss": tm["loss"], "train_accuracy": tm["accuracy"]}
-    if data.x_test is not None:
+    if data.x_val is not None:
       vm = jax.vmap(lambda v: evaluate(prog, states.apply_fn, v, data))(model_variables(states))
       out.update(val_loss=vm["loss"], val_accuracy=vm["accuracy"])
     return states, out

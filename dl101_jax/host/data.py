@@ -31,11 +31,13 @@ class Dataset:
   name: str
   x_train: np.ndarray  # N x ... (uint8 images N x H x W x C, or float32 features)
   y_train: np.ndarray  # N int32 labels, or N x 1 float32 targets
-  x_test: np.ndarray | None
-  y_test: np.ndarray | None
+  # The split validated on after every epoch: the test split, as in the tutorial, or with
+  # --val-size a split held out of the training set.
+  x_val: np.ndarray | None
+  y_val: np.ndarray | None
   num_classes: int  # 1 for a single sigmoid output
-  # With --val-size, x_test/y_test are the held-out validation split and this is the
-  # untouched test split, scored once at the end by whoever selects on validation.
+  # With --val-size: the untouched test split, scored once at the end by whoever selects
+  # on validation.
   test_split: tuple[np.ndarray, np.ndarray] | None = None
   class_names: tuple[str, ...] = ()  # label i's name, for tables and pictures
 
@@ -44,8 +46,9 @@ class Dataset:
     return len(self.x_train)
 
   @property
-  def test_size(self) -> int:
-    return 0 if self.x_test is None else len(self.x_test)
+  def val_size(self) -> int:
+    """Examples in the split validated on (x_val)."""
+    return 0 if self.x_val is None else len(self.x_val)
 
   @property
   def is_image(self) -> bool:
@@ -64,7 +67,7 @@ def load_digits() -> Dataset:
 
   The split is kept in the project's cache after the first load: importing scikit-learn
   costs more (1.2 s on 2 cores) than the rest of a digits run's setup."""
-  cached = os.path.join(files.cache_root(), "digits-split-v1.npz")
+  cached = os.path.join(files.cache_root(), "digits-split-v2.npz")
   try:
     with np.load(cached) as d:
       parts = [d[k] for k in ("x_train", "y_train", "x_test", "y_test")]
@@ -201,12 +204,12 @@ def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:
 
 def subset(ds: Dataset, train_size: int, test_size: int) -> Dataset:
   tr = stratified_subset(ds.y_train, train_size)
-  x_te, y_te = ds.x_test, ds.y_test
+  x_te, y_te = ds.x_val, ds.y_val
   if x_te is not None:
-    te = stratified_subset(ds.y_test, test_size)
+    te = stratified_subset(ds.y_val, test_size)
     x_te, y_te = x_te[te], y_te[te]
   return dataclasses.replace(ds, x_train=ds.x_train[tr], y_train=ds.y_train[tr],
-                             x_test=x_te, y_test=y_te)
+                             x_val=x_te, y_val=y_te)
 
 
 def hold_out(ds: Dataset, n: int) -> Dataset:
@@ -218,8 +221,8 @@ def hold_out(ds: Dataset, n: int) -> Dataset:
   val = stratified_subset(ds.y_train, n)
   rest = np.setdiff1d(np.arange(ds.train_size), val)
   return dataclasses.replace(ds, x_train=ds.x_train[rest], y_train=ds.y_train[rest],
-                             x_test=ds.x_train[val], y_test=ds.y_train[val],
-                             test_split=(ds.x_test, ds.y_test))
+                             x_val=ds.x_train[val], y_val=ds.y_train[val],
+                             test_split=(ds.x_val, ds.y_val))
 
 
 def train_size_on_disk(config: Config) -> int:

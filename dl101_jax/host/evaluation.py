@@ -54,11 +54,11 @@ def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None 
   if not idx:
     return {"loss": np.zeros(0), "accuracy": np.zeros(0), "pred": np.zeros((0, 0), np.int32)}
   if split is not None:
-    data = dataclasses.replace(data, x_test=jax.device_put(split[0]),
-                               y_test=jax.device_put(split[1]))
+    data = dataclasses.replace(data, x_val=jax.device_put(split[0]),
+                               y_val=jax.device_put(split[1]))
   c = group.members[0].config
   prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,
-                       eval_batch_size=min(c.eval_batch_size, data.x_test.shape[0]))
+                       eval_batch_size=min(c.eval_batch_size, data.x_val.shape[0]))
   variables = jax.tree.map(lambda a: a[np.asarray(idx)],
                            member_state.model_variables(group.states))
   apply_fn = group.states.apply_fn

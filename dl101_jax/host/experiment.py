@@ -198,11 +198,11 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   console.say(f"{config.name}: loading {config.dataset}...")
   ds = data_lib.load(config)
   for name, vc in selected.items():
-    held_out = ds.test_size if ds.test_split is not None else 0
+    held_out = ds.val_size if ds.test_split is not None else 0
     check_batch_size(vc, ds.train_size + held_out, variant=name)
   normalizer = data_lib.Normalizer.fit(ds.x_train, config.norm)
   dev = device_data(ds, normalizer, rt)
-  console.say(f"{config.name}: {ds.train_size} train / {ds.test_size} test examples on "
+  console.say(f"{config.name}: {ds.train_size} train / {ds.val_size} test examples on "
               f"{rt.num_devices} {rt.platform} device(s) in {time.perf_counter() - t0:.1f} s; "
               f"{len(members)} model(s) in {len(make_groups(members))} program(s)")
 
@@ -218,9 +218,9 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   out = {
       "experiment": config.name,
       "dataset": {"name": ds.name, "train_size": ds.train_size,
-                  "test_size": len(ds.test_split[1]) if ds.test_split else ds.test_size,
-                  "validation_size": ds.test_size,
-                  "validation": (f"{ds.test_size} examples held out of the training set"
+                  "test_size": len(ds.test_split[1]) if ds.test_split else ds.val_size,
+                  "validation_size": ds.val_size,
+                  "validation": (f"{ds.val_size} examples held out of the training set"
                                  if ds.test_split is not None else "the test split")},
       "devices": rt.num_devices, "processes": rt.processes, "platform": rt.platform,
       "software": software(),
@@ -249,7 +249,7 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
     overrides = {**variants, **(opt_in or {})}[name]
     v["config"] = {"overrides": overrides, "effective": vc.to_dict()}
     out["variants"].append(v)
-  if ds.num_classes > 1 and ds.test_size:
+  if ds.num_classes > 1 and ds.val_size:
     out.update(where_it_errs(out, groups, ds, dev))
   results = Results(out, groups, ds, rt.is_primary, dev)
   if extra:
@@ -264,7 +264,7 @@ def where_it_errs(out: dict, groups: list[GroupResult], ds: data_lib.Dataset, de
   """Per-class validation accuracy for every variant (into `out`), and the best variant's
   confusion counts and predictions, from each seed's final model."""
   names = list(ds.class_names) or [str(i) for i in range(ds.num_classes)]
-  errs = evaluation.variant_errors(groups, dev, ds.y_test, ds.num_classes)
+  errs = evaluation.variant_errors(groups, dev, ds.y_val, ds.num_classes)
   for v in out["variants"]:
     e = errs.get(v["name"])
     if e is not None:
@@ -308,7 +308,7 @@ def write_outputs(results: Results, config: Config, console: report.Console, *,
     if errors:
       plots.confusion(errors, os.path.join(wd, "confusion.png"))
       ds = results.dataset
-      plots.predictions(ds.x_test[:PICTURED], ds.y_test[:PICTURED],
+      plots.predictions(ds.x_val[:PICTURED], ds.y_val[:PICTURED],
                         errors["predictions_first_seed"], errors["classes"],
                         f"{errors['best_variant']}, first seed", os.path.join(wd, "predictions.png"))
       drawn += ["confusion.png", "predictions.png"]

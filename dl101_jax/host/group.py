@@ -24,7 +24,7 @@ from dl101_jax.host.data import Dataset
 from dl101_jax.core.models import make_model, whitening_kernel
 from dl101_jax.core.optim import make_optimizer
 from dl101_jax.host.parallel import Runtime, to_device
-from dl101_jax.host.report import EpochProgress, empty_history
+from dl101_jax.host.report import EpochTicker, empty_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +109,7 @@ def select(tree: Any, idx: list[int]) -> Any:
 
 def device_data(ds: Dataset, normalizer, rt: Runtime) -> train.DeviceData:
   """Put a dataset on the device(s) once, replicated."""
-  arrays = train.DeviceData(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+  arrays = train.DeviceData(ds.x_train, ds.y_train, ds.x_val, ds.y_val,
                             normalizer.mean, normalizer.std)
   return to_device(arrays, rt.replicated)
 
@@ -127,7 +127,7 @@ class GroupProgram:
 
   @classmethod
   def build(cls, members: list[Member], ds: Dataset, rt: Runtime,
-            progress: EpochProgress | None = None,
+            progress: EpochTicker | None = None,
             data: train.DeviceData | None = None) -> "GroupProgram":
     """The group's program; with `progress`, it reports ~20 ticks per epoch. The airbench
     net's whitening comes from the first 5,000 training images, normalized as `data` does."""
@@ -139,7 +139,7 @@ class GroupProgram:
     model = make_model(c0, ds.num_classes, dropout=any(m.config.dropout > 0 for m in members),
                        platform=rt.platform, whiten=whiten)
     spe = -(-ds.train_size // c0.batch_size)
-    eval_bs = -(-min(c0.eval_batch_size, max(ds.test_size, 1)) // rt.num_devices) * rt.num_devices
+    eval_bs = -(-min(c0.eval_batch_size, max(ds.val_size, 1)) // rt.num_devices) * rt.num_devices
     prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
                          flip=ds.is_image and c0.flip,
                          max_degrees=c0.rotate if ds.is_image else 0.0,

@@ -25,7 +25,7 @@ from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, c
                              data_spec, restore_best, restore_or_init, select)
 from dl101_jax.core.optim import LABELS
 from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
-from dl101_jax.host.report import (METRICS, Console, EpochProgress, TensorBoardRun, epoch_line,
+from dl101_jax.host.report import (METRICS, Console, EpochTicker, TensorBoardRun, epoch_line,
                               step_line)
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
@@ -118,7 +118,7 @@ class ChunkRunner:
   """
 
   def __init__(self, gp: GroupProgram, rt: Runtime, console: Console, group: str,
-               ticker: EpochProgress | None):
+               ticker: EpochTicker | None):
     self.run = train.compile_run_epochs(gp.prog)
     self.rt, self.console, self.group, self.ticker = rt, console, group, ticker
     self.batch_size = gp.members[0].config.batch_size
@@ -179,7 +179,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   c0 = members[0].config
   spe = -(-ds.train_size // c0.batch_size)  # steps per epoch
   # In-epoch progress only where someone watches (a terminal) and an epoch has steps to show.
-  ticker = (EpochProgress(console, spe, c0.epochs)
+  ticker = (EpochTicker(console, spe, c0.epochs)
             if console.tty and console.enabled and spe >= PROGRESS_MIN_STEPS else None)
   gp = GroupProgram.build(members, ds, rt, ticker, data)
   configs = [m.config.to_dict() for m in members]

@@ -94,7 +94,7 @@ class Console:
         self._shown = 0  # the live block is above this; start a new one
 
 
-class EpochProgress:
+class EpochTicker:
   """In-epoch progress for a terminal: steps done, percent, elapsed and ETA of the epoch.
 
   `tick(epoch, steps_done)` is the program's callback; `start` is called by the
