@@ -101,13 +101,14 @@ def prune(states: Any, progress: Progress, dead: list[int]) -> Any:
   return select(states, keep) if keep else None
 
 
-def chunk_length(c0: Config, decide_every: int = 0) -> int:
-  """Epochs per device call: a log line, a checkpoint and a population decision (every
-  `decide_every` epochs) all fall on a chunk's end."""
+def chunk_length(c0: Config, decide_every: int = 0, epoch: int = 0) -> int:
+  """Epochs in the device call that starts after `epoch`: a log line, a checkpoint and a
+  population decision (every `decide_every` epochs) all fall on a chunk's end, and the
+  last chunk ends at --epochs."""
   per_call = c0.epochs_per_log
   for every in (c0.checkpoint_every, decide_every):
     per_call = math.gcd(per_call, every) if every else per_call
-  return per_call
+  return min(per_call - epoch % per_call, c0.epochs - epoch)
 
 
 class ChunkRunner:
@@ -122,6 +123,8 @@ class ChunkRunner:
     self.run = train.compile_run_epochs(gp.prog)
     self.rt, self.console, self.group, self.ticker = rt, console, group, ticker
     self.batch_size = gp.members[0].config.batch_size
+    self.keys = jax.device_put(member_state.member_keys([m.config.seed for m in gp.members]),
+                               rt.replicated)
     self.compiled: dict[tuple[int, int], Any] = {}
     self.compile_seconds = 0.0
 
@@ -129,9 +132,11 @@ class ChunkRunner:
     return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
                          members=members, rt=self.rt)
 
-  def __call__(self, states: Any, keys_M: jax.Array, epoch: int, data: train.DeviceData,
+  def __call__(self, states: Any, alive: list[int], epoch: int, data: train.DeviceData,
                n: int) -> tuple[Any, dict[str, np.ndarray], float]:
-    """n epochs from `epoch`: (states, n_epochs x M metrics on the host, seconds)."""
+    """n epochs from `epoch` for the `alive` members: (states, n_epochs x M metrics on the
+    host, seconds)."""
+    keys_M = select(self.keys, alive)
     m = keys_M.shape[0]
     args = (states, keys_M, jax.device_put(np.int32(epoch), self.rt.replicated), data)
     try:
@@ -182,7 +187,6 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   ticker = (EpochTicker(console, spe, c0.epochs)
             if console.tty and console.enabled and spe >= PROGRESS_MIN_STEPS else None)
   gp = GroupProgram.build(members, ds, rt, ticker, data)
-  configs = [m.config.to_dict() for m in members]
   rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
   console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
 
@@ -190,44 +194,23 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   ckpt, best_ckpt = checkpointers(c0, group)
   states, progress = restore_or_init(gp, ckpt, rt)
   best = restore_best(best_ckpt, states, progress, rt)
-  meta_extra = {"variants": [m.variant for m in members], "data": data_spec(ds, data, gp.whiten)}
+  meta = {"variants": [m.variant for m in members], "data": data_spec(ds, data, gp.whiten)}
   resumed = progress.epoch
-  if resumed:
-    done = resumed >= c0.epochs or not progress.alive
-    console.say(f"{'Already finished' if done else 'Resuming'} {group} from epoch {resumed} "
-                f"(step {resumed * spe})")
+  _say_resumed(console, group, progress, c0.epochs, spe)
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
-  keys_all = jax.device_put(member_state.member_keys([m.config.seed for m in members]),
-                            rt.replicated)
   console.new_block()  # a group's live block never overwrites the previous group's
   show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0, spe,
                                                 ds, seconds, label_variants), ep, force)
   try:
     while progress.epoch < c0.epochs and progress.alive:
       # --- One chunk of epochs on the device.
-      every = chunk_length(c0, decide_every)
-      n = min(every - progress.epoch % every, c0.epochs - progress.epoch)
-      states, mets_ExM, seconds = runner(states, select(keys_all, progress.alive), progress.epoch,
-                                     data, n)
-      # --- Record, log, drop the diverged.
+      n = chunk_length(c0, decide_every, progress.epoch)
+      states, mets_ExM, seconds = runner(states, progress.alive, progress.epoch, data, n)
+      # --- Record, log, keep the best, drop the diverged, let a population step act.
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
-      if improved:
-        mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
-        best = _keep_best(best, member_state.model_variables(states),
-                          jax.device_put(mask, rt.replicated))
-      for i in dead:
-        console.say(f"{members[i].run_name}: loss is NaN/inf or above --diverge-above "
-                    f"({c0.diverge_above:g}) at epoch {progress.diverged[i]}; stopped (diverged)")
-      if dead:
-        keep = [j for j, i in enumerate(progress.alive) if i not in dead]
-        best = select(best, keep) if keep else None
-        states = prune(states, progress, dead)
-      if between_chunks and progress.alive:
-        before = list(progress.alive)
-        states = between_chunks(states, progress)
-        if progress.alive != before:  # members stopped: their kept bests go too
-          best = select(best, [before.index(i) for i in progress.alive])
+      states, best = _after_chunk(states, best, progress, dead, improved, members, console, rt,
+                                  between_chunks)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
         w.flush()
       # --- Checkpoint; stop if asked. With every member diverged there is no state to
@@ -236,21 +219,58 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       finished = progress.epoch >= c0.epochs or not progress.alive
       if ckpt and progress.alive and (progress.epoch % c0.checkpoint_every == 0 or finished
                                       or stop):
-        best_ckpt.save(progress.epoch, best, {"best_epoch": progress.best_epoch,
-                                              "alive": progress.alive, **meta_extra})
-        ckpt.save(progress.epoch, states, progress.to_meta(configs, meta_extra))
+        _save(ckpt, best_ckpt, progress, states, best, members, meta)
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
       # Still "training" between chunks: a signal now is acknowledged and honoured after
       # the next epoch, so the run always stops on a checkpoint.
   finally:
     signals.phase("setup")
-    for c in (ckpt, best_ckpt):
-      if c:
-        c.close()
-    for w in tb.values():
-      w.close()
+    for closing in (ckpt, best_ckpt, *tb.values()):
+      if closing:
+        closing.close()
   return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
+
+
+def _save(ckpt: Any, best_ckpt: Any, progress: Progress, states: Any, best: Any,
+          members: list[Member], meta: dict) -> None:
+  """The kept bests first, then the checkpoint they belong to (restore_best matches them)."""
+  best_ckpt.save(progress.epoch, best, {"best_epoch": progress.best_epoch,
+                                        "alive": progress.alive, **meta})
+  ckpt.save(progress.epoch, states, progress.to_meta([m.config.to_dict() for m in members], meta))
+
+
+def _say_resumed(console: Console, group: str, progress: Progress, epochs: int,
+                 spe: int) -> None:
+  if progress.epoch:
+    done = progress.epoch >= epochs or not progress.alive
+    console.say(f"{'Already finished' if done else 'Resuming'} {group} from epoch "
+                f"{progress.epoch} (step {progress.epoch * spe})")
+
+
+def _after_chunk(states: Any, best: Any, progress: Progress, dead: list[int], improved: set,
+                 members: list[Member], console: Console, rt: Runtime,
+                 between_chunks: Callable | None) -> tuple[Any, Any]:
+  """(states, kept best) after a recorded chunk: the improved members' weights kept, the
+  diverged dropped (and said), then the population step; the bests follow the states."""
+  if improved:
+    mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
+    best = _keep_best(best, member_state.model_variables(states),
+                      jax.device_put(mask, rt.replicated))
+  for i in dead:
+    c = members[i].config
+    console.say(f"{members[i].run_name}: loss is NaN/inf or above --diverge-above "
+                f"({c.diverge_above:g}) at epoch {progress.diverged[i]}; stopped (diverged)")
+  if dead:
+    keep = [j for j, i in enumerate(progress.alive) if i not in dead]
+    best = select(best, keep) if keep else None
+    states = prune(states, progress, dead)
+  if between_chunks and progress.alive:
+    before = list(progress.alive)
+    states = between_chunks(states, progress)
+    if progress.alive != before:  # members stopped: their kept bests go too
+      best = select(best, [before.index(i) for i in progress.alive])
+  return states, best
 
 
 def _wait(tree: Any) -> Any:
