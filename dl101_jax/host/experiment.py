@@ -11,18 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-
-import platform
-import subprocess
 import time
 from typing import Any, Callable
 
-import numpy as np
-
-from dl101_jax.host import data as data_lib
-from dl101_jax.host import evaluation, files, report, signals
 from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
-from dl101_jax.host.group import GroupResult, Member, device_data
+from dl101_jax.host import data as data_lib
+from dl101_jax.host import evaluation, files, report, results_json, signals
+from dl101_jax.host.group import GroupResult, Member, device_data, group_name
 from dl101_jax.host.loop import fit
 from dl101_jax.host.parallel import configure_jax, runtime
 
@@ -79,10 +74,6 @@ def make_groups(members: list[Member]) -> list[list[Member]]:
   return list(groups.values())
 
 
-def group_name(members: list[Member]) -> str:
-  return "+".join(dict.fromkeys(m.variant for m in members))
-
-
 def restart(config: Config, members: list[Member], console: report.Console) -> None:
   """--restart: delete the old checkpoints and these runs' TensorBoard logs."""
   wd = config.run_dir
@@ -131,24 +122,6 @@ def held_out_validation(config: Config) -> Config:
   return dataclasses.replace(config, val_size=max(1, data_lib.train_size_on_disk(config) // 10))
 
 
-def software() -> dict:
-  """Versions that say what computed these results, and the git commit when in a checkout."""
-  import flax
-  import jax
-  import jaxlib
-  import optax
-
-  out = {"python": platform.python_version(), "jax": jax.__version__,
-         "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
-  here = os.path.dirname(os.path.abspath(__file__))
-  try:
-    out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                       text=True, timeout=5, check=True).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    out["git_commit"] = None
-  return out
-
-
 def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = True,
                    console: report.Console | None = None,
                    opt_in: dict[str, dict] | None = None, default: Config | None = None,
@@ -192,19 +165,7 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   """run_experiment's work once the workdir is held: load, train each group, write."""
   if config.restart and rt.is_primary:
     restart(config, members, console)
-
-  # --- Data, once for every group.
-  t0 = time.perf_counter()
-  console.say(f"{config.name}: loading {config.dataset}...")
-  ds = data_lib.load(config)
-  for name, vc in selected.items():
-    held_out = ds.val_size if ds.test_split is not None else 0
-    check_batch_size(vc, ds.train_size + held_out, variant=name)
-  normalizer = data_lib.Normalizer.fit(ds.x_train, config.norm)
-  dev = device_data(ds, normalizer, rt)
-  console.say(f"{config.name}: {ds.train_size} train / {ds.val_size} test examples on "
-              f"{rt.num_devices} {rt.platform} device(s) in {time.perf_counter() - t0:.1f} s; "
-              f"{len(members)} model(s) in {len(make_groups(members))} program(s)")
+  ds, dev = _load(config, selected, members, rt, console)  # --- Data, once for every group.
 
   # --- Train each group; stop between groups if a signal came in.
   groups = []
@@ -215,42 +176,12 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
                       decide_every=decide_every))
   signals.phase("finishing")
 
-  out = {
-      "experiment": config.name,
-      "dataset": {"name": ds.name, "train_size": ds.train_size,
-                  "test_size": len(ds.test_split[1]) if ds.test_split else ds.val_size,
-                  "validation_size": ds.val_size,
-                  "validation": (f"{ds.val_size} examples held out of the training set"
-                                 if ds.test_split is not None else "the test split")},
-      "devices": rt.num_devices, "processes": rt.processes, "platform": rt.platform,
-      "software": software(),
-      "config": config.to_dict(),
-      "variants": [],
-      # One entry per compiled program: its variants and seconds (training; compiling apart).
-      "groups": [{"name": group_name(g.members), "members": len(g.members),
-                  "wall_seconds": round(g.wall_seconds, 3),
-                  "compile_seconds": round(g.compile_seconds, 3)} for g in groups],
-  }
-  for name, vc in selected.items():
-    hs, div, wall, comp = [], [], 0.0, 0.0
-    for g in groups:
-      for i, m in enumerate(g.members):
-        if m.variant == name:
-          hs.append(g.histories[i])
-          div.append(g.diverged[i])
-          # Members of one group share its wall time (training, compile excluded).
-          wall, comp = g.wall_seconds, g.compile_seconds
-    v = report.variant_result(name, hs, div, wall)
-    v["compile_seconds"] = round(comp, 3)
-    v["parameters"] = next(g.parameters for g in groups if any(m.variant == name
-                                                                for m in g.members))
-    v["best_epoch_per_seed"] = [int(h["epoch"][int(np.argmax(h["val_accuracy"]))])
-                                if h.get("val_accuracy") else None for h in hs]
-    overrides = {**variants, **(opt_in or {})}[name]
-    v["config"] = {"overrides": overrides, "effective": vc.to_dict()}
-    out["variants"].append(v)
+  # --- results.json, then the outputs.
+  out = results_json.run_json(config, ds, rt, groups)
+  every = {**variants, **(opt_in or {})}
+  out["variants"] = [results_json.variant_json(name, vc, every[name], groups) for name, vc in selected.items()]
   if ds.num_classes > 1 and ds.val_size:
-    out.update(where_it_errs(out, groups, ds, dev))
+    out.update(results_json.where_it_errs(out, groups, ds, dev))
   results = Results(out, groups, ds, rt.is_primary, dev)
   if extra:
     out.update(extra(results))
@@ -260,27 +191,20 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   return results
 
 
-def where_it_errs(out: dict, groups: list[GroupResult], ds: data_lib.Dataset, dev: Any) -> dict:
-  """Per-class validation accuracy for every variant (into `out`), and the best variant's
-  confusion counts and predictions, from each seed's final model."""
-  names = list(ds.class_names) or [str(i) for i in range(ds.num_classes)]
-  errs = evaluation.variant_errors(groups, dev, ds.y_val, ds.num_classes)
-  for v in out["variants"]:
-    e = errs.get(v["name"])
-    if e is not None:
-      v["per_class_accuracy"] = dict(zip(names, map(float, e.per_class_KxS.mean(axis=1))))
-      v["per_class_accuracy_std"] = dict(zip(names, map(float, e.per_class_KxS.std(axis=1))))
-  scored = [v for v in out["variants"] if v["name"] in errs and v["final"]["val_accuracy"]]
-  if not scored:
-    return {}
-  best = max(scored, key=lambda v: v["final"]["val_accuracy"])["name"]
-  return {"errors": {"classes": names, "best_variant": best,
-                     "confusion": errs[best].confusion_KxK.tolist(),
-                     "confusion_note": "rows: true class, columns: predicted; summed over seeds",
-                     "predictions_first_seed": errs[best].first_seed_pred_N[:PICTURED].tolist()}}
-
-
-PICTURED = 32  # validation images drawn in predictions.png
+def _load(config: Config, selected: dict[str, Config], members: list[Member], rt: Any,
+          console: report.Console) -> tuple[data_lib.Dataset, Any]:
+  """The dataset (each variant's batch checked against it) and its copy on the devices."""
+  t0 = time.perf_counter()
+  console.say(f"{config.name}: loading {config.dataset}...")
+  ds = data_lib.load(config)
+  for name, vc in selected.items():
+    held_out = ds.val_size if ds.test_split is not None else 0
+    check_batch_size(vc, ds.train_size + held_out, variant=name)
+  dev = device_data(ds, data_lib.Normalizer.fit(ds.x_train, config.norm), rt)
+  console.say(f"{config.name}: {ds.train_size} train / {ds.val_size} test examples on "
+              f"{rt.num_devices} {rt.platform} device(s) in {time.perf_counter() - t0:.1f} s; "
+              f"{len(members)} model(s) in {len(make_groups(members))} program(s)")
+  return ds, dev
 
 
 def write_outputs(results: Results, config: Config, console: report.Console, *,
@@ -308,7 +232,7 @@ def write_outputs(results: Results, config: Config, console: report.Console, *,
     if errors:
       plots.confusion(errors, os.path.join(wd, "confusion.png"))
       ds = results.dataset
-      plots.predictions(ds.x_val[:PICTURED], ds.y_val[:PICTURED],
+      plots.predictions(ds.x_val[:results_json.PICTURED], ds.y_val[:results_json.PICTURED],
                         errors["predictions_first_seed"], errors["classes"],
                         f"{errors['best_variant']}, first seed", os.path.join(wd, "predictions.png"))
       drawn += ["confusion.png", "predictions.png"]

@@ -102,6 +102,11 @@ class GroupResult:
     return self.progress.alive
 
 
+def group_name(members: list[Member]) -> str:
+  """A group's name: its variants joined by '+' (its checkpoints' folder, its console label)."""
+  return "+".join(dict.fromkeys(m.variant for m in members))
+
+
 def select(tree: Any, idx: list[int]) -> Any:
   ix = np.asarray(idx, np.int32)  # uncommitted: works on global multi-process arrays too
   return jax.tree.map(lambda a: a[ix], tree)

@@ -1,0 +1,100 @@
+"""results.json's content: what a run says about itself (data, devices, software, each
+variant's seeds and costs, where the best variant errs)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Any
+
+import numpy as np
+
+from dl101_jax.config import Config
+from dl101_jax.host import data as data_lib
+from dl101_jax.host import evaluation, report
+from dl101_jax.host.group import GroupResult, group_name
+
+PICTURED = 32  # validation images drawn in predictions.png
+
+
+def software() -> dict:
+  """Versions that say what computed these results, and the git commit when in a checkout."""
+  import flax
+  import jax
+  import jaxlib
+  import optax
+
+  out = {"python": platform.python_version(), "jax": jax.__version__,
+         "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                       text=True, timeout=5, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    out["git_commit"] = None
+  return out
+
+
+def run_json(config: Config, ds: data_lib.Dataset, rt: Any,
+                  groups: list[GroupResult]) -> dict:
+  """results.json's run-wide part: the data, devices, software, config and programs."""
+  return {
+      "experiment": config.name,
+      "dataset": {"name": ds.name, "train_size": ds.train_size,
+                  "test_size": len(ds.test_split[1]) if ds.test_split else ds.val_size,
+                  "validation_size": ds.val_size,
+                  "validation": (f"{ds.val_size} examples held out of the training set"
+                                 if ds.test_split is not None else "the test split")},
+      "devices": rt.num_devices, "processes": rt.processes, "platform": rt.platform,
+      "software": software(),
+      "config": config.to_dict(),
+      "variants": [],
+      # One entry per compiled program: its variants and seconds (training; compiling apart).
+      "groups": [{"name": group_name(g.members), "members": len(g.members),
+                  "wall_seconds": round(g.wall_seconds, 3),
+                  "compile_seconds": round(g.compile_seconds, 3)} for g in groups],
+  }
+
+
+def variant_json(name: str, vc: Config, overrides: dict, groups: list[GroupResult]) -> dict:
+  """One variant's entry in results.json: its seeds' histories, costs and configs."""
+  hs, div, wall, comp = [], [], 0.0, 0.0
+  for g in groups:
+    for i, m in enumerate(g.members):
+      if m.variant == name:
+        hs.append(g.histories[i])
+        div.append(g.diverged[i])
+        # Members of one group share its wall time (training, compile excluded).
+        wall, comp = g.wall_seconds, g.compile_seconds
+  v = report.variant_result(name, hs, div, wall)
+  v["compile_seconds"] = round(comp, 3)
+  v["parameters"] = next(g.parameters for g in groups if any(m.variant == name
+                                                              for m in g.members))
+  v["best_epoch_per_seed"] = [int(h["epoch"][int(np.argmax(h["val_accuracy"]))])
+                              if h.get("val_accuracy") else None for h in hs]
+  v["config"] = {"overrides": overrides, "effective": vc.to_dict()}
+  return v
+
+
+def where_it_errs(out: dict, groups: list[GroupResult], ds: data_lib.Dataset, dev: Any) -> dict:
+  """Per-class validation accuracy for every variant (into `out`), and the best variant's
+  confusion counts and predictions, from each seed's final model."""
+  names = list(ds.class_names) or [str(i) for i in range(ds.num_classes)]
+  errs = evaluation.variant_errors(groups, dev, ds.y_val, ds.num_classes)
+  for v in out["variants"]:
+    e = errs.get(v["name"])
+    if e is not None:
+      v["per_class_accuracy"] = dict(zip(names, map(float, e.per_class_KxS.mean(axis=1))))
+      v["per_class_accuracy_std"] = dict(zip(names, map(float, e.per_class_KxS.std(axis=1))))
+  scored = [v for v in out["variants"] if v["name"] in errs and v["final"]["val_accuracy"]]
+  if not scored:
+    return {}
+  best = max(scored, key=lambda v: v["final"]["val_accuracy"])["name"]
+  return {"errors": {"classes": names, "best_variant": best,
+                     "confusion": errs[best].confusion_KxK.tolist(),
+                     "confusion_note": "rows: true class, columns: predicted; summed over seeds",
+                     "predictions_first_seed": errs[best].first_seed_pred_N[:PICTURED].tolist()}}
+
+
+
