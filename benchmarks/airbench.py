@@ -50,7 +50,7 @@ class JaxAirbench:
     hp = {"seed": jnp.zeros(1, jnp.int32), "learning_rate": jnp.full(1, 1.5),
           "weight_decay": jnp.full(1, 1.33e-3), "dropout": jnp.zeros(1), "l2": jnp.zeros(1)}
     self.states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp, lookahead=5)
-    prog = train.Program("xent", batch_size, 1000, flip=True, alternate_flip=True, max_shift=2,
+    prog = train.Program("xent", batch_size, 1000, flip=True, alternate_flip=True, translate=2,
                          label_smoothing=0.2, lookahead=5, total_steps=10 * steps)
     self.keys = member_state.member_keys([0])
     t = time.perf_counter()

@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
         dict(learning_rate=1e-3, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
   steps = -(-a.images // a.batch_size)
   ticks = []
-  base = train.Program("xent", a.batch_size, 1000, flip=True, max_degrees=25.0)
+  base = train.Program("xent", a.batch_size, 1000, flip=True, rotate=25.0)
   progs = {"off": base,
            "on": dataclasses.replace(base, progress_every=max(1, steps // 20),
                                      on_progress=lambda e, s: ticks.append(int(s)))}

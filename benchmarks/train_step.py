@@ -74,7 +74,7 @@ def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = 
         **{k: jnp.full((seeds,), v, jnp.float32) for k, v in
            dict(learning_rate=1e-3, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
   states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp)
-  prog = train.Program("xent", batch_size, 1000, flip=augment, max_degrees=25.0 if augment else 0)
+  prog = train.Program("xent", batch_size, 1000, flip=augment, rotate=25.0 if augment else 0)
   run = train.compile_run_epochs(prog)
   keys = member_state.member_keys(list(range(seeds)))
   return run, states, keys, data, n, model, tx, prog
@@ -165,7 +165,7 @@ def step_profile(b: JaxBench) -> tuple[float, float]:
   state = jax.tree.map(lambda a: a[0], b.states)
   bs = b.prog.batch_size
   batch = {"x": b.data.normalize(b.data.x_train[:bs]), "y": b.data.y_train[:bs]}
-  step = jax.jit(train.make_train_step("xent", flip=True, max_degrees=25.0), donate_argnums=0)
+  step = jax.jit(train.make_train_step("xent", flip=True, rotate=25.0), donate_argnums=0)
   compiled = step.lower(state, batch, b.keys[0]).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost

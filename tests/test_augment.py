@@ -84,11 +84,11 @@ def test_training_inputs_order(augment_first):
   raw = jnp.asarray(rng.integers(0, 256, (16, 9, 9, 3)), jnp.float32)
   key = jax.random.PRNGKey(3)
   if augment_first:
-    got = train.training_inputs(key, raw, flip=True, max_degrees=25.0, normalize=_normalize)
+    got = train.training_inputs(key, raw, flip=True, rotate=25.0, normalize=_normalize)
     want = _normalize(augment.augment(key, raw, flip=True, max_degrees=25.0))
     other = augment.augment(key, _normalize(raw), flip=True, max_degrees=25.0)
   else:
-    got = train.training_inputs(key, _normalize(raw), flip=True, max_degrees=25.0)
+    got = train.training_inputs(key, _normalize(raw), flip=True, rotate=25.0)
     want = augment.augment(key, _normalize(raw), flip=True, max_degrees=25.0)
     other = _normalize(augment.augment(key, raw, flip=True, max_degrees=25.0))
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -122,7 +122,7 @@ def test_evaluation_never_augments():
                           jnp.asarray(rng.integers(0, 3, 7), jnp.int32), jnp.float32(100.0),
                           jnp.float32(50.0))
   plain = train.Program("xent", 5, 3)
-  augmenting = train.Program("xent", 5, 3, flip=True, max_degrees=25.0)
+  augmenting = train.Program("xent", 5, 3, flip=True, rotate=25.0)
   a = train.evaluate(plain, model.apply, {"params": params}, data)
   b = train.evaluate(augmenting, model.apply, {"params": params}, data)
   assert float(a["loss"]) == float(b["loss"]) and float(a["accuracy"]) == float(b["accuracy"])

@@ -33,7 +33,7 @@ def test_translate_fills_from_the_reflection_and_stays_in_bounds():
   np.testing.assert_array_equal(y[1:], np.asarray(x)[0, :3, :, 0])
   np.testing.assert_array_equal(y[0], np.asarray(x)[0, 1, :, 0])
   shifts = []
-  for k in range(40):  # augment draws shifts within +-max_shift only
+  for k in range(40):  # augment draws shifts within +-translate only
     img = jnp.zeros((1, 9, 9, 1)).at[0, 4, 4, 0].set(1.0)
     out = np.asarray(augment.augment(jax.random.PRNGKey(k), img, flip=False, max_degrees=0.0,
                                      max_shift=2))[0, :, :, 0]
@@ -239,7 +239,7 @@ def test_alternating_flips_see_every_image_both_ways_every_two_epochs():
   assert 0.45 < e0.mean() < 0.55
   x = jax.random.normal(key, (4, 5, 5, 1))
   mask = jnp.asarray([True, False, True, False])
-  got = train.training_inputs(key, x, flip=True, max_degrees=0.0, flip_B=mask)
+  got = train.training_inputs(key, x, flip=True, rotate=0.0, flip_B=mask)
   np.testing.assert_array_equal(got, jnp.where(mask[:, None, None, None], x[:, :, ::-1], x))
 
 

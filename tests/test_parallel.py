@@ -16,7 +16,7 @@ from experiments import dropout
 from helpers import run_module, small_group_data
 
 DATA, MODEL = small_group_data()
-PROG = train.Program("xent", 16, 12, flip=True, max_degrees=25.0)
+PROG = train.Program("xent", 16, 12, flip=True, rotate=25.0)
 RUN = train.compile_run_epochs(PROG)
 
 

@@ -24,7 +24,7 @@ def _states(m):
 
 def test_ticks_come_once_per_tick_for_the_whole_group_and_change_nothing():
   ticks = []
-  base = train.Program("xent", 4, 12, flip=True, max_degrees=25.0)  # 10 steps per epoch
+  base = train.Program("xent", 4, 12, flip=True, rotate=25.0)  # 10 steps per epoch
   ticking = dataclasses.replace(base, progress_every=3,
                                 on_progress=lambda e, s: ticks.append((int(e), int(s))))
   keys = member_state.member_keys([0, 1, 2])

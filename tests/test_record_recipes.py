@@ -134,8 +134,8 @@ def test_cutout_is_applied_to_normalized_training_inputs_only():
   key = jax.random.PRNGKey(3)
   x = jax.random.randint(key, (4, 8, 8, 3), 1, 255).astype(jnp.float32)
   norm = lambda v: (v - 100.5) / 50.0  # no pixel maps to 0
-  got = np.asarray(train.training_inputs(key, x, flip=False, max_degrees=0.0, normalize=norm,
-                                         cutout_size=4))
+  got = np.asarray(train.training_inputs(key, x, flip=False, rotate=0.0, normalize=norm,
+                                         cutout=4))
   assert ((got == 0.0).all(axis=-1).sum(axis=(1, 2)) == 16).all()
   assert (np.asarray(norm(x)) != 0).all()
 

@@ -21,7 +21,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from dl101_jax.core.augment import augment, cutout, tta_logits
+from dl101_jax.core.augment import augment, tta_logits
+from dl101_jax.core.augment import cutout as cut_square
 from dl101_jax.core.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
                                     model_variables)
 from dl101_jax.core.optim import l2_penalty
@@ -70,28 +71,28 @@ def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
   return jnp.sum(v_B * w_B) / jnp.maximum(jnp.sum(w_B), 1.0)
 
 
-def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, max_degrees: float,
-                    max_shift: int = 0, normalize: Callable | None = None,
-                    flip_B: jax.Array | None = None, cutout_size: int = 0) -> jax.Array:
+def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, rotate: float,
+                    translate: int = 0, normalize: Callable | None = None,
+                    flip_B: jax.Array | None = None, cutout: int = 0) -> jax.Array:
   """Augment (flip, rotate, translate), then normalize when `normalize` is given, then
-  cut out a square (`cutout_size`), always on normalized inputs so that it is the mean.
+  cut out a square (`cutout`), always on normalized inputs so that it is the mean.
 
   TFLearn's order (tflearn/data_flow.py, fill_feed_dict_queue: ImageAugmentation,
   then ImagePreprocessing): rotation fills the corners with pixel value 0, black,
   which normalization then maps to -mean/std. Without `normalize`, x is taken as
   already normalized, so the corners take the mean colour.
   """
-  if flip or max_degrees > 0 or max_shift > 0:
-    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
+  if flip or rotate > 0 or translate > 0:
+    x_BxHxWxC = augment(key, x_BxHxWxC, flip=flip, max_degrees=rotate, max_shift=translate,
                         flip_B=flip_B)
   x_BxHxWxC = x_BxHxWxC if normalize is None else normalize(x_BxHxWxC)
-  if cutout_size:
-    x_BxHxWxC = cutout(jax.random.fold_in(key, CUTOUT), x_BxHxWxC, cutout_size)
+  if cutout:
+    x_BxHxWxC = cut_square(jax.random.fold_in(key, CUTOUT), x_BxHxWxC, cutout)
   return x_BxHxWxC
 
 
-def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
-                    max_shift: int = 0, cutout: int = 0, label_smoothing: float = 0.0,
+def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
+                    translate: int = 0, cutout: int = 0, label_smoothing: float = 0.0,
                     ema: float = 0.0, lookahead: int = 0, total_steps: int = 0,
                     batch_sharding: Any = None, normalize: Callable | None = None) -> Callable:
   """Returns train_step(state, batch, key) -> (state, metrics).
@@ -113,8 +114,8 @@ def make_train_step(loss: str, *, flip: bool = False, max_degrees: float = 0.0,
     x = batch["x"]
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
-    x = training_inputs(k_aug, x, flip=flip, max_degrees=max_degrees, max_shift=max_shift,
-                        normalize=normalize, flip_B=batch.get("flip"), cutout_size=cutout)
+    x = training_inputs(k_aug, x, flip=flip, rotate=rotate, translate=translate,
+                        normalize=normalize, flip_B=batch.get("flip"), cutout=cutout)
     y = batch["y"]
     w = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
 
@@ -186,8 +187,8 @@ class Program:
   batch_size: int
   eval_batch_size: int
   flip: bool = False
-  max_degrees: float = 0.0
-  max_shift: int = 0  # random translation, pixels each way
+  rotate: float = 0.0
+  translate: int = 0  # random translation, pixels each way
   cutout: int = 0  # side of the square cut out of each training image; 0: none
   label_smoothing: float = 0.0
   ema: float = 0.0  # decay per step of the params' moving average; 0: none
@@ -212,9 +213,9 @@ def alternating_flips(key: jax.Array, n: int, epoch: jax.Array) -> jax.Array:
 def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Array,
                 data: DeviceData) -> tuple[TrainState, Metrics]:
   """One member, one epoch: shuffle by (seed, epoch), then lax.scan the steps."""
-  raw = prog.augment_first and (prog.flip or prog.max_degrees > 0 or prog.max_shift > 0)
-  step = make_train_step(prog.loss, flip=prog.flip, max_degrees=prog.max_degrees,
-                         max_shift=prog.max_shift, cutout=prog.cutout,
+  raw = prog.augment_first and (prog.flip or prog.rotate > 0 or prog.translate > 0)
+  step = make_train_step(prog.loss, flip=prog.flip, rotate=prog.rotate,
+                         translate=prog.translate, cutout=prog.cutout,
                          label_smoothing=prog.label_smoothing,
                          ema=prog.ema, lookahead=prog.lookahead, total_steps=prog.total_steps,
                          batch_sharding=prog.batch_sharding,

@@ -147,8 +147,8 @@ class GroupProgram:
     eval_bs = -(-min(c0.eval_batch_size, max(ds.val_size, 1)) // rt.num_devices) * rt.num_devices
     prog = train.Program(loss=c0.loss, batch_size=c0.batch_size, eval_batch_size=eval_bs,
                          flip=ds.is_image and c0.flip,
-                         max_degrees=c0.rotate if ds.is_image else 0.0,
-                         max_shift=c0.translate if ds.is_image else 0,
+                         rotate=c0.rotate if ds.is_image else 0.0,
+                         translate=c0.translate if ds.is_image else 0,
                          cutout=c0.cutout if ds.is_image else 0,
                          label_smoothing=c0.label_smoothing, ema=c0.ema, tta=c0.tta,
                          lookahead=c0.lookahead, total_steps=c0.epochs * spe,
