@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import Any, Callable
 
 import jax
@@ -24,7 +23,8 @@ from dl101_jax.host.data import Dataset
 from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
                              data_spec, restore_best, restore_or_init, select)
 from dl101_jax.core.optim import LABELS
-from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
+from dl101_jax.host.chunks import ChunkRunner, chunk_length
+from dl101_jax.host.parallel import Runtime
 from dl101_jax.host.report import (METRICS, Console, EpochTicker, TensorBoardRun, epoch_line,
                               step_line)
 
@@ -101,71 +101,6 @@ def prune(states: Any, progress: Progress, dead: list[int]) -> Any:
   return select(states, keep) if keep else None
 
 
-def chunk_length(c0: Config, decide_every: int = 0, epoch: int = 0) -> int:
-  """Epochs in the device call that starts after `epoch`: a log line, a checkpoint and a
-  population decision (every `decide_every` epochs) all fall on a chunk's end, and the
-  last chunk ends at --epochs."""
-  per_call = c0.epochs_per_log
-  for every in (c0.checkpoint_every, decide_every):
-    per_call = math.gcd(per_call, every) if every else per_call
-  return min(per_call - epoch % per_call, c0.epochs - epoch)
-
-
-class ChunkRunner:
-  """Compiles a group's program once per (epochs per call, members alive) and runs it.
-
-  Compiling is timed apart, so epoch seconds are compute only. Out-of-memory at
-  either stage becomes parallel.OutOfMemory, naming what to lower.
-  """
-
-  def __init__(self, gp: GroupProgram, rt: Runtime, console: Console, group: str,
-               ticker: EpochTicker | None):
-    self.run = train.compile_run_epochs(gp.prog)
-    self.rt, self.console, self.group, self.ticker = rt, console, group, ticker
-    self.batch_size = gp.members[0].config.batch_size
-    self.keys = jax.device_put(member_state.member_keys([m.config.seed for m in gp.members]),
-                               rt.replicated)
-    self.compiled: dict[tuple[int, int], Any] = {}
-    self.compile_seconds = 0.0
-
-  def _oom(self, e: BaseException, what: str, members: int):
-    return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
-                         members=members, rt=self.rt)
-
-  def __call__(self, states: Any, alive: list[int], epoch: int, data: train.DeviceData,
-               n: int) -> tuple[Any, dict[str, np.ndarray], float]:
-    """n epochs from `epoch` for the `alive` members: (states, n_epochs x M metrics on the
-    host, seconds)."""
-    keys_M = select(self.keys, alive)
-    m = keys_M.shape[0]
-    args = (states, keys_M, jax.device_put(np.int32(epoch), self.rt.replicated), data)
-    try:
-      if (n, m) not in self.compiled:
-        t0 = time.perf_counter()
-        self.console.say(f"{self.group}: compiling {m} model(s) into one program...")
-        self.compiled[n, m] = self.run.lower(*args, n_epochs=n).compile()
-        self.compile_seconds += time.perf_counter() - t0
-        self.console.say(f"{self.group}: compiled in {time.perf_counter() - t0:.1f} s")
-    except Exception as e:
-      if is_out_of_memory(e):
-        raise self._oom(e, "compiling", m) from None
-      raise
-    signals.stop_if_pending()  # no epoch starts after a signal during loading or compiling
-    signals.phase("training")
-    if self.ticker:
-      self.ticker.start(epoch)
-    t0 = time.perf_counter()
-    try:
-      with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
-        states, mets_ExM = self.compiled[n, m](*args)
-      mets_ExM = to_host(_wait(mets_ExM))  # the only device->host copy: E epochs x M members
-    except Exception as e:
-      if is_out_of_memory(e):
-        raise self._oom(e, "training", m) from None
-      raise
-    return states, mets_ExM, time.perf_counter() - t0
-
-
 def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime, *,
         group: str, console: Console, label_variants: bool = True,
         should_stop: Callable[[], int | None] = signals.pending,
@@ -183,9 +118,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   """
   c0 = members[0].config
   spe = -(-ds.train_size // c0.batch_size)  # steps per epoch
-  # In-epoch progress only where someone watches (a terminal) and an epoch has steps to show.
-  ticker = (EpochTicker(console, spe, c0.epochs)
-            if console.tty and console.enabled and spe >= PROGRESS_MIN_STEPS else None)
+  ticker = _ticker(console, spe, c0.epochs)
   gp = GroupProgram.build(members, ds, rt, ticker, data)
   rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
   console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
@@ -195,8 +128,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   states, progress = restore_or_init(gp, ckpt, rt)
   best = restore_best(best_ckpt, states, progress, rt)
   meta = {"variants": [m.variant for m in members], "data": data_spec(ds, data, gp.whiten)}
-  resumed = progress.epoch
-  _say_resumed(console, group, progress, c0.epochs, spe)
+  resumed = _say_resumed(console, group, progress, c0.epochs, spe)
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
   console.new_block()  # a group's live block never overwrites the previous group's
@@ -222,14 +154,21 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
         _save(ckpt, best_ckpt, progress, states, best, members, meta)
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
-      # Still "training" between chunks: a signal now is acknowledged and honoured after
-      # the next epoch, so the run always stops on a checkpoint.
+      # Still "training" between chunks: a signal now stops the run after the next epoch.
   finally:
     signals.phase("setup")
     for closing in (ckpt, best_ckpt, *tb.values()):
       if closing:
         closing.close()
   return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
+
+
+def _ticker(console: Console, spe: int, epochs: int) -> EpochTicker | None:
+  """In-epoch progress only where someone watches (a terminal) and an epoch has steps to
+  show."""
+  if console.tty and console.enabled and spe >= PROGRESS_MIN_STEPS:
+    return EpochTicker(console, spe, epochs)
+  return None
 
 
 def _save(ckpt: Any, best_ckpt: Any, progress: Progress, states: Any, best: Any,
@@ -241,11 +180,13 @@ def _save(ckpt: Any, best_ckpt: Any, progress: Progress, states: Any, best: Any,
 
 
 def _say_resumed(console: Console, group: str, progress: Progress, epochs: int,
-                 spe: int) -> None:
+                 spe: int) -> int:
+  """Says where a restored group stands; returns the epoch it resumes from (0: fresh)."""
   if progress.epoch:
     done = progress.epoch >= epochs or not progress.alive
     console.say(f"{'Already finished' if done else 'Resuming'} {group} from epoch "
                 f"{progress.epoch} (step {progress.epoch * spe})")
+  return progress.epoch
 
 
 def _after_chunk(states: Any, best: Any, progress: Progress, dead: list[int], improved: set,
@@ -271,18 +212,6 @@ def _after_chunk(states: Any, best: Any, progress: Progress, dead: list[int], im
     if progress.alive != before:  # members stopped: their kept bests go too
       best = select(best, [before.index(i) for i in progress.alive])
   return states, best
-
-
-def _wait(tree: Any) -> Any:
-  """Block until `tree` is computed, polling, so that signal handlers run meanwhile.
-
-  A blocking device_get would hold the main thread in C++ for the whole chunk,
-  and Python runs signal handlers only between bytecodes.
-  """
-  leaves = jax.tree.leaves(tree)
-  while not all(x.is_ready() for x in leaves):
-    time.sleep(0.05)
-  return tree
 
 
 @dataclasses.dataclass(frozen=True)
