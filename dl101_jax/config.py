@@ -226,85 +226,98 @@ class Config:
   """Keep compiled programs in JAX's persistent cache (~/.cache/dl101_jax/jax)."""
 
   def __post_init__(self):
-    def need(ok: bool, field: str, allowed: str):
-      if not ok:
-        raise ConfigError(field, f"must be {allowed}, got {getattr(self, field)!r}")
+    self._check_values()
+    self._check_pairs()
+    self._check_counts()
+    self._check_net()
 
-    def finite(v) -> bool:
-      return isinstance(v, (int, float)) and math.isfinite(v)
+  def _need(self, ok: bool, field: str, allowed: str) -> None:
+    if not ok:
+      raise ConfigError(field, f"must be {allowed}, got {getattr(self, field)!r}")
 
-    need(bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)), "name",
-         "letters, digits, '_', '.', '+' or '-'")
+  def _check_values(self) -> None:
+    """Each field's own range and choices."""
+    self._need(bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)), "name",
+               "letters, digits, '_', '.', '+' or '-'")
     for name, choices in _choices().items():
-      need(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
-    need(self.epochs >= 1, "epochs", "an integer >= 1")
-    need(self.seeds >= 1, "seeds", "an integer >= 1")
-    need(self.seed >= 0, "seed", "an integer >= 0")
-    need(self.batch_size >= 1, "batch_size", "an integer >= 1")
-    need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
-    need(finite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-         "a finite number > 0")
-    need(finite(self.dropout) and 0 <= self.dropout < 1, "dropout", "in [0, 1)")
-    need(finite(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0")
-    need(finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
-         "a finite number >= 0")
-    need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov", "muon"),
-         "weight_decay", "0 unless --optimizer adamw, nesterov or muon")
-    need(finite(self.muon_lr) and self.muon_lr > 0, "muon_lr", "a finite number > 0")
-    need(self.muon_lr == MUON_LR or self.optimizer == "muon", "muon_lr",
-         f"{MUON_LR} (the default) unless --optimizer muon")
-    need(finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
-    need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",
-         "an integer in [0, 8] pixels")
-    need(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
-         "in [0, 1)")
-    need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
-         "0 unless --loss xent")
-    need(finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
-    need(isinstance(self.lookahead, int) and self.lookahead >= 0, "lookahead",
-         "an integer >= 0 (steps between synchronizations; 0 = none)")
-    need(self.lookahead == 0 or self.ema == 0, "lookahead",
-         "0 with --ema (both choose the weights that are evaluated)")
-    need(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
-    need(finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
-    need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")
-    # Flags that only mean something with another flag: refused, never silently ignored.
-    need(self.momentum == 0.9 or self.optimizer in ("nesterov", "muon"), "momentum",
-         "0.9 (the default) unless --optimizer nesterov or muon")
-    need(self.whiten_bias_epochs == 0 or self.is_airbench, "whiten_bias_epochs",
-         "0 unless --net airbench or airbench_muon")
-    need(self.norm_bias_lr == 1.0 or self.batch_norm or self.is_airbench, "norm_bias_lr",
-         "1 unless the net has BatchNorm (--batch-norm or --net airbench*)")
-    need(isinstance(self.cutout, int) and 0 <= self.cutout <= IMAGE_SIDES.get(self.dataset, 0),
-         "cutout", f"an integer in [0, {IMAGE_SIDES.get(self.dataset, 0)}] pixels for "
-         f"--dataset {self.dataset}")
-    need(not self.alternate_flip or self.flip, "alternate_flip", "off with --no-flip")
-    need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
-    need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
-    need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
-    need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")
-    need(self.test_size >= 0, "test_size", "an integer >= 0 (0 = all)")
-    need(self.val_size >= 0, "val_size", "an integer >= 0 (0 = validate on the test split)")
-    need(finite(self.diverge_above) and self.diverge_above >= 0, "diverge_above",
-         "a finite number >= 0")
-    need(self.log_every >= 0, "log_every", "an integer >= 0 (0 = auto)")
-    need(self.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0 = never)")
-    need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
-    need(self.devices >= 0, "devices", "an integer >= 0 (0 = all)")
-    need(self.num_processes >= 1, "num_processes", "an integer >= 1")
-    need(0 <= self.process_id < self.num_processes, "process_id",
-         f"in [0, {self.num_processes})")
+      self._need(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
+    self._need(self.epochs >= 1, "epochs", "an integer >= 1")
+    self._need(self.seeds >= 1, "seeds", "an integer >= 1")
+    self._need(self.seed >= 0, "seed", "an integer >= 0")
+    self._need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+    self._need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
+    self._need(_finite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               "a finite number > 0")
+    self._need(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout", "in [0, 1)")
+    self._need(_finite(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0")
+    self._need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+               "a finite number >= 0")
+    self._need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov", "muon"),
+               "weight_decay", "0 unless --optimizer adamw, nesterov or muon")
+    self._need(_finite(self.muon_lr) and self.muon_lr > 0, "muon_lr", "a finite number > 0")
+    self._need(self.muon_lr == MUON_LR or self.optimizer == "muon", "muon_lr",
+               f"{MUON_LR} (the default) unless --optimizer muon")
+    self._need(_finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
+    self._need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",
+               "an integer in [0, 8] pixels")
+    self._need(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
+               "in [0, 1)")
+    self._need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
+               "0 unless --loss xent")
+    self._need(_finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
+    self._need(isinstance(self.lookahead, int) and self.lookahead >= 0, "lookahead",
+               "an integer >= 0 (steps between synchronizations; 0 = none)")
+    self._need(self.lookahead == 0 or self.ema == 0, "lookahead",
+               "0 with --ema (both choose the weights that are evaluated)")
+    self._need(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
+    self._need(_finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
+    self._need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")
+
+  def _check_pairs(self) -> None:
+    """Flags that only mean something with another flag: refused, never silently ignored."""
+    self._need(self.momentum == 0.9 or self.optimizer in ("nesterov", "muon"), "momentum",
+               "0.9 (the default) unless --optimizer nesterov or muon")
+    self._need(self.whiten_bias_epochs == 0 or self.is_airbench, "whiten_bias_epochs",
+               "0 unless --net airbench or airbench_muon")
+    self._need(self.norm_bias_lr == 1.0 or self.batch_norm or self.is_airbench, "norm_bias_lr",
+               "1 unless the net has BatchNorm (--batch-norm or --net airbench*)")
+    self._need(isinstance(self.cutout, int) and 0 <= self.cutout <= IMAGE_SIDES.get(self.dataset, 0),
+               "cutout", f"an integer in [0, {IMAGE_SIDES.get(self.dataset, 0)}] pixels for "
+               f"--dataset {self.dataset}")
+    self._need(not self.alternate_flip or self.flip, "alternate_flip", "off with --no-flip")
+    self._need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
+    self._need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
+    self._need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
+
+  def _check_counts(self) -> None:
+    """Sizes, cadences and process counts."""
+    self._need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")
+    self._need(self.test_size >= 0, "test_size", "an integer >= 0 (0 = all)")
+    self._need(self.val_size >= 0, "val_size", "an integer >= 0 (0 = validate on the test split)")
+    self._need(_finite(self.diverge_above) and self.diverge_above >= 0, "diverge_above",
+               "a finite number >= 0")
+    self._need(self.log_every >= 0, "log_every", "an integer >= 0 (0 = auto)")
+    self._need(self.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0 = never)")
+    self._need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
+    self._need(self.devices >= 0, "devices", "an integer >= 0 (0 = all)")
+    self._need(self.num_processes >= 1, "num_processes", "an integer >= 1")
+    self._need(0 <= self.process_id < self.num_processes, "process_id",
+               f"in [0, {self.num_processes})")
+
+  def _check_net(self) -> None:
+    """The network against the dataset, and the batch against the known training-set size."""
     if self.is_airbench:  # models.AirbenchNet: three pools after a 2x2 conv need 16+ px
-      need(self.dataset == "cifar10", "net", f"a conv/fc network, not {self.net}, for small images")
+      self._need(self.dataset == "cifar10", "net",
+                 f"a conv/fc network, not {self.net}, for small images")
       return check_batch_size(self, TRAIN_SIZES[self.dataset])
     try:
       spec = parse_net(self.net)
     except ValueError as e:
       raise ConfigError("net", f"{e}; got {self.net!r}") from None
     if self.dataset == "or":
-      need(spec.is_perceptron, "net", "'perceptron' for --dataset or")
+      self._need(spec.is_perceptron, "net", "'perceptron' for --dataset or")
     else:
-      need(not spec.is_perceptron, "net", "a conv/fc network for image datasets")
+      self._need(not spec.is_perceptron, "net", "a conv/fc network for image datasets")
     # Known sizes catch a too-large batch before loading; a prepared CIFAR-10 dir may
     # hold fewer images, so the experiment checks again with the loaded size.
     check_batch_size(self, TRAIN_SIZES[self.dataset])
@@ -344,6 +357,10 @@ def _choices() -> dict[str, tuple[str, ...]]:
   hints = typing.get_type_hints(Config)
   return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(Config)
           if typing.get_origin(hints[f.name]) is Literal}
+
+
+def _finite(v) -> bool:
+  return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def check_batch_size(config: Config, n_available: int, variant: str | None = None) -> None:

@@ -39,7 +39,8 @@ class Results:
     score the chosen variant here, once.
     """
     for g in self.groups:
-      acc = evaluation.evaluate_members(g, self.data, variant=variant, split=self.dataset.test_split)
+      acc = evaluation.evaluate_members(g, self.data, variant=variant,
+                                        split=self.dataset.test_split)
       if len(acc["accuracy"]):
         return [float(a) for a in acc["accuracy"]]
     return []
@@ -133,8 +134,8 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
 
   `opt_in` variants run only when --variants names them. With `default` (the
   experiment's CONFIG), a config that changes a field the selected variants set, or
-  one that `refused` names (field -> reason), is refused. `extra(results)` may add fields to results.json (computed from the
-  trained states) before it is written. `between_chunks` and `decide_every` go to
+  one that `refused` names (field -> reason), is refused. `extra(results)` may add
+  fields to results.json (computed from the trained states) before it is written. `between_chunks` and `decide_every` go to
   each group's `fit` (a search's population step).
   """
   t_start = time.perf_counter()
@@ -179,7 +180,8 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   # --- results.json, then the outputs.
   out = results_json.run_json(config, ds, rt, groups)
   every = {**variants, **(opt_in or {})}
-  out["variants"] = [results_json.variant_json(name, vc, every[name], groups) for name, vc in selected.items()]
+  out["variants"] = [results_json.variant_json(name, vc, every[name], groups)
+                     for name, vc in selected.items()]
   if ds.num_classes > 1 and ds.val_size:
     out.update(results_json.where_it_errs(out, groups, ds, dev))
   results = Results(out, groups, ds, rt.is_primary, dev)
