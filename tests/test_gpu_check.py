@@ -12,13 +12,15 @@ from helpers import ROOT, env
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
 
 
-def _check(*args, **extra):
+def _check(*args, tmp=None, **extra):
+  # TMPDIR: the script's work dir (the runs' own outputs) lands in the test's tmp_path.
   return subprocess.run(["bash", SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=400, env=env(PYTHON=sys.executable, **extra))
+                        timeout=400, env=env(PYTHON=sys.executable, TMPDIR=str(tmp), **extra)
+                        if tmp else env(PYTHON=sys.executable, **extra))
 
 
 def test_tiny_check_runs_every_step_and_writes_the_json_and_the_table(tmp_path):
-  r = _check("unused", str(tmp_path), GPU_CHECK_TINY="1")
+  r = _check("unused", str(tmp_path), tmp=tmp_path, GPU_CHECK_TINY="1")
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
   (js,) = tmp_path.glob("gpu_check_cpu_*.json")
   report = json.loads(js.read_text())
