@@ -261,7 +261,8 @@ def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceDat
     if prog.batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, prog.batch_sharding)
     m = step(variables, {"x": x, "y": data.y_val[i_B], "mask": m_B})
-    return None, (m, m.pop("pred"))
+    pred = m.pop("pred")
+    return None, (m, pred if predictions else None)  # per-epoch validation: no labels kept
 
   _, (metrics_S, pred_SxB) = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
   out = _weighted(metrics_S)

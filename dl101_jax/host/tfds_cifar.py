@@ -6,8 +6,9 @@ TFDS needs TensorFlow only for tfrecords (and its stock CIFAR-10 builder extract
 - **prepare**: `Cifar10Files`, a subclass of TFDS's `cifar10` builder, reads the official
   `cifar-10-binary.tar.gz` with `tarfile` and numpy and writes `array_record` (TFDS encodes
   the PNGs with Pillow). array_record has no wheels for Intel macOS or Windows; there the
-  stock builder prepares tfrecords, with TensorFlow installed. Same name, version, features, keys and shuffling as the stock
-  builder, so the prepared dir is a standard TFDS dir, in the same example order. It checks
+  stock builder prepares tfrecords, with TensorFlow installed. Same name, version,
+  features, keys and shuffling as the stock builder, so the prepared dir is a standard
+  TFDS dir, in the same example order. It checks
   the tarball's sha256 itself, since a subclass skips TFDS's checksum registry.
 - **read**: array_record through `builder.as_data_source`; tfrecord (a user's TFDS cache, a
   dir prepared elsewhere) through `read_tfrecord_framing` plus the features' own
