@@ -273,8 +273,13 @@ def test_the_ladder_is_in_results_and_summary(tmp_path):
   rows = json.load(open(tmp_path / "results.json"))["ladder"]
   assert [r["rung"] for r in rows] == ["tutorial", "nesterov"]
   assert all(len(r["val_accuracy_per_seed"]) == 2 for r in rows)
-  assert rows[0]["gain"] is None and rows[1]["verdict"] in (
-      "supported", "inconclusive", "contradicted")
+  # The verdict is the project's rule applied to these very seeds, not any of the three.
+  from dl101_jax import verdict
+
+  low, high = verdict.welch_interval(rows[1]["val_accuracy_per_seed"],
+                                     rows[0]["val_accuracy_per_seed"])
+  assert rows[0]["gain"] is None and rows[1]["verdict"] == verdict.decide(low, high)
+  assert rows[1]["gain_ci95"] == pytest.approx([low, high])
   assert rows[1]["gain"] == pytest.approx(rows[1]["val_accuracy"] - rows[0]["val_accuracy"])
   summary = (tmp_path / "summary.md").read_text()
   assert summary.rstrip().endswith(modern.ladder_table(rows).splitlines()[-1])
