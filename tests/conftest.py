@@ -19,6 +19,8 @@ SLOWEST_FIRST = ("test_resume", "test_faults", "test_search", "test_experiments"
 
 
 def pytest_collection_modifyitems(items):
+  if os.environ.get("DL101_KEEP_TEST_ORDER"):  # tools/mutation.py: its order, fastest to fail first
+    return
   rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable within a file
 

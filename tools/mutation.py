@@ -56,7 +56,7 @@ SEARCH = [f"{S}::test_{t}" for t in (
 # add minutes per mutant); with -x, the broadest come first.
 TESTS = {
     "dl101_jax/core/models.py": [ANCHOR, "tests/test_models.py", TS, *MUON[3:], MODERN[6]],
-    "dl101_jax/core/train.py": [P, TS, "tests/test_units.py", *MODERN, AUGMENT[-1]],
+    "dl101_jax/core/train.py": [ANCHOR, P, TS, "tests/test_units.py", *MODERN, AUGMENT[-1]],
     "dl101_jax/core/optim.py": [ANCHOR, TS, *MODERN[1:4], *MODERN[4:7], *MUON],
     "dl101_jax/core/augment.py": [P, "tests/test_augment.py", *AUGMENT],
     "dl101_jax/core/population.py": SEARCH,
@@ -90,7 +90,7 @@ def runner(path: str) -> str:
 
 
 def mutmut(copy: str, *args: str, **kw) -> subprocess.CompletedProcess:
-  env = dict(os.environ, PYTHONPATH=copy, DL101_OFFLINE="1",
+  env = dict(os.environ, PYTHONPATH=copy, DL101_OFFLINE="1", DL101_KEEP_TEST_ORDER="1",
              XDG_CACHE_HOME=os.path.join(copy, ".cache"))
   env.pop("XLA_FLAGS", None)
   return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=copy, env=env,
