@@ -74,26 +74,35 @@ def count_mutants(path: str) -> int:
     return len(list_mutations(Context(source=f.read(), filename=path)))
 
 
-def copy_tree(dest: str) -> None:
-  """The tracked files only (no venv, caches or runs)."""
-  tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+def copy_tree(dest: str, rev: str = "HEAD") -> None:
+  """The repository's files at `rev` (committed files only: no venv, caches or runs)."""
   shutil.rmtree(dest, ignore_errors=True)
-  for rel in filter(None, tracked):
-    os.makedirs(os.path.dirname(os.path.join(dest, rel)) or dest, exist_ok=True)
-    shutil.copy2(os.path.join(ROOT, rel), os.path.join(dest, rel))
+  os.makedirs(dest)
+  archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True)
+  subprocess.run(["tar", "-x", "-C", dest], input=archive.stdout, check=True)
+
+
+# mutmut 2 counts every exit status but 1 as "tests pass": a mutant that breaks an import
+# (pytest's 2) or crashes pytest (3) would survive. This runner folds 2 and 3 into 1.
+PREFIX = (f"{sys.executable} -c \"import sys, pytest; c = pytest.main(sys.argv[1:]); "
+          f"sys.exit(1 if c in (1, 2, 3) else c)\" -x -q -n 0 -p no:cacheprovider")
 
 
 def runner(path: str) -> str:
-  return (f"{sys.executable} -m pytest -x -q -n 0 -p no:cacheprovider "
-          + " ".join(dict.fromkeys(TESTS[path])))
+  return PREFIX + " " + " ".join(dict.fromkeys(TESTS[path]))
+
+
+def _env(copy: str) -> dict:
+  # PYTHONDONTWRITEBYTECODE: mutmut restores the original by a move that keeps its mtime,
+  # so a cached .pyc of one mutant could otherwise stand in for the next of the same size.
+  env = dict(os.environ, PYTHONPATH=copy, DL101_OFFLINE="1", DL101_KEEP_TEST_ORDER="1",
+             XDG_CACHE_HOME=os.path.join(copy, ".cache"), PYTHONDONTWRITEBYTECODE="1")
+  env.pop("XLA_FLAGS", None)
+  return env
 
 
 def mutmut(copy: str, *args: str, **kw) -> subprocess.CompletedProcess:
-  env = dict(os.environ, PYTHONPATH=copy, DL101_OFFLINE="1", DL101_KEEP_TEST_ORDER="1",
-             XDG_CACHE_HOME=os.path.join(copy, ".cache"))
-  env.pop("XLA_FLAGS", None)
-  return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=copy, env=env,
+  return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=copy, env=_env(copy),
                         text=True, **kw)
 
 
@@ -109,11 +118,77 @@ def collect(copy: str) -> dict:
   return {"ids": out, "survivors": survivors}
 
 
-def run_module(path: str, scratch: str) -> dict:
+def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
+  """{line: the tests that execute it} for `path`, from one coverage run of its TESTS with
+  per-test contexts. Lines run at import (constants, defaults, decorators) have no test of
+  their own and are left out: their mutants get the module's whole selection."""
+  import coverage
+
+  rc = os.path.join(copy, ".coveragerc-mutation")
+  with open(rc, "w") as f:
+    f.write(f"[run]\nsource = dl101_jax\ndynamic_context = test_function\n"
+            f"data_file = {os.path.join(copy, '.coverage-mutation')}\n")
+  subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m", "pytest",
+                  "-q", "-n", "0", "-p", "no:cacheprovider", *dict.fromkeys(TESTS[path])],
+                 cwd=copy, env=_env(copy), capture_output=True, check=True)
+  data = coverage.CoverageData(os.path.join(copy, ".coverage-mutation"))
+  data.read()
+  source = next(f for f in data.measured_files() if f.endswith(path))
+  by_line = {line: sorted({_node_id(c) for c in contexts if c} - {None})
+             for line, contexts in data.contexts_by_lineno(source).items() if "" not in contexts}
+  real = _collected(copy, sorted({t for tests in by_line.values() for t in tests}))
+  out = {}
+  for line, tests in by_line.items():
+    tests = [t for t in tests if t in real]
+    if tests:
+      out[str(line)] = tests
+  return out
+
+
+def _node_id(context: str) -> str | None:
+  """coverage's 'test_train_step.test_sgd_is_params_minus_lr_grad' -> a pytest node id;
+  None for contexts that are not a test module's function (hypothesis's internals are
+  named test*, and coverage takes them for tests)."""
+  module, _, function = context.partition(".")
+  if not (module.startswith("test_") and function.startswith("test")):
+    return None
+  return f"tests/{module}.py::{function.split('.')[0]}"
+
+
+def _collected(copy: str, node_ids: list[str]) -> set[str]:
+  """The node ids pytest can run. A mutant whose selection names one it cannot would end
+  in pytest's usage error (exit 4), which mutmut 2 counts as a pass: a false survivor."""
+  out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0",
+                        "-p", "no:cacheprovider", *node_ids], cwd=copy, env=_env(copy),
+                       capture_output=True, text=True, check=True).stdout
+  collected = {ln.split("[")[0] for ln in out.splitlines() if "::" in ln}
+  return {n for n in node_ids if any(c == n or c.startswith(n + "::") for c in collected)}
+
+
+HOOK = '''"""mutmut's hook (written by tools/mutation.py): each mutant runs the tests that execute
+its line (coverage's per-test contexts); lines run at import get the whole selection."""
+import json
+
+TESTS = json.load(open("tests_by_line.json"))
+PREFIX = {prefix!r}
+
+
+def pre_mutation(context):
+  tests = TESTS.get(str(context.mutation_id.line_number + 1))
+  if tests:
+    context.config.test_command = PREFIX + " " + " ".join(tests)
+'''
+
+
+def run_module(path: str, scratch: str, rev: str) -> dict:
   """mutmut over one module, in its own copy of the repository (mutmut edits in place)."""
   copy = os.path.join(scratch, path.replace("/", "_").removesuffix(".py"))
-  copy_tree(copy)
+  copy_tree(copy, rev)
   t0 = time.time()
+  with open(os.path.join(copy, "tests_by_line.json"), "w") as f:
+    json.dump(tests_by_line(copy, path), f)
+  with open(os.path.join(copy, "mutmut_config.py"), "w") as f:
+    f.write(HOOK.format(prefix=PREFIX))
   with open(copy + ".log", "w") as log:
     mutmut(copy, "run", "--paths-to-mutate", path, "--tests-dir", "tests",
            "--runner", runner(path), "--no-progress", stdout=log, stderr=subprocess.STDOUT)
@@ -126,6 +201,7 @@ def main() -> None:
   ap.add_argument("--jobs", type=int, default=2, help="modules mutated at once")
   ap.add_argument("--only", nargs="*", default=list(TESTS), help="modules to mutate")
   ap.add_argument("--scratch", default=os.path.join(ROOT, ".mutation"))
+  ap.add_argument("--rev", default="HEAD", help="the commit whose code and tests are mutated")
   ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "mutation.json"))
   a = ap.parse_args()
   unknown = [p for p in a.only if p not in TESTS]
@@ -133,15 +209,17 @@ def main() -> None:
     ap.error(f"--only: not a core module: {unknown[0]} (one of {', '.join(TESTS)})"
              if unknown else "--jobs: an integer >= 1")
   t0 = time.time()
+  rev = subprocess.run(["git", "rev-parse", a.rev], cwd=ROOT, capture_output=True, text=True,
+                       check=True).stdout.strip()
   order = sorted(a.only, key=count_mutants, reverse=True)  # longest first: the jobs end together
   print(f"{sum(map(count_mutants, order))} mutants in {len(order)} modules, {a.jobs} at a time;"
         f" logs in {a.scratch}", flush=True)
   with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-    modules = list(pool.map(lambda p: run_module(p, a.scratch), order))
+    modules = list(pool.map(lambda p: run_module(p, a.scratch, rev), order))
   total = {s: sum(len(m["ids"][s]) for m in modules) for s in STATUSES}
   judged = total["killed"] + total["survived"] + total["timeout"] + total["suspicious"]
   result = {
-      "tool": "mutmut " + _version(), "date": datetime.date.today().isoformat(),
+      "tool": "mutmut " + _version(), "date": datetime.date.today().isoformat(), "commit": rev,
       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
       "seconds": round(time.time() - t0), "counts": total,
       "kill_rate": round(total["killed"] / max(judged, 1), 4), "modules": modules}
