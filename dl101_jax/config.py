@@ -27,6 +27,8 @@ Platform = Literal["auto", "cpu", "gpu", "tpu"]
 DATASETS, OPTIMIZERS, SCHEDULES = (typing.get_args(t) for t in (Dataset, Optimizer, Schedule))
 AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 only
 # Largest --cutout square per dataset (its images' side).
+MAX_SEED = 2**31 - 1  # the largest int32: seeds and step counts are int32 on the device
+MAX_EPOCHS = 1_000_000
 IMAGE_SIDES = {"digits": 8, "cifar10": 32}
 MUON_LR = 0.24  # airbench94_muon's; --muon-lr's default, refused off it without --optimizer muon
 # Known training-set sizes, so a batch larger than the data is caught before loading.
@@ -241,9 +243,13 @@ class Config:
                "letters, digits, '_', '.', '+' or '-'")
     for name, choices in _choices().items():
       self._need(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
-    self._need(self.epochs >= 1, "epochs", "an integer >= 1")
-    self._need(self.seeds >= 1, "seeds", "an integer >= 1")
-    self._need(self.seed >= 0, "seed", "an integer >= 0")
+    # Ranges first, so no value reaches int32 or schedule arithmetic that cannot hold it.
+    self._need(_int_in(self.epochs, 1, MAX_EPOCHS), "epochs", f"an integer in [1, {MAX_EPOCHS}]")
+    self._need(_int_in(self.seeds, 1, MAX_SEED + 1), "seeds", "an integer >= 1")
+    # Seeds run seed, seed + 1, ..., each a PRNGKey of an int32.
+    self._need(_int_in(self.seed, 0, MAX_SEED + 1 - self.seeds), "seed",
+               f"an integer in [0, {MAX_SEED + 1 - self.seeds}] (with --seeds {self.seeds}, "
+               f"the last seed must fit in int32)")
     self._need(self.batch_size >= 1, "batch_size", "an integer >= 1")
     self._need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
     self._need(_finite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
@@ -271,7 +277,8 @@ class Config:
                "0 with --ema (both choose the weights that are evaluated)")
     self._need(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
     self._need(_finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
-    self._need(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "an integer >= 0")
+    self._need(_int_in(self.whiten_bias_epochs, 0, MAX_EPOCHS), "whiten_bias_epochs",
+               f"an integer in [0, {MAX_EPOCHS}]")
 
   def _check_pairs(self) -> None:
     """Flags that only mean something with another flag: refused, never silently ignored."""
@@ -284,6 +291,8 @@ class Config:
     self._need(isinstance(self.cutout, int) and 0 <= self.cutout <= IMAGE_SIDES.get(self.dataset, 0),
                "cutout", f"an integer in [0, {IMAGE_SIDES.get(self.dataset, 0)}] pixels for "
                f"--dataset {self.dataset}")
+    self._need(self.data_dir is None or self.dataset == "cifar10", "data_dir",
+               f"unset for --dataset {self.dataset} (only CIFAR-10 is read from a data dir)")
     self._need(not self.alternate_flip or self.flip, "alternate_flip", "off with --no-flip")
     self._need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
     self._need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
@@ -359,6 +368,10 @@ def _choices() -> dict[str, tuple[str, ...]]:
           if typing.get_origin(hints[f.name]) is Literal}
 
 
+def _int_in(v, lo: int, hi: int) -> bool:
+  return isinstance(v, int) and lo <= v <= hi
+
+
 def _finite(v) -> bool:
   return isinstance(v, (int, float)) and math.isfinite(v)
 
@@ -373,10 +386,15 @@ def check_batch_size(config: Config, n_available: int, variant: str | None = Non
     raise ConfigError("val_size", f"must be below the training-set size ({n}), "
                       f"got {config.val_size}")
   n -= config.val_size if config.dataset != "or" else 0
+  who = f"variant {variant}: " if variant else ""
   if config.batch_size > n:
-    who = f"variant {variant}: " if variant else ""
     raise ConfigError("batch_size", f"{who}must be at most the training-set size ({n}), "
                       f"got {config.batch_size}")
+  steps = config.epochs * -(-n // config.batch_size)  # the step counter is an int32
+  if steps > MAX_SEED:
+    raise ConfigError("epochs", f"{who}must be at most {MAX_SEED // -(-n // config.batch_size)} "
+                      f"for {n} examples in batches of {config.batch_size} (the step count "
+                      f"must fit in int32), got {config.epochs}")
 
 
 def fields_with_role(*roles: str) -> tuple[str, ...]:

@@ -10,20 +10,28 @@ BatchNorm's running statistics when the net has them) plus `model.json` (what it
 is, how its inputs were normalized, its class names), by default under
 <workdir>/export/<variant>-seed<seed>/. `dl101_jax.predict` loads it without any
 of the training machinery. Works mid-run and after a resume: any checkpoint will do.
+
+A damaged newest checkpoint (emptied, truncated, meta that is not JSON or lacks keys)
+is skipped for the newest intact one, saying which; with none intact it is one line.
+`manifest.json` (each file's size and sha256) is written last, so an export is whole
+or refused by predict with what is missing or changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
+from typing import Any
 
 import numpy as np
 
 from dl101_jax.host.checkpoint import Checkpointer
 from dl101_jax.config import ConfigError
 
-FORMAT = "dl101_jax.export/2"  # 2: variables/ ({"params", "batch_stats"}); 1: params/ only
+FORMAT = "dl101_jax.export/3"  # 3: + manifest.json; 2: variables/ (params, batch_stats); 1: params/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +50,13 @@ class ExportConfig:
   """Output directory (default: <workdir>/export/<variant>-seed<seed>)."""
 
 
+META_KEYS = ("variants", "configs", "data", "epoch", "alive")
+
+
+class _MetaLacks(ValueError):
+  pass
+
+
 def _meta(ckpt: Checkpointer, step: int) -> dict:
   import orbax.checkpoint as ocp
 
@@ -54,8 +69,32 @@ def _state(ckpt: Checkpointer, step: int):
   return ckpt.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
 
 
+def newest_readable(ckpt: Checkpointer, keys: tuple[str, ...], *, state: bool) -> tuple:
+  """(step, meta, state or None, why) of the newest checkpoint whose meta has `keys` and
+  whose state reads back; `why` names each newer one skipped and why. Once one is found
+  the skipped are said on stderr; with none, step, meta and state are None and the caller
+  refuses in one line. Read-only: unlike a resumed run, export moves nothing aside."""
+  skipped: list[tuple[int, str]] = []
+  for step in reversed(ckpt.steps()):
+    try:
+      meta = _meta(ckpt, step)
+      missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
+      if missing:
+        raise _MetaLacks(f"its meta lacks {', '.join(missing)}")
+      restored = _state(ckpt, step) if state else None
+    except Exception as e:  # truncated, emptied, not JSON: orbax and json raise many types
+      skipped.append((step, str(e) if isinstance(e, _MetaLacks) else type(e).__name__))
+      continue
+    for bad, why in skipped:
+      print(f"warning: {ckpt.directory}/{bad} is unreadable ({why}); trying an older "
+            f"checkpoint", file=sys.stderr)
+    return step, meta, restored, ""
+  return None, None, None, "; ".join(f"epoch {bad}: {why}" for bad, why in skipped)
+
+
 def find_member(workdir: str, variant: str, seed: int) -> tuple[str, int, dict]:
-  """(group checkpoint dir, member index, newest meta) of variant at seed (-1: its first)."""
+  """(group checkpoint dir, member index, newest readable meta) of variant at seed (-1:
+  its first)."""
   root = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(root):
     raise ConfigError("workdir", f"no checkpoints in {root}; train with --checkpoint-every "
@@ -66,13 +105,12 @@ def find_member(workdir: str, variant: str, seed: int) -> tuple[str, int, dict]:
     if "." in group or not os.path.isdir(gdir):  # <group>.best, <group>.corrupt
       continue
     ckpt = Checkpointer(gdir, 1)
-    steps = ckpt.steps()
-    if not steps:
+    if not ckpt.steps():
       continue
-    meta = _meta(ckpt, steps[-1])
-    if "variants" not in meta or "data" not in meta:
-      raise ConfigError("workdir", f"the checkpoints in {gdir} predate exporting; re-run "
-                        f"the experiment with this version to write one that can be exported")
+    step, meta, _, why = newest_readable(ckpt, META_KEYS, state=False)
+    if meta is None:
+      raise ConfigError("workdir", f"no readable checkpoint in {gdir} ({why}); re-run the "
+                        f"experiment to write new ones")
     mine = [(c["seed"], i) for i, (v, c) in enumerate(zip(meta["variants"], meta["configs"]))
             if v == variant]
     seen += [f"{v} (seed {c['seed']})" for v, c in zip(meta["variants"], meta["configs"])]
@@ -85,47 +123,82 @@ def find_member(workdir: str, variant: str, seed: int) -> tuple[str, int, dict]:
   raise ConfigError("variant", f"no variant {variant!r} in {root}; there: {', '.join(seen)}")
 
 
+def _source(cfg: "ExportConfig", gdir: str, i: int, seed: int) -> tuple[int, dict, Any]:
+  """(epoch, meta, state) to export: the newest readable training checkpoint holding the
+  member, or with --best the newest readable kept-best one."""
+  if cfg.best:
+    best = Checkpointer(gdir + ".best", 2)
+    if not best.steps():
+      raise ConfigError("best", f"no best-epoch params were kept in {gdir}.best")
+    step, meta, state, why = newest_readable(best, ("best_epoch", "alive"), state=True)
+    if meta is None:
+      raise ConfigError("best", f"the kept best-epoch params in {gdir}.best are unreadable "
+                        f"({why}); export the newest epoch (without --best) instead")
+    epoch = meta["best_epoch"][i] if i < len(meta["best_epoch"]) else None
+  else:
+    step, meta, state, why = newest_readable(Checkpointer(gdir, 1), META_KEYS, state=True)
+    if meta is None:
+      raise ConfigError("workdir", f"no readable checkpoint in {gdir} ({why})")
+    epoch = meta["epoch"]
+  if i not in meta["alive"] or epoch is None:
+    raise ConfigError("variant", f"{cfg.variant} seed {seed} diverged; nothing to export")
+  return epoch, meta, state
+
+
+def _out_dir(cfg: "ExportConfig", seed: int) -> str:
+  out = os.path.abspath(cfg.out or os.path.join(cfg.workdir, "export",
+                                                f"{cfg.variant}-seed{seed}"))
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ConfigError("out", f"{out} is a file; give a folder (new, or an earlier export)")
+  if os.path.isdir(out) and os.listdir(out) and not os.path.exists(
+      os.path.join(out, "model.json")):
+    raise ConfigError("out", f"{out} holds other files; give a new folder or an earlier export")
+  try:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, ".write-test"), "w"):
+      pass
+    os.remove(os.path.join(out, ".write-test"))
+  except OSError as e:
+    raise ConfigError("out", f"cannot write to {out} ({e.strerror or type(e).__name__}); "
+                      f"give --out a writable folder") from None
+  return out
+
+
 def export(cfg: ExportConfig) -> str:
   """Write the member; returns the output directory."""
   import jax
   import orbax.checkpoint as ocp
 
   from dl101_jax.core import member_state
+  from dl101_jax.host import files
 
   if not cfg.workdir or not cfg.variant:
     raise ConfigError("workdir" if not cfg.workdir else "variant", "is required")
   gdir, i, meta = find_member(cfg.workdir, cfg.variant, cfg.seed)
   config = meta["configs"][i]
-  source, epoch = Checkpointer(gdir, 1), meta["epoch"]
-  if cfg.best:
-    source = Checkpointer(gdir + ".best", 2)
-    if not source.steps():
-      raise ConfigError("best", f"no best-epoch params were kept in {gdir}.best")
-    meta = _meta(source, source.steps()[-1])
-    epoch = meta["best_epoch"][i]
-  if i not in meta["alive"] or epoch is None:
-    raise ConfigError("variant", f"{cfg.variant} seed {config['seed']} diverged; nothing to "
-                      f"export")
-  state = _state(source, source.steps()[-1])
+  epoch, source_meta, state = _source(cfg, gdir, i, config["seed"])
   # A training checkpoint holds the TrainState; a best one the model variables (or, written
   # before BatchNorm, the params alone).
   if "params" not in state:
     state = {"params": state}
   variables_all = member_state.model_variables(state)  # what training evaluated
-  j = meta["alive"].index(i)
+  j = source_meta["alive"].index(i)
   variables = jax.tree.map(lambda a: np.asarray(a)[j], variables_all)
-  out = os.path.abspath(cfg.out or os.path.join(cfg.workdir, "export",
-                                                f"{cfg.variant}-seed{config['seed']}"))
-  os.makedirs(out, exist_ok=True)
-  with ocp.StandardCheckpointer() as saver:
-    saver.save(os.path.join(out, "variables"), variables, force=True)
+  out = _out_dir(cfg, config["seed"])
   spec = {"format": FORMAT, "variant": cfg.variant, "seed": config["seed"], "epoch": epoch,
           "best": cfg.best, "source": gdir, "config": config, "data": meta["data"],
           "parameters": int(sum(np.asarray(a).size
                                 for a in jax.tree.leaves(variables["params"])))}
-  from dl101_jax.host.files import write_json
-
-  write_json(os.path.join(out, "model.json"), spec)
+  try:
+    with contextlib.suppress(FileNotFoundError):  # incomplete until the new manifest lands
+      os.remove(os.path.join(out, files.MANIFEST))
+    with ocp.StandardCheckpointer() as saver:
+      saver.save(os.path.join(out, "variables"), variables, force=True)
+    files.write_json(os.path.join(out, "model.json"), spec)
+    files.write_manifest(out)  # last: a folder with a manifest is a complete export
+  except OSError as e:
+    raise ConfigError("out", f"writing {out} failed ({e.strerror or type(e).__name__}); "
+                      f"free space or give --out another folder") from None
   return out
 
 

@@ -4,9 +4,12 @@
     python -m dl101_jax.predict runs/dropout/export/dropout-seed0 cat.jpg --json
     python -m dl101_jax.predict runs_or/export/or-seed0 --inputs 0,1
 
-Any PNG or JPEG (a folder is read for its image files), any size and colour: it
-is converted to the model's channels, resized to its input size and normalized
-as in training. Prints the top-3 classes with probabilities per image, or with
+PNG, JPEG, BMP, GIF or WebP files, and folders of them (regular files only), up to
+64 megapixels: 8 or 16 bits, gray, palette or colour, transparency flattened on white,
+EXIF orientation applied, an animation's first frame (dl101_jax/host/images.py). Each is
+converted to the model's channels, resized to its input size and normalized as in
+training; what was converted is said once per kind on stderr. The export is checked
+against its manifest (sizes and sha256) before use. Prints the top-3 classes with probabilities per image, or with
 --json one list [{"file": ..., "top": [[class_name, probability], ...]}, ...].
 """
 
@@ -15,15 +18,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
 import tyro
 
 from dl101_jax.config import Config, ConfigError
+from dl101_jax.host import images
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
+OLD_FORMATS = ("dl101_jax.export/2", "dl101_jax.export/1")  # read unverified (no manifest)
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
@@ -38,7 +42,7 @@ class PredictConfig:
   inputs: str = ""
   """For the OR neuron: the two inputs, e.g. 0,1."""
   top: int = 3
-  """How many classes to list per image."""
+  """How many classes to list per image (>= 1; all of them when it exceeds their number)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,69 +79,60 @@ class Model:
 
 
 def load(model_dir: str) -> Model:
-  """An exported model, or ConfigError naming what is wrong with the directory."""
+  """An exported model, checked against its manifest, or ConfigError naming what is wrong."""
   import orbax.checkpoint as ocp
 
   from dl101_jax.export import FORMAT
   from dl101_jax.core.models import make_model
+  from dl101_jax.host import files
 
   path = os.path.join(model_dir, "model.json")
   try:
     spec = json.load(open(path))
   except (OSError, ValueError):
     spec = None
-  if not isinstance(spec, dict) or spec.get("format") not in (FORMAT, "dl101_jax.export/1"):
+  if not isinstance(spec, dict) or spec.get("format") not in (FORMAT, *OLD_FORMATS):
     raise ConfigError("model_dir", f"{model_dir} is not an exported model (no valid model.json); "
                       f"make one with python -m dl101_jax.export")
-  fields = {f.name for f in dataclasses.fields(Config)}
-  config = Config(**{k: v for k, v in spec["config"].items() if k in fields})
-  whiten = spec["data"].get("whiten")  # the airbench net's first conv, made from the data
-  module = make_model(config, spec["data"]["num_classes"], dropout=False,
-                      whiten=None if whiten is None else np.asarray(whiten, np.float32))
-  with ocp.StandardCheckpointer() as reader:
-    if spec["format"] == FORMAT:
-      variables = reader.restore(os.path.join(os.path.abspath(model_dir), "variables"))
-    else:  # format 1 saved the params alone
-      variables = {"params": reader.restore(os.path.join(os.path.abspath(model_dir), "params"))}
+  if spec["format"] == FORMAT:
+    problem = files.check_manifest(model_dir)
+    if problem:
+      raise ConfigError("model_dir", f"{model_dir} is damaged: {problem}; export it again")
+  else:
+    print(f"note: {model_dir} was exported before manifests ({spec['format']}); its files "
+          f"are not verified", file=sys.stderr)
+  try:
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in spec["config"].items() if k in fields})
+    whiten = spec["data"].get("whiten")  # the airbench net's first conv, made from the data
+    module = make_model(config, spec["data"]["num_classes"], dropout=False,
+                        whiten=None if whiten is None else np.asarray(whiten, np.float32))
+    with ocp.StandardCheckpointer() as reader:
+      part = "params" if spec["format"] == OLD_FORMATS[-1] else "variables"
+      variables = reader.restore(os.path.join(os.path.abspath(model_dir), part))
+  except (KeyError, TypeError, ValueError, OSError) as e:
+    raise ConfigError("model_dir", f"{model_dir} cannot be loaded ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:100] if str(e) else ''}); export it again") from None
+  if part == "params":  # format 1 saved the params alone
+    variables = {"params": variables}
   return Model(spec, module, variables)
 
 
-def image_files(paths: tuple[str, ...]) -> list[str]:
-  out = []
-  for p in paths:
-    if os.path.isdir(p):
-      out += sorted(os.path.join(p, f) for f in os.listdir(p)
-                    if f.lower().endswith(IMAGE_EXTENSIONS))
-    elif os.path.isfile(p):
-      out.append(p)
-    else:
-      raise ConfigError("images", f"no such file or folder: {p}")
-  return out
-
-
-def read_image(path: str, shape: list[int]) -> np.ndarray:
-  """H x W x C uint8: converted to the model's channels and resized to its input size."""
-  from PIL import Image, UnidentifiedImageError
-
-  h, w, c = shape
-  try:
-    with Image.open(path) as img:
-      img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-      arr = np.asarray(img, np.uint8)
-  except (UnidentifiedImageError, OSError) as e:
-    raise ConfigError("images", f"{path} is not an image that can be read "
-                      f"({type(e).__name__})") from None
-  return arr.reshape(h, w, c)
-
-
-def classify(model: Model, cfg: PredictConfig) -> list[dict]:
+def classify(model: Model, cfg: PredictConfig, notes: set[str] | None = None) -> list[dict]:
+  """Top classes per input; `notes` gathers what was converted (one sentence per kind)."""
+  notes = set() if notes is None else notes
   names = model.class_names
   shape = model.spec["data"]["input_shape"]
+  if cfg.top < 1:
+    raise ConfigError("top", f"must be an integer >= 1 (more than the model's classes lists "
+                      f"them all), got {cfg.top}")
   if cfg.inputs:
     try:
       x = np.asarray([[float(v) for v in cfg.inputs.split(",")]], np.float32)
     except ValueError:
       raise ConfigError("inputs", f"must be comma-separated numbers, got {cfg.inputs!r}") from None
+    if not np.all(np.isfinite(x)):
+      raise ConfigError("inputs", f"must be finite numbers, got {cfg.inputs!r}")
     if x.shape[1:] != tuple(shape):
       raise ConfigError("inputs", f"this model takes {shape[0]} numbers, got {x.shape[1]}")
     files, batch = [cfg.inputs], x
@@ -145,10 +140,8 @@ def classify(model: Model, cfg: PredictConfig) -> list[dict]:
   else:
     if len(shape) != 3:
       raise ConfigError("inputs", "this model takes numbers, not images: use --inputs")
-    files = image_files(cfg.images)
-    if not files:
-      raise ConfigError("images", "give at least one image file or folder")
-    batch = np.stack([read_image(f, shape) for f in files])
+    files = images.image_files(cfg.images)
+    batch = np.stack([images.read_image(f, shape, notes) for f in files])
   probs = model.probabilities(batch)
   out = []
   for f, p in zip(files, probs):
@@ -162,10 +155,13 @@ def main(args: list[str] | None = None) -> None:
 
   cfg = cli.parse(PredictConfig("."), args, prog="python -m dl101_jax.predict",
                   description=__doc__.split("\n\n")[0])
+  notes: set[str] = set()
   try:
-    results = classify(load(cfg.model_dir), cfg)
+    results = classify(load(cfg.model_dir), cfg, notes)
   except ConfigError as e:
     cli.fail(str(e), 2)
+  for n in sorted(notes):
+    print(f"note: {n}", file=sys.stderr)
   if cfg.json:
     print(json.dumps(results))
     return

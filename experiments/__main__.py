@@ -17,7 +17,6 @@ import os
 from dl101_jax.host import cli
 from dl101_jax import verdict
 from dl101_jax.config import Config
-from dl101_jax.config import ConfigError
 from dl101_jax.host.experiment import refuse, varied_fields
 from dl101_jax.host.files import write_text
 from experiments import batch_size, dropout, layers, learning_rate, regularization

@@ -96,6 +96,11 @@ class SearchConfig(Config):
       if getattr(space, k)[0] < 0:
         raise ConfigError(f, f"must be >= 0, got {getattr(self, f)!r}")
     if space.weight_decay[1] > 0 and self.optimizer not in ("adamw", "nesterov"):
+      default = next(f.default for f in dataclasses.fields(self) if f.name == "weight_decay_range")
+      if self.weight_decay_range == default:  # name the flag the user gave, not the default
+        raise ConfigError("optimizer", f"must be adamw or nesterov while the search samples "
+                          f"weight decay (--weight-decay-range, default {default}); for "
+                          f"{self.optimizer}, add --weight-decay-range 0,0")
       raise ConfigError("weight_decay_range", "needs --optimizer adamw or nesterov (or '0,0')")
     for f, ok, allowed in (("members", self.members >= 1, "an integer >= 1"),
                            ("eta", self.eta >= 2, "an integer >= 2"),

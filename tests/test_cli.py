@@ -1,5 +1,8 @@
 """The command line: --help, and every bad input as one line, exit 2, no traceback."""
 
+import json
+import os
+
 import pytest
 
 from dl101_jax.host import cli
@@ -70,6 +73,35 @@ def test_workdir_under_a_regular_file(tmp_path, capsys):
   assert e.value.code == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: --workdir") and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any mode bits")
+def test_a_read_only_workdir_is_one_line(tmp_path, capsys):
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  os.chmod(wd, 0o555)
+  try:
+    with pytest.raises(SystemExit) as e:
+      cli.main(start_here.run, start_here.CONFIG, ["--workdir", str(wd)])
+  finally:
+    os.chmod(wd, 0o755)
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: --workdir") and "Permission denied" in err, err
+  assert len(err.splitlines()) == 1
+
+
+def test_a_unicode_workdir_with_spaces_trains_and_resumes(tmp_path, capsys):
+  wd = tmp_path / "résultats ✓ 実験"
+  args = ["--dataset", "digits", "--epochs", "1", "--train-size", "100", "--test-size", "50",
+          "--variants", "dropout", "--workdir", str(wd)]
+  cli.main(dropout.run, dropout.CONFIG, args)
+  first = json.loads((wd / "results.json").read_text(encoding="utf-8"))
+  capsys.readouterr()
+  cli.main(dropout.run, dropout.CONFIG, args)
+  assert "Already finished" in capsys.readouterr().out
+  again = json.loads((wd / "results.json").read_text(encoding="utf-8"))
+  assert again["variants"][0]["history"] == first["variants"][0]["history"]
 
 
 def test_real_process_exit_status_and_no_traceback(tmp_path):

@@ -20,7 +20,8 @@ EPS = 1e-9
 
 # field: (values just inside the allowed range, values just outside it)
 EDGES = {
-    "epochs": ([1], [0]), "seeds": ([1], [0]), "seed": ([0], [-1]),
+    "epochs": ([1, 10**6], [0, 10**6 + 1, 10**20]), "seeds": ([1], [0]),
+    "seed": ([0, 2**31 - 1], [-1, 2**31, 3_000_000_000]),
     "batch_size": ([1], [0]), "eval_batch_size": ([1], [0]),
     "learning_rate": ([EPS], [0.0, -EPS, float("inf"), float("nan")]),
     "dropout": ([0.0, 1 - EPS], [1.0, -EPS, float("nan")]),
@@ -34,7 +35,7 @@ EDGES = {
     "lookahead": ([0, 5], [-1]),
     "momentum": ([0.0, 1 - EPS], [1.0, -EPS]),
     "norm_bias_lr": ([EPS], [0.0, float("nan")]),
-    "whiten_bias_epochs": ([0, 3], [-1]),
+    "whiten_bias_epochs": ([0, 3, 10**6], [-1, 10**6 + 1]),
     "cutout": ([0, 32], [-1, 33]),
     "tta": ([0, 2], [-1, 3]),
     "train_size": ([0], [-1]), "test_size": ([0], [-1]), "val_size": ([0], [-1]),
@@ -65,3 +66,23 @@ def test_the_table_covers_every_numeric_field():
 
   numeric = {f.name for f in dataclasses.fields(Config) if f.type in ("int", "float")}
   assert numeric and not numeric - set(EDGES), f"no edge rows for {sorted(numeric - set(EDGES))}"
+
+
+def test_the_last_seed_and_the_step_count_fit_in_int32():
+  assert Config(**BASE, seed=2**31 - 3, seeds=3).seed == 2**31 - 3
+  with pytest.raises(ConfigError, match=r"--seed: must be an integer in \[0, 2147483645\]"):
+    Config(**BASE, seed=2**31 - 2, seeds=3)
+  from dl101_jax.config import check_batch_size
+
+  cifar = {**BASE, **WITH["cutout"], "batch_size": 1}  # 50k steps an epoch
+  with pytest.raises(ConfigError, match="--epochs: must be at most 42949 for 50000 examples"):
+    Config(**cifar, epochs=10**6)
+  c = Config(**cifar, epochs=42949)
+  with pytest.raises(ConfigError, match="--epochs: must be at most 85899 for 25000 examples"):
+    check_batch_size(c.replace(epochs=85900, train_size=25_000), 50_000)
+
+
+def test_a_data_dir_is_refused_where_nothing_reads_it():
+  with pytest.raises(ConfigError, match="--data-dir: must be unset for --dataset digits"):
+    Config(**BASE, data_dir="/data")
+  assert Config(dataset="cifar10", data_dir="/data").data_dir == "/data"

@@ -9,7 +9,7 @@ import numpy as np
 
 from dl101_jax.core import member_state, train
 from dl101_jax.core.optim import make_optimizer
-from dl101_jax.host.report import Console, EpochTicker
+from dl101_jax.host.console import Console, EpochTicker
 from helpers import small_group_data
 
 DATA, MODEL = small_group_data()

@@ -2,7 +2,8 @@
 
 import io
 
-from dl101_jax.host.report import Console, epoch_line, step_line, summary_table
+from dl101_jax.host.console import Console
+from dl101_jax.host.report import epoch_line, step_line, summary_table
 
 
 def test_tflearn_lines():

@@ -205,7 +205,10 @@ def test_pbt_killed_mid_search_resumes_bit_identical(tmp_path):
     (["--lr-range", "0,1e-2"], "--lr-range: needs lo > 0"),
     (["--dropout-range", "0.2,1.0"], "--dropout-range: must lie in [0, 1)"),
     (["--seeds", "3"], "--seeds: a search samples its population from --seed"),
-    (["--optimizer", "adam"], "--weight-decay-range: needs --optimizer adamw"),
+    (["--optimizer", "adam"], "--optimizer: must be adamw or nesterov while the search "
+                              "samples weight decay"),  # the flag given, not the default
+    (["--optimizer", "adam", "--weight-decay-range", "0,0.05"],
+     "--weight-decay-range: needs --optimizer adamw"),
     (["--method", "grid", "--eta", "3"], "--eta: applies to --method halving only"),
     (["--method", "halving", "--pbt-every", "3"], "--pbt-every: applies to --method pbt only"),
 ])

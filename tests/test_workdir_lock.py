@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 HOLD = ("import sys, time; from dl101_jax.host import files\n"
         "with files.hold_workdir(sys.argv[1]):\n"

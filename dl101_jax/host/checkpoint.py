@@ -54,8 +54,9 @@ def _stderr_held():
 
   A failed orbax write (a full disk) is reported from its worker threads and
   asyncio loops as tracebacks on stderr, during the save and until the process
-  exits. The CLI turns the exception raised here into one line; so on failure
-  fd 2 stays silenced for good and the line goes to `real_stderr()`. On success
+  exits, and so do they after a second Ctrl-C interrupts a save. The CLI turns either into
+  one line; so on failure fd 2 stays silenced for good and the line goes to
+  `real_stderr()`. On success
   the held output (warnings, a Ctrl-C notice) is shown.
   """
   sys.stderr.flush()
@@ -69,10 +70,10 @@ def _stderr_held():
       os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
       _real_stderr.append(saved)
       raise
-    except BaseException:  # a second Ctrl-C: stderr as it was, for the message that follows
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
+    except BaseException:  # a second Ctrl-C mid-save: orbax's threads then print their
+      sys.stderr.flush()  # tracebacks as the process ends; silence them, keep the real fd
+      os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+      _real_stderr.append(saved)
       raise
     sys.stderr.flush()
     os.dup2(saved, 2)

@@ -15,7 +15,7 @@ from dl101_jax.core import member_state, train
 from dl101_jax.host import signals
 from dl101_jax.host.group import GroupProgram, select
 from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
-from dl101_jax.host.report import Console, EpochTicker
+from dl101_jax.host.console import Console, EpochTicker
 
 
 def chunk_length(c0: Config, decide_every: int = 0, epoch: int = 0) -> int:

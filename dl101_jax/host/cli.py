@@ -97,9 +97,11 @@ def _record_given(config_type: type, args: list[str]) -> None:
 
 
 # Exit statuses beyond 0: 1 data could not be loaded, 2 bad input, 130/143 Ctrl-C/SIGTERM,
-# and these two (sysexits.h's EX_IOERR and EX_OSERR).
+# these two (sysexits.h's EX_IOERR and EX_OSERR), and 141: the run finished, but stdout's
+# reader had left.
 EXIT_DISK = 74
 EXIT_MEMORY = 71
+EXIT_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose pipe closed
 
 
 def _newest(config) -> str:
@@ -113,15 +115,21 @@ def _newest(config) -> str:
   return "newest intact checkpoint: " + (", ".join(found) if found else "none")
 
 
-def fail(message: str, code: int = 2, *, quiet_after: bool = False):
-  """Print the one line and exit. `quiet_after`: drop whatever library threads still
-  print while the process shuts down (orbax after a failed write), so this line is the last."""
+def say_error(text: str) -> None:
+  """One line on the real stderr (a failed or interrupted save silenced fd 2 against orbax's
+  thread noise; this writes past it)."""
   from dl101_jax.host.checkpoint import real_stderr
 
   if real_stderr() == 2:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-  else:  # a failed save silenced fd 2 against orbax's thread noise; write past it
-    os.write(real_stderr(), f"error: {message}\n".encode())
+    print(text, file=sys.stderr, flush=True)
+  else:
+    os.write(real_stderr(), (text + "\n").encode())
+
+
+def fail(message: str, code: int = 2, *, quiet_after: bool = False):
+  """Print the one line and exit. `quiet_after`: drop whatever library threads still
+  print while the process shuts down (orbax after a failed write), so this line is the last."""
+  say_error(f"error: {message}")
   if quiet_after:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
   raise SystemExit(code)
@@ -220,7 +228,7 @@ def describe(docstring: str) -> str:
 
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
   """Parse flags, run, and turn expected failures into one-line errors."""
-  from dl101_jax.host import signals
+  from dl101_jax.host import console, signals
   from dl101_jax.host.checkpoint import CheckpointError, SaveError
   from dl101_jax.config import ConfigError
   from dl101_jax.host.data import DataError
@@ -233,6 +241,7 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
   except BrokenPipeError:  # `--help | head`: the reader left; exit quietly
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(1) from None
+  sys.stdout = stdout = console.PipeSafeStdout(sys.stdout)
   try:
     preflight(config)
     signals.install()
@@ -240,6 +249,10 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
     late = signals.pending()
     if late:  # arrived after the last epoch: the outputs are written; now stop as asked
       raise SystemExit(signals.exit_code(late))
+    if stdout.lost:
+      say_error(f"note: stdout was closed before the run ended; it finished anyway, with "
+                f"its outputs in {config.run_dir}/")
+      raise SystemExit(EXIT_PIPE)
   except ConfigError as e:
     fail(str(e), 2)
   except CheckpointError as e:
@@ -257,14 +270,16 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
   except OutOfMemory as e:
     fail(str(e), EXIT_MEMORY, quiet_after=True)
   except signals.Interrupted as e:
-    print(f"\nInterrupted: checkpoint saved in {config.run_dir}/checkpoints. "
-          f"To resume: {resume_command()}", file=sys.stderr)
+    say_error(f"\nInterrupted: checkpoint saved in {config.run_dir}/checkpoints. "
+              f"To resume: {resume_command()}")
     raise SystemExit(e.code) from None
   except signals.StoppedEarly as e:
-    print(f"\nStopped before the next epoch started (finished checkpoints are kept). "
-          f"To continue: {resume_command()}", file=sys.stderr)
+    say_error(f"\nStopped before the next epoch started (finished checkpoints are kept). "
+              f"To continue: {resume_command()}")
     raise SystemExit(e.code) from None
   except KeyboardInterrupt:
-    print(f"\nInterrupted before a checkpoint. To resume from the last one: "
-          f"{resume_command()}", file=sys.stderr)
+    say_error(f"\nInterrupted before a checkpoint. To resume from the last one: "
+              f"{resume_command()}")
     raise SystemExit(130) from None
+  finally:
+    sys.stdout = stdout.inner  # main may run again in this process (tests, notebooks)

@@ -72,8 +72,10 @@ def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:
 
 
 def per_class_accuracy(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:
+  """K accuracies; NaN for a class with no example in y_N (not 0: nothing was wrong)."""
   cm = confusion(pred_N, y_N, k)
-  return np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+  n_K = cm.sum(axis=1)
+  return np.where(n_K > 0, np.diag(cm) / np.maximum(n_K, 1), np.nan)
 
 
 @dataclasses.dataclass
@@ -117,6 +119,9 @@ def per_class_table(variants: list[dict], class_names: list[str]) -> str:
     cells = []
     for v in have:
       m, s = v["per_class_accuracy"][c], v["per_class_accuracy_std"][c]
+      if m is None:  # no validation image of this class
+        cells.append("n/a")
+        continue
       cells.append(f"{m:.3f}" + (f" ± {s:.3f}" if v["seeds"] > 1 else ""))
     rows.append(f"| {c} | " + " | ".join(cells) + " |")
   return "\n".join(rows)

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable
 
 from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
+from dl101_jax.host import console as console_lib
 from dl101_jax.host import data as data_lib
 from dl101_jax.host import evaluation, files, report, results_json, signals
 from dl101_jax.host.group import GroupResult, Member, device_data, group_name
@@ -75,7 +76,7 @@ def make_groups(members: list[Member]) -> list[list[Member]]:
   return list(groups.values())
 
 
-def restart(config: Config, members: list[Member], console: report.Console) -> None:
+def restart(config: Config, members: list[Member], console: console_lib.Console) -> None:
   """--restart: delete the old checkpoints and these runs' TensorBoard logs."""
   wd = config.run_dir
   gone = files.remove_tree(os.path.join(wd, "checkpoints"))
@@ -124,7 +125,7 @@ def held_out_validation(config: Config) -> Config:
 
 
 def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = True,
-                   console: report.Console | None = None,
+                   console: console_lib.Console | None = None,
                    opt_in: dict[str, dict] | None = None, default: Config | None = None,
                    extra: Callable[["Results"], dict] | None = None,
                    between_chunks: Callable | None = None, decide_every: int = 0,
@@ -150,7 +151,7 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
   rt = runtime(config)
   for vc in selected.values():
     runtime(vc)  # each variant's batch must split over the devices too
-  console = console or report.Console(config.epochs, config.epochs_per_log,
+  console = console or console_lib.Console(config.epochs, config.epochs_per_log,
                                       enabled=rt.is_primary)
   with (files.hold_workdir(config.run_dir) if rt.is_primary else contextlib.nullcontext()):
     return _train_and_report(config, variants, selected, members, rt, console, t_start,
@@ -159,7 +160,7 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
 
 
 def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[str, Config],
-                      members: list[Member], rt: Any, console: report.Console, t_start: float, *,
+                      members: list[Member], rt: Any, console: console_lib.Console, t_start: float, *,
                       plot: bool, opt_in: dict[str, dict] | None, extra: Callable | None,
                       between_chunks: Callable | None, decide_every: int,
                       draw: Callable | None) -> Results:
@@ -194,7 +195,7 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
 
 
 def _load(config: Config, selected: dict[str, Config], members: list[Member], rt: Any,
-          console: report.Console) -> tuple[data_lib.Dataset, Any]:
+          console: console_lib.Console) -> tuple[data_lib.Dataset, Any]:
   """The dataset (each variant's batch checked against it) and its copy on the devices."""
   t0 = time.perf_counter()
   console.say(f"{config.name}: loading {config.dataset}...")
@@ -209,7 +210,7 @@ def _load(config: Config, selected: dict[str, Config], members: list[Member], rt
   return ds, dev
 
 
-def write_outputs(results: Results, config: Config, console: report.Console, *,
+def write_outputs(results: Results, config: Config, console: console_lib.Console, *,
                   plot: bool = True, draw: Callable[[Results], list[str]] | None = None) -> None:
   wd = config.run_dir
   files.write_json(os.path.join(wd, "results.json"), results.json)

@@ -1,4 +1,4 @@
-"""Writing outputs so that a reader never sees half a file, and removing run folders.
+"""Writing outputs so that a reader never sees half a file, removing run folders, manifests.
 
 A full disk or a kill mid-write leaves the previous file (or none), never a
 truncated one: every output is written to a temporary name in the same folder
@@ -9,6 +9,7 @@ removed and the OSError propagates for the caller to report.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -99,3 +100,48 @@ def hold_workdir(directory: str) -> Iterator[None]:
     yield
   finally:
     os.close(fd)  # releases the flock
+
+
+MANIFEST = "manifest.json"
+
+
+def _digest(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_manifest(directory: str) -> None:
+  """manifest.json: every file under `directory` with its size and sha256, written last and
+  atomically, so a folder with a manifest is complete."""
+  listed = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, directory)
+      if rel != MANIFEST:
+        listed[rel] = {"bytes": os.path.getsize(path), "sha256": _digest(path)}
+  write_json(os.path.join(directory, MANIFEST), {"files": dict(sorted(listed.items()))})
+
+
+def check_manifest(directory: str) -> str | None:
+  """What is wrong with the folder against its manifest (the first problem), or None."""
+  try:
+    with open(os.path.join(directory, MANIFEST)) as f:
+      listed = json.load(f)["files"]
+    items = [(rel, int(v["bytes"]), str(v["sha256"])) for rel, v in listed.items()]
+  except FileNotFoundError:
+    return f"it has no {MANIFEST} (an interrupted export?)"
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return f"its {MANIFEST} is not a manifest"
+  for rel, size, digest in items:
+    path = os.path.join(directory, rel)
+    if not os.path.isfile(path):
+      return f"{rel} is missing"
+    if os.path.getsize(path) != size:
+      return f"{rel} has {os.path.getsize(path)} bytes, not {size}"
+    if _digest(path) != digest:
+      return f"{rel} was changed since export (its sha256 differs)"
+  return None

@@ -20,11 +20,12 @@ import numpy as np
 from dl101_jax.host import checkpoint as ckpt_lib
 from dl101_jax.core import member_state, train
 from dl101_jax.config import VALUE, Config, fields_with_role
-from dl101_jax.host.data import Dataset
+from dl101_jax.host.data import Dataset, fingerprint
 from dl101_jax.core.models import make_model, whitening_kernel
 from dl101_jax.core.optim import make_optimizer
 from dl101_jax.host.parallel import Runtime, to_device
-from dl101_jax.host.report import EpochTicker, empty_history
+from dl101_jax.host.console import EpochTicker
+from dl101_jax.host.report import empty_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +181,9 @@ class GroupProgram:
 
 
 def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
-                    rt: Runtime) -> tuple[Any, Progress]:
-  """The newest matching checkpoint's states and progress, or fresh ones."""
+                    rt: Runtime, fingerprint: str) -> tuple[Any, Progress]:
+  """The newest checkpoint's states and progress if it matches the config and the data (its
+  `data_lib.fingerprint`), or fresh ones."""
   configs = [m.config.to_dict() for m in gp.members]
 
   def target(meta):
@@ -190,6 +192,12 @@ def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
       raise ckpt_lib.CheckpointError(
           f"the checkpoint in {ckpt.directory} was written with a different config "
           f"(fields: {', '.join(diff)}); use the old values, another --workdir, or --restart")
+    saved = meta.get("data", {}).get("fingerprint")  # absent in checkpoints before 2026-12-03
+    if saved is not None and saved != fingerprint:
+      raise ckpt_lib.CheckpointError(
+          f"the checkpoint in {ckpt.directory} was trained on other data (fingerprint "
+          f"{saved}, this data {fingerprint}: another --data-dir?); use that data, another "
+          f"--workdir, or --restart")
     return gp.abstract(list(meta["alive"]), rt.replicated)
 
   restored = ckpt.restore_latest(target) if ckpt else None
@@ -216,7 +224,7 @@ def data_spec(ds: Dataset, data: train.DeviceData, whiten: np.ndarray | None = N
   the airbench net also its data-made first-conv kernel."""
   out = {"dataset": ds.name, "num_classes": ds.num_classes, "class_names": list(ds.class_names),
          "input_shape": list(ds.x_train.shape[1:]), "mean": np.asarray(data.mean).tolist(),
-         "std": np.asarray(data.std).tolist()}
+         "std": np.asarray(data.std).tolist(), "fingerprint": fingerprint(ds)}
   if whiten is not None:
     out["whiten"] = whiten.tolist()
   return out

@@ -25,8 +25,8 @@ from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, c
 from dl101_jax.core.optim import LABELS
 from dl101_jax.host.chunks import ChunkRunner, chunk_length
 from dl101_jax.host.parallel import Runtime
-from dl101_jax.host.report import (METRICS, Console, EpochTicker, TensorBoardRun, epoch_line,
-                              step_line)
+from dl101_jax.host.console import Console, EpochTicker
+from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
 
@@ -125,9 +125,9 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
 
   # --- Restore or start fresh (states, progress, and each member's best params).
   ckpt, best_ckpt = checkpointers(c0, group)
-  states, progress = restore_or_init(gp, ckpt, rt)
-  best = restore_best(best_ckpt, states, progress, rt)
   meta = {"variants": [m.variant for m in members], "data": data_spec(ds, data, gp.whiten)}
+  states, progress = restore_or_init(gp, ckpt, rt, meta["data"]["fingerprint"])
+  best = restore_best(best_ckpt, states, progress, rt)
   resumed = _say_resumed(console, group, progress, c0.epochs, spe)
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)

@@ -85,8 +85,10 @@ def where_it_errs(out: dict, groups: list[GroupResult], ds: data_lib.Dataset, de
   for v in out["variants"]:
     e = errs.get(v["name"])
     if e is not None:
-      v["per_class_accuracy"] = dict(zip(names, map(float, e.per_class_KxS.mean(axis=1))))
-      v["per_class_accuracy_std"] = dict(zip(names, map(float, e.per_class_KxS.std(axis=1))))
+      # A class without validation images has no accuracy: null, "n/a" in the tables.
+      none_if_nan = lambda a: [None if np.isnan(x) else float(x) for x in a]
+      v["per_class_accuracy"] = dict(zip(names, none_if_nan(e.per_class_KxS.mean(axis=1))))
+      v["per_class_accuracy_std"] = dict(zip(names, none_if_nan(e.per_class_KxS.std(axis=1))))
   scored = [v for v in out["variants"] if v["name"] in errs and v["final"]["val_accuracy"]]
   if not scored:
     return {}
