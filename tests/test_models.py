@@ -9,7 +9,8 @@ import pytest
 from flax import traverse_util
 
 from dl101_jax.config import Config, NetSpec, parse_net
-from dl101_jax.core.models import ConvNet, Perceptron, make_model, max_pool_2x2
+from dl101_jax.core.models import (ConvNet, Perceptron, dropout, im2col_conv, make_model,
+                                   max_pool_2x2)
 
 
 def _params(net: str, init: str = "tflearn", seed: int = 0):
@@ -85,6 +86,51 @@ def test_lecun_init_is_the_option():
 def test_max_pool_2x2_matches_flax():
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 6, 4))  # odd height: cropped like VALID
   np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+
+
+CONVS = {  # (kernel, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count)
+    "same 3x3": ((3, 3, 4, 6), (1, 1), "SAME", None, None, 1),
+    "same 2x2 (even: more padding after)": ((2, 2, 4, 6), (1, 1), "SAME", None, None, 1),
+    "same 4x2": ((4, 2, 4, 6), (1, 1), "SAME", None, None, 1),
+    "valid 3x3": ((3, 3, 4, 6), (1, 1), "VALID", None, None, 1),
+    "explicit padding": ((3, 3, 4, 6), (1, 1), ((2, 0), (1, 3)), None, None, 1),
+    "strided (lax)": ((3, 3, 4, 6), (2, 1), "SAME", None, None, 1),
+    "input-dilated (lax)": ((3, 3, 4, 6), (1, 1), ((1, 1), (1, 1)), (2, 1), None, 1),
+    "kernel-dilated (lax)": ((3, 3, 4, 6), (1, 1), "SAME", None, (1, 2), 1),
+    "grouped (lax)": ((3, 3, 2, 6), (1, 1), "SAME", None, None, 2),
+}
+
+
+@pytest.mark.parametrize("case", CONVS)
+def test_im2col_conv_is_laxs_conv_for_every_padding_and_falls_back_for_the_rest(case):
+  kernel, strides, padding, lhs_d, rhs_d, groups = CONVS[case]
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 4))
+  k = jax.random.normal(jax.random.PRNGKey(1), kernel)
+  args = (strides, padding, lhs_d, rhs_d, ("NHWC", "HWIO", "NHWC"), groups)
+  want = jax.lax.conv_general_dilated(x, k, *args, precision="highest")
+  got = im2col_conv(x, k, *args, precision="highest")
+  assert got.shape == want.shape
+  # The point of im2col is to avoid XLA's conv: plain cases must not fall back to it.
+  jaxpr = str(jax.make_jaxpr(lambda a, b: im2col_conv(a, b, *args))(x, k))
+  assert ("conv_general_dilated" in jaxpr) == case.endswith("(lax)"), jaxpr
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_zeroes_a_rate_of_units_and_scales_the_rest_to_keep_the_mean():
+  x = jnp.full((200_000,), 2.0)
+  for rate in (0.0, 0.25, 0.5):
+    y = np.asarray(dropout(jax.random.PRNGKey(0), x, jnp.float32(rate)))
+    dropped = (y == 0).mean()
+    assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / x.size) + 1e-9
+    np.testing.assert_allclose(y[y != 0], 2.0 / (1 - rate), rtol=1e-6)
+
+
+def test_the_or_neuron_is_one_sigmoid_unit():
+  model = Perceptron()
+  v = model.init(jax.random.PRNGKey(0), jnp.zeros((4, 2)))
+  y = model.apply(v, jnp.asarray([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32))
+  assert y.shape == (4, 1) and bool(((y > 0) & (y < 1)).all())
+  assert jax.tree.map(jnp.shape, v["params"]) == {"head": {"kernel": (2, 1), "bias": (1,)}}
 
 
 @pytest.mark.parametrize("net,spec", [

@@ -222,10 +222,12 @@ def main() -> None:
       "tool": "mutmut " + _version(), "date": datetime.date.today().isoformat(), "commit": rev,
       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
       "seconds": round(time.time() - t0), "counts": total,
-      "kill_rate": round(total["killed"] / max(judged, 1), 4), "modules": modules}
+      # mutmut's "suspicious" is a mutant the tests killed, slowly: a kill.
+      "kill_rate": round((total["killed"] + total["suspicious"]) / max(judged, 1), 4),
+      "modules": modules}
   with open(a.out, "w") as f:
     json.dump(result, f, indent=1)
-  print(f"{total['killed']}/{judged} killed ({result['kill_rate']:.1%}) in {result['seconds']} s;"
+  print(f"{total['killed'] + total['suspicious']}/{judged} killed ({result['kill_rate']:.1%}) in {result['seconds']} s;"
         f" {total['survived']} survived, {total['timeout']} timed out; {a.out}")
 
 
