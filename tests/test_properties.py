@@ -275,3 +275,12 @@ def test_one_epoch_of_the_tutorial_net_equals_a_reference_sgd_epoch():
                                err_msg=jax.tree_util.keystr(path))
   np.testing.assert_allclose(float(m["train_loss"][0, 0]), total / n, rtol=1e-5)
   assert int(states.step[0]) == 3
+
+
+def test_every_purpose_folds_its_own_tag_into_the_seed():
+  """Two purposes sharing a fold_in tag draw the same numbers (a shuffle correlated with the
+  init, PBT's explore with its sample): the tags of one seed's key must all differ."""
+  from dl101_jax.core import member_state as ms, population as pop
+
+  tags = [ms.INIT, ms.SHUFFLE, ms.STEP, ms.FLIP, pop.SAMPLE, pop.EXPLORE]
+  assert len(set(tags)) == len(tags), tags

@@ -262,3 +262,26 @@ def test_the_comparison_gives_every_method_the_same_budget():
     n = sc.halving_members(budget, epochs, rung, eta)
     assert sc.halving_cost(n, epochs, rung, eta) <= budget
     assert n == 1 or sc.halving_cost(n + 1, epochs, rung, eta) > budget
+
+
+def test_the_prior_is_log_uniform_for_the_learning_rate_and_uniform_for_the_rest():
+  space = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.1, 0.5), weight_decay=(0.0, 0.1),
+                    l2=(0.0, 0.002))
+  u = jnp.asarray([0.0, 0.25, 0.5, 1.0], jnp.float32)
+  np.testing.assert_allclose(pop._from_unit(u, "learning_rate", space),
+                             [1e-4, 10 ** -3.5, 1e-3, 1e-2], rtol=1e-5)
+  np.testing.assert_allclose(pop._from_unit(u, "dropout", space), [0.1, 0.2, 0.3, 0.5],
+                             rtol=1e-6)
+  hp = pop.sample(jax.random.PRNGKey(0), space, 20_000)
+  assert abs(np.median(np.log10(np.asarray(hp["learning_rate"]))) + 3) < 0.03
+  assert abs(np.median(np.asarray(hp["weight_decay"])) - 0.05) < 0.002
+  # The default space: learning rates 1e-4..1e-2, dropout 0..0.7, AdamW's
+  # weight decay 0..0.1, L2 0..0.002.
+  assert dataclasses.astuple(pop.Space()) == ((1e-4, 1e-2), (0.0, 0.7), (0.0, 0.1), (0.0, 0.002))
+
+
+@pytest.mark.parametrize("m, fraction, q", [
+    (0, 0.25, 0), (1, 0.25, 0), (2, 0.25, 1), (3, 0.25, 1), (4, 0.25, 1), (8, 0.25, 2),
+    (8, 0.5, 4), (8, 0.9, 4), (9, 0.9, 4), (7, 0.01, 1)])
+def test_pbt_replaces_a_fraction_of_the_population_at_least_one_at_most_half(m, fraction, q):
+  assert pop.quantile_size(m, fraction) == q

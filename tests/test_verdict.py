@@ -96,3 +96,59 @@ def test_report_shows_rule_and_verdicts():
   assert verdict.RULE in md
   assert "(1) dropout improves validation accuracy" in md and "**supported**" in md
   assert md.count("| **supported** |") == 2  # table rows 0b and 1; no other experiment's claim
+
+
+def test_edges_of_the_rule():
+  # One side with one sample is enough to make the interval unknowable.
+  assert all(math.isnan(x) for x in verdict.welch_interval([0.9, 0.8], [0.1]))
+  assert all(math.isnan(x) for x in verdict.welch_interval([0.9], [0.1, 0.2]))
+  # Spread on one side only: Welch's interval, not the exact difference.
+  low, high = verdict.welch_interval([1.0, 1.0, 1.0], [0.0, 0.5, 1.0])
+  assert low < 0.5 < high
+  low, high = verdict.welch_interval([0.0, 0.5, 1.0], [1.0, 1.0, 1.0])
+  assert low < -0.5 < high
+  # An interval touching 0 does not exclude it; half-unknown is unknown.
+  assert verdict.decide(0.0, 0.3) == verdict.decide(-0.3, 0.0) == "inconclusive"
+  assert verdict.decide(math.nan, 0.3) == verdict.decide(0.1, math.nan) == "inconclusive"
+
+
+def test_samples_skip_seeds_without_epochs_and_take_the_final_value():
+  v = _variant("a", [0.5, 0.6])
+  v["per_seed"].insert(0, {"epoch": [], "step": [], "seconds": [], "val_accuracy": []})
+  v["per_seed"][1]["val_accuracy"] = [0.1, 0.3, 0.5]
+  v["per_seed"][1]["epoch"], v["per_seed"][1]["step"] = [2, 4, 6], [50, 100, 150]
+  assert verdict.samples(v, "val_accuracy") == [0.5, 0.6]
+  assert verdict.samples(v, "steps_per_epoch") == [25.0, 100.0]
+
+
+def test_the_table_and_the_json_of_a_verdict():
+  v = _judge([0.70, 0.71, 0.72], [0.60, 0.61, 0.62])
+  lines = verdict.table([v, v]).split("\n")
+  assert lines[:2] == [
+      "| claim | larger side (mean) | smaller side (mean) | difference [95% CI] | verdict |",
+      "|---|---|---|---|---|"]
+  assert len(lines) == 4 and lines[2] == lines[3]
+  assert lines[2] == (f"| (x) a beats b | a val_accuracy 0.71 (n=3) | b val_accuracy 0.61 (n=3) "
+                      f"| 0.1 [{v.low:.4g}, {v.high:.4g}] | **supported** |")
+  assert verdict._num(0.0) == "0" and verdict._num(1e-3) == "0.001"
+  assert verdict._num(2.5e-4) == "2.50e-04" and verdict._num(-2.5e-4) == "-2.50e-04"
+  assert verdict._num(math.nan) == "–"
+  j = verdict.as_json(v)
+  assert j == {"id": "x", "claim": "a beats b", "experiment": "exp",
+               "larger": {"variant": "a", "metric": "val_accuracy"},
+               "smaller": {"variant": "b", "metric": "val_accuracy"}, "samples": "seeds",
+               "larger_mean": v.larger_mean, "smaller_mean": v.smaller_mean,
+               "difference": v.difference, "ci95": [v.low, v.high], "verdict": "supported",
+               "rule": verdict.RULE}
+  assert verdict.as_json(_judge([0.9], [0.1]))["ci95"] == [None, None]
+  assert verdict.RULE.startswith("supported when the 95% confidence interval")
+  assert verdict.RULE.endswith("inconclusive otherwise")
+  assert "excludes 0 in the claimed direction, contradicted when it excludes 0 in the other " in verdict.RULE
+
+
+def test_claims_and_verdicts_are_frozen():
+  v = _judge([0.9], [0.1])
+  for obj, field in ((CLAIM, "id"), (CLAIM.larger, "variant"), (v, "verdict")):
+    with pytest.raises(AttributeError):
+      setattr(obj, field, "changed")
+  assert (CLAIM.samples, CLAIM.short) == ("seeds", "")
