@@ -3,6 +3,7 @@
     pip install -r tools/requirements-mutation.txt -c constraints.txt
     python tools/mutation.py                  # ~1 h on 2 cores; writes docs/results/mutation.json
     python tools/mutation.py --only dl101_jax/core/augment.py --jobs 1   # one module
+    python tools/mutation.py --rejudge docs/results/mutation.json   # only its survivors, ~15 min
 
 Not part of CI. Each module is mutated in its own copy of the repository's tracked files
 under --scratch (mutmut edits the source in place), --jobs modules at once, since mutmut
@@ -14,6 +15,11 @@ written by hand from this script's output.
 mutmut 2.x rather than 3.x: 3.x forks one process that has imported the code and picks
 the mutant at call time, and jax.jit caches traces, so a function traced before the fork
 would run unmutated; 2.x's fresh process per mutant sees only the mutant.
+
+--rejudge PREV judges again only PREV's survivors, against the tests as they are now, and
+carries PREV's kills: sound while each module's source is PREV's (checked; mutmut numbers a
+module's mutants in the order of its `list_mutations`, so PREV's ids name the same mutants,
+and each rebuilt mutant's diff is checked against PREV's) and the selections only grew.
 """
 
 from __future__ import annotations
@@ -118,6 +124,18 @@ def collect(copy: str) -> dict:
   return {"ids": out, "survivors": survivors}
 
 
+# jit traces a function once per shape and then runs the cached program: without this,
+# a line inside a jitted step would be credited only to the first test that traced it, and
+# its mutants judged without the tests that check it (the first run's L2 sign survived so).
+FRESH_TRACES = '''"""pytest plugin (tools/mutation.py): every test traces its jitted code anew."""
+import jax
+
+
+def pytest_runtest_setup(item):
+  jax.clear_caches()
+'''
+
+
 def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
   """{line: the tests that execute it} for `path`, from one coverage run of its TESTS with
   per-test contexts. Lines run at import (constants, defaults, decorators) have no test of
@@ -128,8 +146,11 @@ def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
   with open(rc, "w") as f:
     f.write(f"[run]\nsource = dl101_jax\ndynamic_context = test_function\n"
             f"data_file = {os.path.join(copy, '.coverage-mutation')}\n")
+  with open(os.path.join(copy, "mutation_fresh_traces.py"), "w") as f:
+    f.write(FRESH_TRACES)
   subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m", "pytest",
-                  "-q", "-n", "0", "-p", "no:cacheprovider", *dict.fromkeys(TESTS[path])],
+                  "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "mutation_fresh_traces",
+                  *dict.fromkeys(TESTS[path])],
                  cwd=copy, env=_env(copy), capture_output=True, check=True)
   data = coverage.CoverageData(os.path.join(copy, ".coverage-mutation"))
   data.read()
@@ -196,6 +217,58 @@ def run_module(path: str, scratch: str, rev: str) -> dict:
           "seconds": round(time.time() - t0), **collect(copy)}
 
 
+def rejudge_module(prev: dict, prev_rev: str, scratch: str, rev: str) -> dict:
+  """PREV's survivors of one module judged again (see the docstring); its kills carried."""
+  import difflib
+
+  from mutmut import Context, list_mutations, mutate
+
+  path = prev["module"]
+  if subprocess.run(["git", "diff", "--quiet", prev_rev, rev, "--", path], cwd=ROOT).returncode:
+    raise SystemExit(f"--rejudge: {path} changed since {prev_rev[:8]}; run it in full")
+  copy = os.path.join(scratch, path.replace("/", "_").removesuffix(".py"))
+  copy_tree(copy, rev)
+  t0 = time.time()
+  by_line = tests_by_line(copy, path)
+  timeout = max(120.0, 5 * (time.time() - t0))  # the coverage run is the baseline
+  target = os.path.join(copy, path)
+  with open(target) as f:
+    source = f.read()
+  mutants = list_mutations(Context(source=source, filename=path))
+  ids = {s: [] for s in STATUSES}
+  ids["killed"] = sorted(prev["ids"]["killed"] + prev["ids"]["suspicious"])
+  survivors = []
+  for s in prev["survivors"]:
+    if s["id"] in prev["ids"]["suspicious"]:
+      continue
+    mutant_id = mutants[s["id"] - 1]
+    mutated, _ = mutate(Context(source=source, mutation_id=mutant_id, filename=path))
+    diff = "\n".join(difflib.unified_diff(source.splitlines(), mutated.splitlines(),
+                                          "a/" + path, "b/" + path, lineterm=""))
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("---", "+++")]
+    if changed != [ln for ln in s["diff"].splitlines()
+                   if ln[:1] in "+-" and ln[:3] not in ("---", "+++") and ln.strip("+-")]:
+      raise SystemExit(f"--rejudge: {path} mutant {s['id']} is not the one {prev_rev[:8]} ran")
+    tests = by_line.get(str(mutant_id.line_number + 1)) or TESTS[path]
+    with open(target, "w") as f:
+      f.write(mutated)
+    try:
+      rc = subprocess.run(PREFIX + " " + " ".join(tests), shell=True, cwd=copy, env=_env(copy),
+                          capture_output=True, timeout=timeout).returncode
+      status = "survived" if rc == 0 else "killed"
+    except subprocess.TimeoutExpired:
+      status = "timeout"
+    finally:
+      with open(target, "w") as f:
+        f.write(source)
+    ids[status].append(s["id"])
+    if status != "killed":
+      survivors.append({"id": s["id"], "file": path, "diff": diff})
+  ids["killed"].sort()
+  return {"module": path, "mutants": len(mutants), "tests": TESTS[path],
+          "seconds": round(time.time() - t0), "ids": ids, "survivors": survivors}
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--jobs", type=int, default=2, help="modules mutated at once")
@@ -203,6 +276,7 @@ def main() -> None:
   ap.add_argument("--scratch", default=os.path.join(ROOT, ".mutation"))
   ap.add_argument("--rev", default="HEAD", help="the commit whose code and tests are mutated")
   ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "mutation.json"))
+  ap.add_argument("--rejudge", metavar="PREV", help="judge only PREV's survivors again")
   a = ap.parse_args()
   unknown = [p for p in a.only if p not in TESTS]
   if unknown or a.jobs < 1:
@@ -211,11 +285,21 @@ def main() -> None:
   t0 = time.time()
   rev = subprocess.run(["git", "rev-parse", a.rev], cwd=ROOT, capture_output=True, text=True,
                        check=True).stdout.strip()
-  order = sorted(a.only, key=count_mutants, reverse=True)  # longest first: the jobs end together
+  prev = None
+  if a.rejudge:
+    with open(a.rejudge) as f:
+      prev = json.load(f)
+    done = {m["module"]: m for m in prev["modules"]}
+    order = sorted((p for p in a.only if p in done),
+                   key=lambda p: len(done[p]["survivors"]), reverse=True)
+    job = lambda p: rejudge_module(done[p], prev["commit"], a.scratch, rev)  # noqa: E731
+  else:
+    order = sorted(a.only, key=count_mutants, reverse=True)  # longest first: jobs end together
+    job = lambda p: run_module(p, a.scratch, rev)  # noqa: E731
   print(f"{sum(map(count_mutants, order))} mutants in {len(order)} modules, {a.jobs} at a time;"
         f" logs in {a.scratch}", flush=True)
   with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-    modules = list(pool.map(lambda p: run_module(p, a.scratch, rev), order))
+    modules = list(pool.map(job, order))
   total = {s: sum(len(m["ids"][s]) for m in modules) for s in STATUSES}
   judged = total["killed"] + total["survived"] + total["timeout"] + total["suspicious"]
   result = {
@@ -224,6 +308,7 @@ def main() -> None:
       "seconds": round(time.time() - t0), "counts": total,
       # mutmut's "suspicious" is a mutant the tests killed, slowly: a kill.
       "kill_rate": round((total["killed"] + total["suspicious"]) / max(judged, 1), 4),
+      **({"rejudged": {"from": prev["commit"], "date": prev["date"]}} if prev else {}),
       "modules": modules}
   with open(a.out, "w") as f:
     json.dump(result, f, indent=1)
