@@ -258,3 +258,194 @@ def test_airbench_net_shape_and_parameters():
 
   with pytest.raises(ConfigError, match="--net"):
     Config(dataset="digits", net="airbench")
+
+
+# --- The airbench net written out, and the modules' settings --------------------------------
+
+def _gelu(x):  # exact GELU, as airbench's nn.GELU()
+  return 0.5 * x * (1.0 + jax.scipy.special.erf(x / np.sqrt(2.0)))
+
+
+def _conv_same(x, k):
+  return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _airbench_reference(p, stats, x, whiten, widths, muon_head):
+  """airbench94's forward in evaluation mode, from its definition (BatchNorm: running
+  statistics, eps 1e-12, no scale, a trained shift)."""
+  x = jax.lax.conv_general_dilated(x, whiten, (1, 1), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   precision=jax.lax.Precision.HIGHEST)
+  x = _gelu(x + p["whiten_bias"].reshape(1, 1, 1, -1))
+  c = lambda a: a.reshape(1, 1, 1, -1)
+  bn = lambda x, name: (x - c(stats[name]["mean"])) / jnp.sqrt(c(stats[name]["var"]) + 1e-12) \
+      + c(p[name]["bias"])
+  for i, _ in enumerate(widths):
+    x = _conv_same(x, p[f"block{i}_conv0"]["kernel"])
+    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    x = _gelu(bn(x, f"block{i}_norm0"))
+    x = _gelu(bn(_conv_same(x, p[f"block{i}_conv1"]["kernel"]), f"block{i}_norm1"))
+  x = x.max(axis=(1, 2))
+  return x @ p["head"]["kernel"] / (widths[-1] if muon_head else 9.0)
+
+
+@pytest.mark.parametrize("muon_head", [False, True])
+def test_airbench_net_is_airbench94s_forward_written_out(muon_head):
+  from dl101_jax.core.models import AirbenchNet, _nested_tuple
+
+  rng = np.random.default_rng(0)
+  widths = (4, 6, 5)  # distinct, so that a width taken from the wrong end shows
+  whiten = rng.normal(size=(2, 2, 3, 24)).astype(np.float32)
+  net = AirbenchNet(whiten=_nested_tuple(whiten), num_classes=3, widths=widths,
+                    muon_head=muon_head)
+  x = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)
+  v = net.init(jax.random.PRNGKey(0), x)
+  assert set(v["params"]) == {"whiten_bias", "head"} | {
+      f"block{i}_{kind}" for i in range(3) for kind in ("conv0", "norm0", "conv1", "norm1")}
+  # Nonzero biases and statistics, so that each term is seen.
+  leaves = lambda t: jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), t)
+  p = leaves(v["params"])
+  stats = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.5, 2.0, a.shape), jnp.float32),
+                       v["batch_stats"])
+  got = net.apply({"params": p, "batch_stats": stats}, x)
+  want = _airbench_reference(p, stats, x, jnp.asarray(whiten), widths, muon_head)
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+
+
+def test_every_gelu_of_the_airbench_net_is_the_exact_one(monkeypatch):
+  # The tanh approximation differs by < 1e-3, which a forward pass through BatchNorm and
+  # max-pools does not resolve; so the calls are watched (airbench's nn.GELU() is exact).
+  from dl101_jax.core.models import AirbenchNet, _nested_tuple
+
+  calls = []
+  real = nn.gelu
+  monkeypatch.setattr(nn, "gelu", lambda x, approximate=True: (
+      calls.append(approximate), real(x, approximate=approximate))[1])
+  whiten = _nested_tuple(np.zeros((2, 2, 3, 24), np.float32))
+  AirbenchNet(whiten=whiten, num_classes=3, widths=(4, 4, 4)).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+  assert calls == [False] * 7  # after the whitening conv, and two per block
+
+
+def _batchnorms(model, x, **kw):
+  """(momentum, epsilon, use_scale) of every BatchNorm the model calls."""
+  seen = []
+
+  def record(f, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      m = context.module
+      seen.append((m.momentum, m.epsilon, m.use_scale))
+    return f(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.init(jax.random.PRNGKey(0), x, **kw)
+  return set(seen)
+
+
+def test_batchnorm_settings_are_pytorchs_for_convnet_and_airbenchs_for_its_net():
+  from dl101_jax.core.models import AirbenchNet, _nested_tuple
+
+  conv = ConvNet(layer_sets=((4,),), fc=(), num_classes=3, batch_norm=True)
+  assert _batchnorms(conv, jnp.zeros((1, 8, 8, 3))) == {(0.9, 1e-5, True)}
+  whiten = _nested_tuple(np.zeros((2, 2, 3, 24), np.float32))
+  air = AirbenchNet(whiten=whiten, num_classes=3, widths=(4, 4, 4))
+  assert _batchnorms(air, jnp.zeros((1, 16, 16, 3))) == {(0.6, 1e-12, False)}
+
+
+def test_airbench_running_statistics_keep_six_tenths_of_the_old():
+  from dl101_jax.core.models import AirbenchNet, _nested_tuple
+
+  rng = np.random.default_rng(1)
+  whiten = rng.normal(size=(2, 2, 3, 24)).astype(np.float32)
+  net = AirbenchNet(whiten=_nested_tuple(whiten), num_classes=3, widths=(4, 4, 4))
+  x = jnp.asarray(rng.normal(size=(4, 16, 16, 3)), jnp.float32)
+  v = net.init(jax.random.PRNGKey(0), x)
+  _, upd = net.apply(v, x, train=True, mutable=["batch_stats"])
+  # block0_norm0 sees pool(conv0(gelu(whiten(x)))): its batch mean and (biased) variance
+  h = jax.lax.conv_general_dilated(x, jnp.asarray(whiten), (1, 1), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   precision=jax.lax.Precision.HIGHEST)
+  h = _conv_same(_gelu(h), v["params"]["block0_conv0"]["kernel"])
+  h = np.asarray(jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+                                       "VALID")).reshape(-1, 4)
+  got = upd["batch_stats"]["block0_norm0"]
+  np.testing.assert_allclose(got["mean"], 0.6 * 0.0 + 0.4 * h.mean(0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got["var"], 0.6 * 1.0 + 0.4 * h.var(0), rtol=1e-4)
+
+
+def test_the_modules_defaults_are_the_tutorials_plain_network():
+  from dl101_jax.core.models import AirbenchNet
+
+  c = ConvNet(layer_sets=((4,),), fc=(), num_classes=3)
+  assert (c.dropout, c.im2col, c.batch_norm, c.pool_last, c.dtype) == (
+      False, False, False, True, jnp.float32)
+  assert all(type(f) is bool for f in (c.dropout, c.im2col, c.batch_norm))
+  a = AirbenchNet(whiten=(), num_classes=3)
+  assert (a.im2col, a.muon_head, a.dtype, tuple(a.widths)) == (False, False, jnp.float32,
+                                                                 (64, 256, 256))
+  assert type(a.im2col) is bool and type(a.muon_head) is bool
+
+
+def test_dropout_without_a_rate_given_drops_nothing():
+  model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dropout=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+  v = model.init(jax.random.PRNGKey(1), x)
+  trained = model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+  np.testing.assert_allclose(trained, model.apply(v, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_partial_dirac_is_the_identity_at_the_kernels_centre(k):
+  from dl101_jax.core.models import partial_dirac
+
+  w = partial_dirac(nn.initializers.zeros)(jax.random.PRNGKey(0), (k, k, 2, 3))
+  want = np.zeros((k, k, 2, 3), np.float32)
+  want[k // 2, k // 2, 0, 0] = want[k // 2, k // 2, 1, 1] = 1.0
+  np.testing.assert_array_equal(w, want)
+
+
+def test_im2col_conv_with_default_arguments_is_laxs_conv():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 3))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+  want = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = im2col_conv(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_whitening_kernel_defaults_and_the_order_of_its_filters():
+  from dl101_jax.core.models import whitening_kernel
+
+  rng = np.random.default_rng(2)
+  base = rng.normal(size=(32, 6, 6, 1))
+  x = np.concatenate([base, 0.3 * base + 0.2 * rng.normal(size=base.shape)], axis=-1)
+  k = whitening_kernel(x)  # 2x2, eps 5e-4
+  assert k.shape == (2, 2, 2, 16)
+  patches = np.stack([x[:, i:5 + i, j:5 + j, :] for i in range(2) for j in range(2)], axis=3)
+  flat = patches.reshape(-1, 8)
+  lam = np.sort(np.linalg.eigvalsh(flat.T @ flat / len(flat)))[::-1]  # largest first
+  out = flat @ k[..., :8].reshape(8, 8)
+  np.testing.assert_allclose(np.diag(out.T @ out / len(out)), lam / (lam + 5e-4), rtol=1e-4)
+
+
+def test_make_model_picks_the_conv_the_dtype_the_head_and_the_dropout_layer():
+  from dl101_jax.core.models import AirbenchNet
+
+  cfg = Config(net="conv4-pool-fc8", dropout=0.5)
+  assert make_model(cfg, 3, platform="cpu").im2col is True
+  assert make_model(cfg, 3, platform="gpu").im2col is False
+  assert make_model(cfg, 3).im2col is (jax.default_backend() == "cpu")
+  assert make_model(cfg, 3).dtype == jnp.float32
+  assert make_model(Config(net="conv4-pool-fc8", precision="bf16"), 3).dtype == jnp.bfloat16
+  assert make_model(cfg, 3).dropout is True
+  assert make_model(cfg, 3, dropout=False).dropout is False
+  assert make_model(Config(net="conv4-pool-fc8", dropout=0.3), 3, dropout=None).dropout is True
+  whiten = np.zeros((2, 2, 3, 24), np.float32)
+  for net, muon_head in (("airbench", False), ("airbench_muon", True)):
+    m = make_model(Config(dataset="cifar10", net=net), 10, whiten=whiten)
+    assert isinstance(m, AirbenchNet) and m.muon_head is muon_head
+  with pytest.raises(ValueError, match=r"^the airbench net needs its whitening kernel "
+                                       r"\(models.whitening_kernel\)$"):
+    make_model(Config(dataset="cifar10", net="airbench"), 10)

@@ -285,3 +285,37 @@ def test_the_prior_is_log_uniform_for_the_learning_rate_and_uniform_for_the_rest
     (8, 0.5, 4), (8, 0.9, 4), (9, 0.9, 4), (7, 0.01, 1)])
 def test_pbt_replaces_a_fraction_of_the_population_at_least_one_at_most_half(m, fraction, q):
   assert pop.quantile_size(m, fraction) == q
+
+
+def test_donors_are_drawn_from_the_whole_top_and_ties_rank_the_lower_index_first():
+  m, states = 8, population_states(8)
+  seen = set()
+  for k in range(40):
+    _, source, _ = pop.exploit_explore(jax.random.PRNGKey(k), states, jnp.arange(m, dtype=float),
+                                       space=SPACE, fraction=0.25, resample_probability=0.25)
+    seen |= set(np.asarray(source)[:2].tolist())  # the bottom two: members 0 and 1
+  assert seen == {6, 7}  # the best (7) and the second (6) both give their weights
+  _, source, _ = pop.exploit_explore(jax.random.PRNGKey(0), states, jnp.zeros(m), space=SPACE,
+                                     fraction=0.25, resample_probability=0.25)
+  assert set(np.asarray(source)[6:].tolist()) <= {0, 1}  # all tied: 0, 1 top; 6, 7 bottom
+  assert np.asarray(source)[:6].tolist() == list(range(6))
+
+
+def test_the_jitted_pbt_step_is_exploit_explore():
+  states, score = population_states(3), jnp.asarray([0.2, 0.9, 0.5])
+  kw = dict(space=SPACE, fraction=0.25, resample_probability=0.25)
+  a = pop.pbt_step(jax.random.PRNGKey(1), states, score, **kw)
+  b = pop.exploit_explore(jax.random.PRNGKey(1), states, score, **kw)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
+  assert pop.Space() == pop.Space() and hash(pop.Space()) == hash(pop.Space())
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    SPACE.dropout = (0.0, 0.1)
+
+
+def test_a_searchs_keys_are_its_seed_tag_and_epoch():
+  k = pop.key_for(3, pop.EXPLORE)
+  assert np.array_equal(jax.random.key_data(k), jax.random.key_data(pop.key_for(3, pop.EXPLORE, 0)))
+  want = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(3), pop.EXPLORE), 0)
+  assert np.array_equal(np.asarray(k), np.asarray(want))
+  assert not np.array_equal(np.asarray(k), np.asarray(pop.key_for(3, pop.EXPLORE, 1)))

@@ -60,15 +60,23 @@ SEARCH = [f"{S}::test_{t}" for t in (
     "a_rung_keeps_exactly_the_top_ceil_n_over_eta", "ancestry_follows_copied_weights_back")]
 # Each core module and the tests that exercise it in seconds (the end-to-end runs would
 # add minutes per mutant); with -x, the broadest come first.
+SEARCH += [f"{S}::test_{t}" for t in (
+    "the_prior_is_log_uniform_for_the_learning_rate_and_uniform_for_the_rest",
+    "pbt_replaces_a_fraction_of_the_population_at_least_one_at_most_half",
+    "donors_are_drawn_from_the_whole_top_and_ties_rank_the_lower_index_first",
+    "the_jitted_pbt_step_is_exploit_explore", "a_searchs_keys_are_its_seed_tag_and_epoch")]
+PURPOSES = f"{P}::test_every_purpose_folds_its_own_tag_into_the_seed"
+PROGRAM, OPTIM = "tests/test_program.py", "tests/test_optim.py"
 TESTS = {
     "dl101_jax/core/models.py": [ANCHOR, "tests/test_models.py", TS, *MUON[3:], MODERN[6]],
-    "dl101_jax/core/train.py": [ANCHOR, P, TS, "tests/test_units.py", *MODERN, AUGMENT[-1]],
-    "dl101_jax/core/optim.py": [ANCHOR, TS, *MODERN[1:4], *MODERN[4:7], *MUON],
+    "dl101_jax/core/train.py": [ANCHOR, PROGRAM, P, TS, "tests/test_units.py", *MODERN,
+                                AUGMENT[-1]],
+    "dl101_jax/core/optim.py": [ANCHOR, OPTIM, TS, *MODERN[1:4], *MODERN[4:7], *MUON],
     "dl101_jax/core/augment.py": [P, "tests/test_augment.py", *AUGMENT],
-    "dl101_jax/core/population.py": SEARCH,
+    "dl101_jax/core/population.py": [*SEARCH, PURPOSES],
     "dl101_jax/verdict.py": ["tests/test_verdict.py",
                              f"{M}::test_each_rungs_gain_gets_the_projects_verdict"],
-    "dl101_jax/core/member_state.py": [ANCHOR, TS, *MODERN[3:5], SEARCH[0], P],
+    "dl101_jax/core/member_state.py": [ANCHOR, PROGRAM, TS, *MODERN[3:5], SEARCH[0], MUON[2], P],
 }
 STATUSES = ("killed", "survived", "timeout", "suspicious", "skipped", "untested")
 
@@ -89,9 +97,10 @@ def copy_tree(dest: str, rev: str = "HEAD") -> None:
 
 
 # mutmut 2 counts every exit status but 1 as "tests pass": a mutant that breaks an import
-# (pytest's 2) or crashes pytest (3) would survive. This runner folds 2 and 3 into 1.
+# (pytest's 2, or 4 when conftest's import fails) or crashes pytest (3) would survive. This
+# runner makes every failure 1 (the node ids are checked to exist, so 4 is never a typo).
 PREFIX = (f"{sys.executable} -c \"import sys, pytest; c = pytest.main(sys.argv[1:]); "
-          f"sys.exit(1 if c in (1, 2, 3) else c)\" -x -q -n 0 -p no:cacheprovider")
+          f"sys.exit(1 if c else 0)\" -x -q -n 0 -p no:cacheprovider")
 
 
 def runner(path: str) -> str:
@@ -262,6 +271,7 @@ def rejudge_module(prev: dict, prev_rev: str, scratch: str, rev: str) -> dict:
       with open(target, "w") as f:
         f.write(source)
     ids[status].append(s["id"])
+    print(f"{path} mutant {s['id']}: {status}", flush=True)
     if status != "killed":
       survivors.append({"id": s["id"], "file": path, "diff": diff})
   ids["killed"].sort()
