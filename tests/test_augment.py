@@ -126,3 +126,28 @@ def test_evaluation_never_augments():
   a = train.evaluate(plain, model.apply, {"params": params}, data)
   b = train.evaluate(augmenting, model.apply, {"params": params}, data)
   assert float(a["loss"]) == float(b["loss"]) and float(a["accuracy"]) == float(b["accuracy"])
+
+
+def test_rotation_by_180_degrees_of_a_non_square_image_turns_it_about_its_centre():
+  x = jnp.arange(2 * 5 * 4 * 2, dtype=jnp.float32).reshape(2, 5, 4, 2)
+  got = augment.rotate(x, jnp.full((2,), jnp.pi))
+  np.testing.assert_allclose(got, x[:, ::-1, ::-1, :], atol=1e-3)
+
+
+def test_augment_does_nothing_at_zero_and_something_at_its_smallest_setting():
+  key = jax.random.PRNGKey(0)
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (16, 6, 7, 2)) * 255)
+  same = augment.augment(key, x, flip=False, max_degrees=0.0, max_shift=0)
+  assert np.array_equal(np.asarray(same), np.asarray(x))
+  changed = lambda **kw: int((np.abs(np.asarray(augment.augment(key, x, flip=False, **kw)) - x)
+                              .reshape(16, -1).max(axis=1) > 1e-3).sum())
+  assert 0 < changed(max_degrees=0.5, max_shift=0) < 16  # rotation: about half the images
+  assert changed(max_degrees=0.0, max_shift=1) > 0
+
+
+def test_augments_defaults_are_tflearns_flip_and_25_degrees():
+  import inspect
+
+  defaults = {k: p.default for k, p in inspect.signature(augment.augment).parameters.items()
+              if p.default is not inspect.Parameter.empty}
+  assert defaults == {"flip": True, "max_degrees": 25.0, "max_shift": 0, "flip_B": None}

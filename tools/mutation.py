@@ -254,9 +254,9 @@ def rejudge_module(prev: dict, prev_rev: str, scratch: str, rev: str) -> dict:
     mutated, _ = mutate(Context(source=source, mutation_id=mutant_id, filename=path))
     diff = "\n".join(difflib.unified_diff(source.splitlines(), mutated.splitlines(),
                                           "a/" + path, "b/" + path, lineterm=""))
-    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("---", "+++")]
-    if changed != [ln for ln in s["diff"].splitlines()
-                   if ln[:1] in "+-" and ln[:3] not in ("---", "+++") and ln.strip("+-")]:
+    lines = lambda d: [ln for ln in d.splitlines()  # the changed lines, blank ones aside
+                       if ln[:1] in "+-" and ln[:3] not in ("---", "+++") and ln[1:].strip()]
+    if lines(diff) != lines(s["diff"]):
       raise SystemExit(f"--rejudge: {path} mutant {s['id']} is not the one {prev_rev[:8]} ran")
     tests = by_line.get(str(mutant_id.line_number + 1)) or TESTS[path]
     with open(target, "w") as f:
