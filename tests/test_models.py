@@ -94,6 +94,7 @@ CONVS = {  # (kernel, window_strides, padding, lhs_dilation, rhs_dilation, featu
     "same 4x2": ((4, 2, 4, 6), (1, 1), "SAME", None, None, 1),
     "valid 3x3": ((3, 3, 4, 6), (1, 1), "VALID", None, None, 1),
     "explicit padding": ((3, 3, 4, 6), (1, 1), ((2, 0), (1, 3)), None, None, 1),
+    "unit dilations given, as Flax's Conv does": ((3, 3, 4, 6), (1, 1), "SAME", (1, 1), (1, 1), 1),
     "strided (lax)": ((3, 3, 4, 6), (2, 1), "SAME", None, None, 1),
     "input-dilated (lax)": ((3, 3, 4, 6), (1, 1), ((1, 1), (1, 1)), (2, 1), None, 1),
     "kernel-dilated (lax)": ((3, 3, 4, 6), (1, 1), "SAME", None, (1, 2), 1),
