@@ -133,15 +133,26 @@ def collect(copy: str) -> dict:
   return {"ids": out, "survivors": survivors}
 
 
-# jit traces a function once per shape and then runs the cached program: without this,
-# a line inside a jitted step would be credited only to the first test that traced it, and
-# its mutants judged without the tests that check it (the first run's L2 sign survived so).
-FRESH_TRACES = '''"""pytest plugin (tools/mutation.py): every test traces its jitted code anew."""
+# Coverage's own per-test contexts (dynamic_context = test_function) credit the first
+# function named test* that a test enters: for a hypothesis test, that is hypothesis's inner
+# `test`, and its lines were credited to no test at all (the first rejudge's L2 sign survived
+# so). This plugin names the context after pytest's node id instead, as pytest-cov's
+# --cov-context=test does. And jit traces a function once per shape, then runs the cached
+# program: without clearing the caches, a line inside a jitted step would be credited only
+# to the first test that traced it.
+FRESH_TRACES = '''"""pytest plugin (tools/mutation.py): each test its own coverage context,
+and its jitted code traced anew."""
+import coverage
 import jax
 
 
 def pytest_runtest_setup(item):
   jax.clear_caches()
+  coverage.Coverage.current().switch_context(item.nodeid.split("[")[0])
+
+
+def pytest_runtest_teardown(item):
+  coverage.Coverage.current().switch_context("")
 '''
 
 
@@ -153,7 +164,7 @@ def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
 
   rc = os.path.join(copy, ".coveragerc-mutation")
   with open(rc, "w") as f:
-    f.write(f"[run]\nsource = dl101_jax\ndynamic_context = test_function\n"
+    f.write(f"[run]\nsource = dl101_jax\n"
             f"data_file = {os.path.join(copy, '.coverage-mutation')}\n")
   with open(os.path.join(copy, "mutation_fresh_traces.py"), "w") as f:
     f.write(FRESH_TRACES)
@@ -164,7 +175,7 @@ def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
   data = coverage.CoverageData(os.path.join(copy, ".coverage-mutation"))
   data.read()
   source = next(f for f in data.measured_files() if f.endswith(path))
-  by_line = {line: sorted({_node_id(c) for c in contexts if c} - {None})
+  by_line = {line: sorted(c for c in contexts if "::" in c)
              for line, contexts in data.contexts_by_lineno(source).items() if "" not in contexts}
   real = _collected(copy, sorted({t for tests in by_line.values() for t in tests}))
   out = {}
@@ -173,16 +184,6 @@ def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
     if tests:
       out[str(line)] = tests
   return out
-
-
-def _node_id(context: str) -> str | None:
-  """coverage's 'test_train_step.test_sgd_is_params_minus_lr_grad' -> a pytest node id;
-  None for contexts that are not a test module's function (hypothesis's internals are
-  named test*, and coverage takes them for tests)."""
-  module, _, function = context.partition(".")
-  if not (module.startswith("test_") and function.startswith("test")):
-    return None
-  return f"tests/{module}.py::{function.split('.')[0]}"
 
 
 def _collected(copy: str, node_ids: list[str]) -> set[str]:
