@@ -3,7 +3,7 @@
     pip install -r tools/requirements-mutation.txt -c constraints.txt
     python tools/mutation.py                  # ~1 h on 2 cores; writes docs/results/mutation.json
     python tools/mutation.py --only dl101_jax/core/augment.py --jobs 1   # one module
-    python tools/mutation.py --rejudge docs/results/mutation.json   # only its survivors, ~15 min
+    python tools/mutation.py --rejudge docs/results/mutation.json   # only its survivors
 
 Not part of CI. Each module is mutated in its own copy of the repository's tracked files
 under --scratch (mutmut edits the source in place), --jobs modules at once, since mutmut
