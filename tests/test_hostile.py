@@ -87,6 +87,22 @@ def test_image_variants_give_the_8_bit_images_answer_and_say_what_was_converted(
   assert "Traceback" not in notes
 
 
+def test_float_images_are_read_as_0_to_1_or_as_0_to_255_and_other_modes_are_said(run, tmp_path):
+  _, model = run
+  img, plain = _digit(tmp_path)
+  Image.fromarray(img.astype(np.float32) / 255, "F").save(tmp_path / "unit.tiff")
+  Image.fromarray(img.astype(np.float32), "F").save(tmp_path / "bytes.tiff")  # not clipped white
+  Image.fromarray(np.dstack([img, np.full_like(img, 255)]), "LA").save(tmp_path / "la.png")
+  Image.fromarray(img).convert("CMYK").save(tmp_path / "cmyk.tiff")
+  r, out = _predict(model, plain, *(str(tmp_path / f) for f in (
+      "unit.tiff", "bytes.tiff", "la.png", "cmyk.tiff")))
+  assert r.returncode == 0, r.stderr
+  assert [o["top"] for o in out[1:]] == [out[0]["top"]] * 4, r.stderr
+  for said in ("32-bit float images were read as 0..1", "values above 1 were read as 0..255",
+               "CMYK images were converted to RGB"):
+    assert r.stderr.count(said) == 1, r.stderr
+
+
 def test_transparency_is_flattened_on_white_and_said(run, tmp_path):
   _, model = run
   img, _ = _digit(tmp_path)

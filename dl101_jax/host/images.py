@@ -3,6 +3,7 @@
 Pillow opens every format; this module decides what each kind becomes, and says so
 once per kind (never silently):
 - 16-bit (and 32-bit integer) grayscale: scaled to 8 bits (value / 257), not clipped;
+- 32-bit float grayscale: 0..1 scaled to 8 bits; one with values above 1 read as 0..255;
 - palette images: their colours; transparency (an alpha channel, or a palette's or a
   grayscale image's transparent colour): flattened on white, as a viewer shows it;
 - EXIF orientation: applied, so the image is classified upright;
@@ -109,8 +110,13 @@ def _upright_rgb_or_gray(img, notes: set[str]):
     a = np.asarray(img, np.float64) / 257.0
     img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
   elif img.mode == "F":
-    notes.add("32-bit float images were read as 0..1 and scaled to 8 bits")
-    a = np.clip(np.rint(np.asarray(img, np.float64) * 255.0), 0, 255)
+    a = np.asarray(img, np.float64)
+    if np.nanmax(a, initial=0.0) <= 1.0:  # float images are 0..1 by convention (TIFF, EXR)
+      notes.add("32-bit float images were read as 0..1 and scaled to 8 bits")
+      a = a * 255.0
+    else:  # values past 1 cannot be 0..1: read them as 8-bit values, never clip them to white
+      notes.add("32-bit float images with values above 1 were read as 0..255")
+    a = np.clip(np.rint(np.nan_to_num(a)), 0, 255)
     img = Image.fromarray(a.astype(np.uint8), "L")
   if img.mode == "P":
     img = img.convert("RGBA")  # keeps a palette's transparent colour as alpha
