@@ -20,6 +20,11 @@ would run unmutated; 2.x's fresh process per mutant sees only the mutant.
 carries PREV's kills: sound while each module's source is PREV's (checked; mutmut numbers a
 module's mutants in the order of its `list_mutations`, so PREV's ids name the same mutants,
 and each rebuilt mutant's diff is checked against PREV's) and the selections only grew.
+PREV's modules outside --only are carried unchanged, and the output is rewritten as each
+module ends, so a long rejudge can be split across sittings:
+
+    python tools/mutation.py --rejudge docs/results/mutation.json --only dl101_jax/core/train.py --out r1.json
+    python tools/mutation.py --rejudge r1.json --only dl101_jax/core/augment.py --out r2.json
 """
 
 from __future__ import annotations
@@ -223,7 +228,7 @@ def run_module(path: str, scratch: str, rev: str) -> dict:
   with open(copy + ".log", "w") as log:
     mutmut(copy, "run", "--paths-to-mutate", path, "--tests-dir", "tests",
            "--runner", runner(path), "--no-progress", stdout=log, stderr=subprocess.STDOUT)
-  return {"module": path, "mutants": count_mutants(path), "tests": TESTS[path],
+  return {"module": path, "commit": rev, "mutants": count_mutants(path), "tests": TESTS[path],
           "seconds": round(time.time() - t0), **collect(copy)}
 
 
@@ -234,6 +239,7 @@ def rejudge_module(prev: dict, prev_rev: str, scratch: str, rev: str) -> dict:
   from mutmut import Context, list_mutations, mutate
 
   path = prev["module"]
+  prev_rev = prev.get("commit", prev_rev)  # a module carried from an earlier run keeps its own
   if subprocess.run(["git", "diff", "--quiet", prev_rev, rev, "--", path], cwd=ROOT).returncode:
     raise SystemExit(f"--rejudge: {path} changed since {prev_rev[:8]}; run it in full")
   copy = os.path.join(scratch, path.replace("/", "_").removesuffix(".py"))
@@ -276,7 +282,7 @@ def rejudge_module(prev: dict, prev_rev: str, scratch: str, rev: str) -> dict:
     if status != "killed":
       survivors.append({"id": s["id"], "file": path, "diff": diff})
   ids["killed"].sort()
-  return {"module": path, "mutants": len(mutants), "tests": TESTS[path],
+  return {"module": path, "commit": rev, "mutants": len(mutants), "tests": TESTS[path],
           "seconds": round(time.time() - t0), "ids": ids, "survivors": survivors}
 
 
@@ -300,7 +306,7 @@ def main() -> None:
   if a.rejudge:
     with open(a.rejudge) as f:
       prev = json.load(f)
-    done = {m["module"]: m for m in prev["modules"]}
+    done = {m["module"]: {"commit": prev["commit"], **m} for m in prev["modules"]}
     order = sorted((p for p in a.only if p in done),
                    key=lambda p: len(done[p]["survivors"]), reverse=True)
     job = lambda p: rejudge_module(done[p], prev["commit"], a.scratch, rev)  # noqa: E731
@@ -309,20 +315,36 @@ def main() -> None:
     job = lambda p: run_module(p, a.scratch, rev)  # noqa: E731
   print(f"{sum(map(count_mutants, order))} mutants in {len(order)} modules, {a.jobs} at a time;"
         f" logs in {a.scratch}", flush=True)
+  # With --rejudge, PREV's modules outside --only are carried as they are, and the result is
+  # written again as each module ends: a run cut off keeps what it finished, and the rest can
+  # be rejudged later from its output with --only.
+  finished = {}
+
+  def write() -> dict:
+    modules = list(({**done, **finished} if prev else finished).values())
+    total = {s: sum(len(m["ids"][s]) for m in modules) for s in STATUSES}
+    judged = total["killed"] + total["survived"] + total["timeout"] + total["suspicious"]
+    result = {
+        "tool": "mutmut " + _version(), "date": datetime.date.today().isoformat(), "commit": rev,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "seconds": round(time.time() - t0), "counts": total,
+        # mutmut's "suspicious" is a mutant the tests killed, slowly: a kill.
+        "kill_rate": round((total["killed"] + total["suspicious"]) / max(judged, 1), 4),
+        **({"rejudged": {"from": prev["commit"], "date": prev["date"],
+                         "modules": sorted(finished)}} if prev else {}),
+        "modules": sorted(modules, key=lambda m: m["module"])}
+    with open(a.out, "w") as f:
+      json.dump(result, f, indent=1)
+    return result
+
+  result = write()
   with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-    modules = list(pool.map(job, order))
-  total = {s: sum(len(m["ids"][s]) for m in modules) for s in STATUSES}
+    futures = {pool.submit(job, p): p for p in order}
+    for future in concurrent.futures.as_completed(futures):
+      finished[futures[future]] = future.result()
+      result = write()
+  total = result["counts"]
   judged = total["killed"] + total["survived"] + total["timeout"] + total["suspicious"]
-  result = {
-      "tool": "mutmut " + _version(), "date": datetime.date.today().isoformat(), "commit": rev,
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-      "seconds": round(time.time() - t0), "counts": total,
-      # mutmut's "suspicious" is a mutant the tests killed, slowly: a kill.
-      "kill_rate": round((total["killed"] + total["suspicious"]) / max(judged, 1), 4),
-      **({"rejudged": {"from": prev["commit"], "date": prev["date"]}} if prev else {}),
-      "modules": modules}
-  with open(a.out, "w") as f:
-    json.dump(result, f, indent=1)
   print(f"{total['killed'] + total['suspicious']}/{judged} killed ({result['kill_rate']:.1%}) in {result['seconds']} s;"
         f" {total['survived']} survived, {total['timeout']} timed out; {a.out}")
 
