@@ -111,7 +111,7 @@ def _upright_rgb_or_gray(img, notes: set[str]):
     img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
   elif img.mode == "F":
     a = np.asarray(img, np.float64)
-    if np.nanmax(a, initial=0.0) <= 1.0:  # float images are 0..1 by convention (TIFF, EXR)
+    if np.nanmax(a, initial=0.0) <= 1.0:  # float images are 0..1 by convention
       notes.add("32-bit float images were read as 0..1 and scaled to 8 bits")
       a = a * 255.0
     else:  # values past 1 cannot be 0..1: read them as 8-bit values, never clip them to white
