@@ -232,14 +232,13 @@ def run_module(path: str, scratch: str, rev: str) -> dict:
           "seconds": round(time.time() - t0), **collect(copy)}
 
 
-def rejudge_module(prev: dict, prev_rev: str, scratch: str, rev: str) -> dict:
+def rejudge_module(prev: dict, scratch: str, rev: str) -> dict:
   """PREV's survivors of one module judged again (see the docstring); its kills carried."""
   import difflib
 
   from mutmut import Context, list_mutations, mutate
 
-  path = prev["module"]
-  prev_rev = prev.get("commit", prev_rev)  # a module carried from an earlier run keeps its own
+  path, prev_rev = prev["module"], prev["commit"]  # a carried module keeps its own commit
   if subprocess.run(["git", "diff", "--quiet", prev_rev, rev, "--", path], cwd=ROOT).returncode:
     raise SystemExit(f"--rejudge: {path} changed since {prev_rev[:8]}; run it in full")
   copy = os.path.join(scratch, path.replace("/", "_").removesuffix(".py"))
@@ -309,7 +308,7 @@ def main() -> None:
     done = {m["module"]: {"commit": prev["commit"], **m} for m in prev["modules"]}
     order = sorted((p for p in a.only if p in done),
                    key=lambda p: len(done[p]["survivors"]), reverse=True)
-    job = lambda p: rejudge_module(done[p], prev["commit"], a.scratch, rev)  # noqa: E731
+    job = lambda p: rejudge_module(done[p], a.scratch, rev)  # noqa: E731
   else:
     order = sorted(a.only, key=count_mutants, reverse=True)  # longest first: jobs end together
     job = lambda p: run_module(p, a.scratch, rev)  # noqa: E731
@@ -337,12 +336,13 @@ def main() -> None:
       json.dump(result, f, indent=1)
     return result
 
-  result = write()
   with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
     futures = {pool.submit(job, p): p for p in order}
     for future in concurrent.futures.as_completed(futures):
       finished[futures[future]] = future.result()
       result = write()
+  if not order:
+    result = write()
   total = result["counts"]
   judged = total["killed"] + total["survived"] + total["timeout"] + total["suspicious"]
   print(f"{total['killed'] + total['suspicious']}/{judged} killed ({result['kill_rate']:.1%}) in {result['seconds']} s;"
