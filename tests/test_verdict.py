@@ -102,6 +102,9 @@ def test_edges_of_the_rule():
   # One side with one sample is enough to make the interval unknowable.
   assert all(math.isnan(x) for x in verdict.welch_interval([0.9, 0.8], [0.1]))
   assert all(math.isnan(x) for x in verdict.welch_interval([0.9], [0.1, 0.2]))
+  # ... even where the other side has no spread: one seed is never an exact difference.
+  assert all(math.isnan(x) for x in verdict.welch_interval([0.9], [0.1, 0.1]))
+  assert all(math.isnan(x) for x in verdict.welch_interval([0.1, 0.1], [0.9]))
   # Spread on one side only: Welch's interval, not the exact difference.
   low, high = verdict.welch_interval([1.0, 1.0, 1.0], [0.0, 0.5, 1.0])
   assert low < 0.5 < high
