@@ -148,3 +148,27 @@ def test_every_optimizer_has_its_label_and_unknown_names_are_refused():
     make_optimizer("rmsprop")
   with pytest.raises(ValueError, match=r"^unknown decay 'some'$"):
     make_optimizer("nesterov", decay="some")
+
+
+@pytest.mark.parametrize("name", sorted(optim.LABELS))
+def test_every_injected_value_is_the_members_and_a_missing_one_is_refused(name):
+  # make_optimizer's values are placeholders: init_opt_state must replace each one, so that
+  # no member ever steps with them, and must refuse a rule whose value it was not given.
+  tx = make_optimizer(name)
+  given = {"learning_rate": 0.03, "weight_decay": 0.002, "muon_lr": 0.05}
+  hp = init_opt_state(tx, PARAMS, **given).hyperparams
+  mine = [k for k in given if k in hp]  # adamw also injects optax's own eps_root
+  assert "learning_rate" in mine and ("weight_decay" in mine) == (name != "sgd")
+  assert ("muon_lr" in mine) == (name == "muon")
+  assert {k: float(hp[k]) for k in mine} == pytest.approx({k: given[k] for k in mine})
+  for k in mine:
+    with pytest.raises(ValueError, match=f"^init_opt_state: no value given for {k}$"):
+      init_opt_state(tx, PARAMS, **{**given, k: None})
+
+
+@pytest.mark.parametrize("schedule", ["linear", "warmup_linear"])
+def test_a_schedule_without_its_length_is_refused(schedule):
+  with pytest.raises(ValueError, match=f"^schedule '{schedule}' needs total_steps >= 1, got 0$"):
+    make_optimizer("sgd", schedule)
+  make_optimizer("sgd", schedule, 1)
+  make_optimizer("sgd")  # the constant schedule has no length

@@ -92,6 +92,8 @@ def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
   """
   if decay not in ("kernels", "all"):
     raise ValueError(f"unknown decay {decay!r}")
+  if schedule != "constant" and total_steps < 1:
+    raise ValueError(f"schedule {schedule!r} needs total_steps >= 1, got {total_steps}")
   factor = schedule_factor(schedule, total_steps)
   before, after = [], []
   if factor is not None:
@@ -134,11 +136,15 @@ def init_opt_state(tx: optax.GradientTransformation, params: Any, *,
   """tx.init(params), with this member's learning rate and weight decay (and Muon's
   learning rate, for muon) set."""
   state = tx.init(params)
-  hp = dict(state.hyperparams)
   given = {"learning_rate": learning_rate, "weight_decay": weight_decay, "muon_lr": muon_lr}
-  for k, v in given.items():
-    if k in hp and v is not None:
-      hp[k] = jnp.asarray(v, jnp.float32)
+  # Every injected value is set here, so make_optimizer's placeholders never reach a step:
+  # a rule whose value was not given is refused, not trained with the placeholder.
+  # (optax's own numeric defaults, such as adamw's eps_root, are injected too and kept.)
+  hp = dict(state.hyperparams)
+  missing = [k for k in given if k in hp and given[k] is None]
+  if missing:
+    raise ValueError(f"init_opt_state: no value given for {', '.join(missing)}")
+  hp.update({k: jnp.asarray(v, jnp.float32) for k, v in given.items() if k in hp})
   return state._replace(hyperparams=hp)
 
 
