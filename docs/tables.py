@@ -39,6 +39,16 @@ def _ci(low: float | None, high: float | None, digits: int = 3) -> str:
   return f"[{f(low)}, {f(high)}]"
 
 
+def _verdict(verdict: str | None, low: float | None, high: float | None,
+             p_holm: float | None) -> str:
+  """The verdict, bold when decided; Holm's p in brackets where the interval alone excludes 0
+  but the family's adjustment leaves the claim undecided (the column says "(Holm p)")."""
+  if verdict in ("supported", "contradicted"):
+    return f"**{verdict}**"
+  alone = low is not None and high is not None and (low > 0 or high < 0)
+  return f"{verdict} ({p_holm:.2g})" if alone and p_holm is not None else (verdict or "")
+
+
 def claims() -> str:
   """The tutorial's claims, judged on the protocol's five results files."""
   sys.path.insert(0, ROOT)
@@ -46,7 +56,7 @@ def claims() -> str:
 
   results = {n: _load(f"{n}.json") for n in
              ("layers", "dropout", "regularization", "batch_size", "learning_rate")}
-  rows = ["| claim | means | difference [95% CI] | verdict |",
+  rows = ["| claim | means | difference [95% CI] | verdict (Holm p) |",
           "|---|---|---|---|"]
   for v in verdicts(results):
     metric = v.claim.larger.metric
@@ -59,24 +69,26 @@ def claims() -> str:
     else:
       measured = f"{v.larger_mean:.3f} vs {v.smaller_mean:.3f}"
       diff = f"{v.difference:+.3f} {_ci(v.low, v.high)}"
-    verdict = f"**{v.verdict}**" if v.verdict != "inconclusive" else v.verdict
     rows.append(f"| ({v.claim.id}) {v.claim.short or v.claim.text} | {measured} | {diff} | "
-                f"{verdict} |")
+                f"{_verdict(v.verdict, v.low, v.high, v.p_holm)} |")
   return "\n".join(rows)
 
 
 def search() -> str:
   """Grid, halving and PBT at equal compute, mean ± std over the search seeds."""
-  runs = _load("search_compare.json")["runs"]
+  stored = _load("search_compare.json")
+  runs, versus = stored["runs"], {c["method"]: c for c in stored["versus_grid"]}
   labels = {"grid": "grid (all train to the end)", "halving": "successive halving",
             "pbt": "PBT"}
-  rows = ["| method | members | member-epochs | best val acc | winner's test acc |",
+  rows = ["| method | members | best val acc | winner's test acc | vs grid [95% CI] (Holm p) |",
           "|---|---|---|---|---|"]
   for method, label in labels.items():
     rs = [r for r in runs if r["method"] == method]
-    rows.append(f"| {label} | {rs[0]['members']} | {rs[0]['member_epochs']} | "
-                f"{_pm([r['val_accuracy'] for r in rs])} | "
-                f"{_pm([r['test_accuracy'] for r in rs])} |")
+    c = versus.get(method)
+    vs = (f"{c['difference']:+.3f} {_ci(*c['ci95'])} "
+          f"{_verdict(c['verdict'], *c['ci95'], c['p_holm'])}") if c else ""
+    rows.append(f"| {label} | {rs[0]['members']} | {_pm([r['val_accuracy'] for r in rs])} | "
+                f"{_pm([r['test_accuracy'] for r in rs])} | {vs} |")
   return "\n".join(rows)
 
 
@@ -96,14 +108,15 @@ def clean() -> str:
 
 def ladder() -> str:
   """Each rung's final validation accuracy, its gain over the row it is compared with."""
-  rows = ["| rung | val acc (mean ± std) | gain [95% CI] | verdict | min |",
+  rows = ["| rung | val acc (mean ± std) | gain [95% CI] | verdict (Holm p) | min |",
           "|---|---|---|---|---|"]
   for r in _load("modern_ladder.json")["ladder"]:
     name = r["rung"] + (f" vs {r['vs']}" if r.get("vs") else "")
     gain = "" if r["gain"] is None else f"{r['gain']:+.3f} {_ci(*r['gain_ci95'])}"
     cost = "same run" if r["rung"] == "+ tta" else f"{r['seconds'] / 60:.0f}"
-    rows.append(f"| {name} | {_pm(r['val_accuracy_per_seed'])} | {gain} | "
-                f"{r['verdict'] or ''} | {cost} |")
+    verdict = _verdict(r["verdict"], *(r["gain_ci95"] or [None, None]), r.get("p_holm"))
+    rows.append(f"| {name} | {_pm(r['val_accuracy_per_seed'])} | {gain} | {verdict} | "
+                f"{cost} |")
   return "\n".join(rows)
 
 

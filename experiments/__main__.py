@@ -67,14 +67,15 @@ def run(config: Config = CONFIG, given: set[str] | None = None) -> dict:
 
 
 def verdicts(results: dict[str, dict]) -> list:
-  """A verdict for each claim whose experiment and variants are in `results`."""
-  out = []
+  """A verdict for each claim whose experiment and variants are in `results`, judged as one
+  family (Holm)."""
+  family = []
   for claim in CLAIMS:
     r = results.get(claim.experiment)
     names = {v["name"] for v in r["variants"]} if r else set()
     if {claim.larger.variant, claim.smaller.variant} <= names:
-      out.append(verdict.judge(claim, r))
-  return out
+      family.append((claim, r))
+  return verdict.judge_all(family)  # Holm over every claim the report judges
 
 
 def report_md(results: dict[str, dict]) -> str:

@@ -90,6 +90,12 @@ def scored(results: Results, variant: str, *, tta: int) -> list[float]:
   return []
 
 
+def seeds(variant: dict) -> list[int]:
+  """The seeds of a results.json variant that have a final validation accuracy."""
+  first = variant["config"]["effective"]["seed"]
+  return [first + i for i, h in enumerate(variant["per_seed"]) if h["val_accuracy"]]
+
+
 def ladder(results: Results) -> dict:
   """results.json's "ladder": one row per rung, its mean accuracy, gain and cost."""
   by_name = {v["name"]: v for v in results.json["variants"]}
@@ -99,11 +105,14 @@ def ladder(results: Results) -> dict:
       v = by_name[name]
       rows.append({"rung": name, "val_accuracy_per_seed": [h["val_accuracy"][-1] for h in
                                                            v["per_seed"] if h["val_accuracy"]],
-                   "seconds": v["wall_seconds"]})
+                   "seeds": seeds(v), "seconds": v["wall_seconds"]})
   if "airbench94" in by_name:
     seconds = by_name["airbench94"]["wall_seconds"]
     for rung, tta in (("+ lookahead", 0), ("+ tta", 2)):
-      rows.append({"rung": rung, "val_accuracy_per_seed": scored(results, "airbench94", tta=tta),
+      accs = scored(results, "airbench94", tta=tta)
+      same = seeds(by_name["airbench94"])
+      rows.append({"rung": rung, "val_accuracy_per_seed": accs,
+                   "seeds": same if len(same) == len(accs) else None,
                    "seconds": seconds if tta == 0 else 0.0})
   for name in AFTER:
     if name in by_name and "airbench94" in by_name:
@@ -111,38 +120,45 @@ def ladder(results: Results) -> dict:
       epochs = by_name["airbench94"]["config"]["effective"]["epochs"]
       rows.append({"rung": name, "val_accuracy_per_seed": [h["val_accuracy"][-1] for h in
                                                            v["per_seed"] if h["val_accuracy"]],
-                   "seconds": v["wall_seconds"], "epochs": v["config"]["effective"]["epochs"],
-                   "baseline": "+ tta", "vs": f"airbench94 at {epochs} epochs"})
+                   "seeds": seeds(v), "seconds": v["wall_seconds"],
+                   "epochs": v["config"]["effective"]["epochs"], "baseline": "+ tta", "vs": f"airbench94 at {epochs} epochs"})
   return {"ladder": compare_rungs(rows)}
 
 
 def compare_rungs(rows: list[dict]) -> list[dict]:
   """Each rung's mean ± std over seeds, its gain over the rung above (or over the row its
-  "baseline" names; "vs" says what that row is, for tables and plots), and that gain's verdict by the project's rule (Welch's 95% interval
-  over seeds, as for the tutorial's claims: supported when it lies above 0). A rung
-  without accuracies (diverged) is skipped in the comparison; TTA's row is the same run as
-  the one above, so an unpaired interval is conservative there."""
-  previous, seen = None, {}
+  "baseline" names; "vs" says what that row is, for tables and plots), and that gain's
+  verdict by the project's rule (dl101_jax.verdict): a paired interval over the seeds where
+  both rows name the same "seeds" (every rung's seed s sees the same batches; TTA's row is
+  the same run as the one above), Welch's otherwise, with Holm over the ladder's gains. A
+  rung without accuracies (diverged) is skipped in the comparison."""
+  previous, seen, tests = None, {}, []
   for r in rows:
     accs = r["val_accuracy_per_seed"]
+    keyed = dict(zip(r.get("seeds") or [("row", r["rung"], i) for i in range(len(accs))],
+                     accs))
     r["val_accuracy"] = float(np.mean(accs)) if accs else None
     r["val_accuracy_std"] = float(np.std(accs)) if accs else None
-    r["gain"] = r["gain_ci95"] = r["verdict"] = None
+    r["gain"] = r["gain_ci95"] = r["verdict"] = r["test"] = r["p_holm"] = None
     if r.get("baseline"):
       previous = seen.get(r["baseline"])
-    seen[r["rung"]] = accs
+    seen[r["rung"]] = keyed
     if previous and accs:
-      low, high = verdict.welch_interval(accs, previous)
-      r["gain"] = r["val_accuracy"] - float(np.mean(previous))
+      test, low, high, p = verdict.compare(keyed, previous)
+      r["gain"] = r["val_accuracy"] - float(np.mean(list(previous.values())))
       r["gain_ci95"] = [None if math.isnan(x) else x for x in (low, high)]
-      r["verdict"] = verdict.decide(low, high)
-    previous = accs or previous
+      r["test"] = test
+      tests.append((r, low, high, p))
+    previous = keyed if accs else previous
+  for (r, low, high, _), ph in zip(tests, verdict.holm([t[-1] for t in tests])):
+    r["p_holm"] = None if math.isnan(ph) else ph
+    r["verdict"] = verdict.decide(low, high, ph)
   return rows
 
 
 def ladder_table(rows: list[dict]) -> str:
-  out = ["| rung | val acc (mean ± std) | gain [95% CI] | verdict | training s |",
-         "|---|---|---|---|---|"]
+  out = ["| rung | val acc (mean ± std) | gain [95% CI] | test (Holm p) | verdict | training s |",
+         "|---|---|---|---|---|---|"]
   for r in rows:
     ci = r["gain_ci95"] or [None, None]
     bounds = ", ".join("–" if x is None else f"{x:+.4f}" for x in ci)
@@ -152,7 +168,9 @@ def ladder_table(rows: list[dict]) -> str:
         (f" vs {r['vs']}" if r.get("vs") else "")
     acc = ("diverged" if r["val_accuracy"] is None
            else f"{r['val_accuracy']:.4f} ± {r['val_accuracy_std']:.4f}")
-    out.append(f"| {name} | {acc} | {gain} | {r['verdict'] or ''} | {cost} |")
+    p = r.get("p_holm")
+    test = "" if r["gain"] is None else f"{r.get('test')} ({'–' if p is None else f'{p:.2g}'})"
+    out.append(f"| {name} | {acc} | {gain} | {test} | {r['verdict'] or ''} | {cost} |")
   return "\n".join(out)
 
 

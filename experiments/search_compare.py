@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from dl101_jax import verdict
 from dl101_jax.host import cli
 from dl101_jax.config import ConfigError
 from dl101_jax.host.experiment import changed_fields, refuse
@@ -103,6 +104,49 @@ def table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def versus_grid(rows: list[dict], metric: str = "test_accuracy") -> list[dict]:
+  """Each other method's winner against grid's on `metric`, by the project's rule: paired
+  by search seed (method m's seed s and grid's seed s search the same data split), with
+  Holm over the comparisons made."""
+  keyed = {}
+  for r in rows:
+    if not math.isnan(r[metric]):
+      keyed.setdefault(r["method"], {})[r["seed"]] = r[metric]
+  grid = keyed.get("grid", {})
+  out = []
+  for method, mine in keyed.items():
+    if method != "grid" and grid:
+      test, low, high, p = verdict.compare(mine, grid)
+      out.append({"method": method, "metric": metric,
+                  "difference": float(np.mean(list(mine.values())) -
+                                      np.mean(list(grid.values()))),
+                  "ci95": [low, high], "test": test, "p": p, "n": [len(mine), len(grid)]})
+  for o, ph in zip(out, verdict.holm([o["p"] for o in out])):
+    o["verdict"] = verdict.decide(*o["ci95"], ph)
+    none = lambda x: None if math.isnan(x) else x  # noqa: E731
+    o.update(p=none(o["p"]), p_holm=none(ph), ci95=[none(x) for x in o["ci95"]])
+  return out
+
+
+def versus_table(comparisons: list[dict]) -> str:
+  lines = ["| winner's test acc | difference [95% CI] | test (Holm p) | verdict |",
+           "|---|---|---|---|"]
+  num = lambda x: "–" if x is None else f"{x:+.4f}"  # noqa: E731
+  for c in comparisons:
+    p = "–" if c["p_holm"] is None else f"{c['p_holm']:.2g}"
+    lines.append(f"| {c['method']} − grid | {num(c['difference'])} [{num(c['ci95'][0])}, "
+                 f"{num(c['ci95'][1])}] | {c['test']} ({p}) | {c['verdict']} |")
+  return "\n".join(lines)
+
+
+VERSUS = "\nAgainst grid, by the project's rule"
+
+
+def versus_text(comparisons: list[dict]) -> str:
+  """compare.md's last section."""
+  return f"{VERSUS} ({verdict.RULE}):\n\n{versus_table(comparisons)}\n"
+
+
 def run(config: CompareConfig = CONFIG) -> dict:
   refuse(changed_fields(config, CONFIG), search.REFUSED)
   runs = plan(config)  # every config validated before anything trains
@@ -123,9 +167,11 @@ def run(config: CompareConfig = CONFIG) -> dict:
           f"images; net {config.net}, {config.epochs} epochs, budget {config.members} x "
           f"{config.epochs} member-epochs, {config.search_seeds} search seeds (mean ± std over "
           f"them).\n\n{table(rows)}\n")
+  versus = versus_grid(rows)
+  text += versus_text(versus)
   wd = config.run_dir
   write_json(os.path.join(wd, "compare.json"), {"config": dataclasses.asdict(config),
-                                                "runs": rows})
+                                                "runs": rows, "versus_grid": versus})
   write_text(os.path.join(wd, "compare.md"), text)
   print("\n" + text + f"\nWrote {wd}/compare.md and compare.json")
   return {"runs": rows, "table": text}

@@ -1,6 +1,7 @@
 """The pieces past the tutorial: translation, label smoothing, Nesterov SGD and the schedule."""
 
 import dataclasses
+import math
 import re
 
 import jax
@@ -276,10 +277,15 @@ def test_the_ladder_is_in_results_and_summary(tmp_path):
   # The verdict is the project's rule applied to these very seeds, not any of the three.
   from dl101_jax import verdict
 
-  low, high = verdict.welch_interval(rows[1]["val_accuracy_per_seed"],
-                                     rows[0]["val_accuracy_per_seed"])
-  assert rows[0]["gain"] is None and rows[1]["verdict"] == verdict.decide(low, high)
-  assert rows[1]["gain_ci95"] == pytest.approx([low, high])
+  # Both rungs ran seeds 0 and 1 (same initial order of batches): a paired interval, and with
+  # one gain in the ladder Holm's p is its own.
+  assert rows[0]["seeds"] == rows[1]["seeds"] == [0, 1]
+  low, high, p = verdict.paired_interval(rows[1]["val_accuracy_per_seed"],
+                                         rows[0]["val_accuracy_per_seed"])
+  assert rows[0]["gain"] is None and rows[1]["test"] == "paired"
+  assert rows[1]["verdict"] == verdict.decide(low, high, p)
+  assert rows[1]["gain_ci95"] == pytest.approx([low, high], nan_ok=True)
+  assert rows[1]["p_holm"] == (None if math.isnan(p) else pytest.approx(p))
   assert rows[1]["gain"] == pytest.approx(rows[1]["val_accuracy"] - rows[0]["val_accuracy"])
   summary = (tmp_path / "summary.md").read_text()
   assert summary.rstrip().endswith(modern.ladder_table(rows).splitlines()[-1])
@@ -310,6 +316,25 @@ def test_each_rungs_gain_gets_the_projects_verdict():
   table = modern.ladder_table(rows)
   assert "| b | 0.7050 ± 0.0050 | +0.1950 [" in table and "| diverged |" in table
   assert table.splitlines()[-1].endswith("| inconclusive | (same run) |")
+
+
+def test_rungs_on_the_same_seeds_are_paired_and_holm_covers_the_ladder():
+  from experiments import modern
+
+  seeds = [0, 1, 2, 3]
+  base = [0.60, 0.70, 0.80, 0.65]  # the seeds differ by far more than the rungs
+  rows = modern.compare_rungs([
+      {"rung": "a", "val_accuracy_per_seed": base, "seeds": seeds, "seconds": 1.0},
+      {"rung": "b", "val_accuracy_per_seed": [x + d for x, d in zip(base, [.02, .02, .03, .02])],
+       "seeds": seeds, "seconds": 1.0},
+      {"rung": "c", "val_accuracy_per_seed": [0.62, 0.72, 0.83, 0.67], "seeds": [4, 5, 6, 7],
+       "seconds": 1.0}])
+  assert [r["test"] for r in rows] == [None, "paired", "welch"]  # c ran other seeds
+  assert rows[1]["verdict"] == "supported" and rows[2]["verdict"] == "inconclusive"
+  p_b = modern.verdict.paired_interval(rows[1]["val_accuracy_per_seed"], base)[2]
+  assert rows[1]["p_holm"] == pytest.approx(2 * p_b)  # the smaller of two p's, times 2
+  unpaired = modern.compare_rungs([{**r, "seeds": None} for r in rows[:2]])
+  assert unpaired[1]["test"] == "welch" and unpaired[1]["verdict"] == "inconclusive"
 
 
 @pytest.mark.parametrize("flags, field", [

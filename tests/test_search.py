@@ -264,6 +264,32 @@ def test_the_comparison_gives_every_method_the_same_budget():
     assert n == 1 or sc.halving_cost(n + 1, epochs, rung, eta) > budget
 
 
+def test_each_method_is_judged_against_grid_paired_by_search_seed_with_holm():
+  from dl101_jax import verdict
+  from experiments import search_compare as sc
+
+  acc = {"grid": [0.60, 0.70, 0.65], "halving": [0.61, 0.71, 0.66],  # +0.01 on every seed
+         "pbt": [0.70, 0.60, 0.66]}
+  rows = [{"method": m, "seed": s, "test_accuracy": a}
+          for m, accs in acc.items() for s, a in enumerate(accs)]
+  out = sc.versus_grid(rows[::-1])  # order of the rows does not matter: seeds pair them
+  assert [(c["method"], c["test"], c["n"]) for c in out] == [("pbt", "paired", [3, 3]),
+                                                             ("halving", "paired", [3, 3])]
+  halving = out[1]
+  assert halving["difference"] == pytest.approx(0.01)
+  assert halving["ci95"] == pytest.approx([0.01, 0.01])  # the same gain on every seed: exact
+  assert halving["verdict"] == "supported" and halving["p_holm"] == 0.0
+  low, high, p = verdict.paired_interval(acc["pbt"], acc["grid"])
+  assert out[0]["ci95"] == pytest.approx([low, high]) and out[0]["verdict"] == "inconclusive"
+  assert out[0]["p_holm"] == pytest.approx(p)  # Holm's second step: halving's 0 went first
+  table = sc.versus_table(out)
+  assert "| halving − grid | +0.0100 [+0.0100, +0.0100] | paired (0) | supported |" in table
+  # A seed whose search found no winner (nan) leaves the pairing; without grid, no rows.
+  rows[5]["test_accuracy"] = float("nan")  # halving, seed 2
+  assert [c["test"] for c in sc.versus_grid(rows)] == ["welch", "paired"]
+  assert sc.versus_grid([r for r in rows if r["method"] != "grid"]) == []
+
+
 def test_the_prior_is_log_uniform_for_the_learning_rate_and_uniform_for_the_rest():
   space = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.1, 0.5), weight_decay=(0.0, 0.1),
                     l2=(0.0, 0.002))

@@ -1,4 +1,6 @@
-"""The per-claim verdict: Welch's interval and the rule, on numbers known in advance."""
+"""The per-claim verdict: paired and Welch intervals, Holm's adjustment and the rule, on numbers
+known in advance; and the pairing's premise, that seed s of every variant starts from the same
+weights and sees the same batches."""
 
 import math
 
@@ -29,7 +31,7 @@ def _judge(a, b):
 
 
 def test_supported():
-  v = _judge([0.70, 0.71, 0.72], [0.60, 0.61, 0.62])
+  v = _judge([0.70, 0.71, 0.72], [0.60, 0.62, 0.61])
   assert v.verdict == "supported"
   assert v.difference == pytest.approx(0.10)
   assert 0 < v.low < 0.10 < v.high
@@ -128,11 +130,11 @@ def test_the_table_and_the_json_of_a_verdict():
   v = _judge([0.70, 0.71, 0.72], [0.60, 0.61, 0.62])
   lines = verdict.table([v, v]).split("\n")
   assert lines[:2] == [
-      "| claim | larger side (mean) | smaller side (mean) | difference [95% CI] | verdict |",
-      "|---|---|---|---|---|"]
+      "| claim | larger side (mean) | smaller side (mean) | difference [95% CI] | "
+      "test (Holm p) | verdict |", "|---|---|---|---|---|---|"]
   assert len(lines) == 4 and lines[2] == lines[3]
-  assert lines[2] == (f"| (x) a beats b | a val_accuracy 0.71 (n=3) | b val_accuracy 0.61 (n=3) "
-                      f"| 0.1 [{v.low:.4g}, {v.high:.4g}] | **supported** |")
+  assert lines[2] == ("| (x) a beats b | a val_accuracy 0.71 (n=3) | b val_accuracy 0.61 (n=3) "
+                      "| 0.1 [0.1, 0.1] | paired (0) | **supported** |")
   assert verdict._num(0.0) == "0" and verdict._num(1e-3) == "0.001"
   assert verdict._num(2.5e-4) == "2.50e-04" and verdict._num(-2.5e-4) == "-2.50e-04"
   assert verdict._num(math.nan) == "–"
@@ -141,12 +143,16 @@ def test_the_table_and_the_json_of_a_verdict():
                "larger": {"variant": "a", "metric": "val_accuracy"},
                "smaller": {"variant": "b", "metric": "val_accuracy"}, "samples": "seeds",
                "larger_mean": v.larger_mean, "smaller_mean": v.smaller_mean,
-               "difference": v.difference, "ci95": [v.low, v.high], "verdict": "supported",
-               "rule": verdict.RULE}
-  assert verdict.as_json(_judge([0.9], [0.1]))["ci95"] == [None, None]
+               "difference": v.difference, "ci95": [v.low, v.high], "test": "paired",
+               "p": 0.0, "p_holm": 0.0, "verdict": "supported", "rule": verdict.RULE}
+  j = verdict.as_json(_judge([0.9], [0.1]))
+  assert j["ci95"] == [None, None] and j["p_holm"] is None and j["verdict"] == "inconclusive"
   assert verdict.RULE.startswith("supported when the 95% confidence interval")
   assert verdict.RULE.endswith("inconclusive otherwise")
-  assert "excludes 0 in the claimed direction, contradicted when it excludes 0 in the other " in verdict.RULE
+  for part in ("excludes 0 in the claimed direction", "Holm-adjusted p-value", "below 0.05",
+               "paired t over the seeds' differences", "Welch's t otherwise",
+               "contradicted when the same holds in the other direction"):
+    assert part in verdict.RULE, part
 
 
 def test_claims_and_verdicts_are_frozen():
@@ -155,3 +161,133 @@ def test_claims_and_verdicts_are_frozen():
     with pytest.raises(AttributeError):
       setattr(obj, field, "changed")
   assert (CLAIM.samples, CLAIM.short) == ("seeds", "")
+
+
+def test_paired_interval_by_hand_and_where_pairing_decides():
+  a, b = [0.60, 0.70, 0.80, 0.65], [0.59, 0.69, 0.78, 0.64]
+  d = np.subtract(a, b)  # 0.01, 0.01, 0.02, 0.01: the seeds move both sides together
+  half = stats.t.ppf(0.975, 3) * np.std(d, ddof=1) / 2
+  low, high, p = verdict.paired_interval(a, b)
+  assert (low, high) == pytest.approx((0.0125 - half, 0.0125 + half))
+  assert p == pytest.approx(2 * stats.t.sf(0.0125 / (np.std(d, ddof=1) / 2), 3))
+  assert 0 < low and p < 0.05
+  # Unpaired, the seeds' spread (0.60 .. 0.80) swamps the 0.0125 difference.
+  wl, wh, wp = verdict.welch_test(a, b)
+  assert wl < 0 < wh and wp > 0.5
+  # judge pairs them by seed and says so; shuffling one side's seeds breaks the pairing.
+  v = _judge(a, b)
+  assert (v.test, v.verdict) == ("paired", "supported") and v.low == pytest.approx(low)
+  assert _judge(a, b[::-1]).verdict == "inconclusive"
+  # Every pair differing by the same amount is an exact difference, as no spread is for Welch.
+  assert verdict.paired_interval([1.0, 2.0], [0.5, 1.5]) == (0.5, 0.5, 0.0)
+  assert all(math.isnan(x) for x in verdict.paired_interval([1.0], [0.5]))
+  with pytest.raises(ValueError, match="equal lengths"):
+    verdict.paired_interval([1.0, 2.0], [1.0])
+
+
+def test_pairing_needs_the_same_seeds_on_both_sides():
+  def with_seed(v, first):
+    return {**v, "config": {"effective": {"seed": first}}}
+  a = with_seed(_variant("a", [0.6, 0.7, 0.8]), 0)
+  assert verdict.seeded(a, "val_accuracy") == {0: 0.6, 1: 0.7, 2: 0.8}
+  assert verdict.seeded(with_seed(a, 5), "val_accuracy") == {5: 0.6, 6: 0.7, 7: 0.8}
+  b = _variant("b", [0.5, 0.6, 0.7])
+  for other, test in ((with_seed(b, 0), "paired"), (with_seed(b, 1), "welch")):
+    v = verdict.judge(CLAIM, {"variants": [a, {**other, "name": "b"}]})
+    assert v.test == test
+  # Epochs of two programs are not matched samples: seconds per step is always Welch's.
+  t = verdict.seeded(_variant("a", [0.5, 0.6], seconds=[2.0, 6.0]), "seconds_per_step")
+  assert verdict.compare(t, t)[0] == "welch"
+
+
+def test_holm_by_hand():
+  # Sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, then max(0.06, 0.04).
+  assert verdict.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+  assert verdict.holm([0.2, math.nan, 0.01]) == pytest.approx([0.2, math.nan, 0.02],
+                                                               nan_ok=True)
+  assert verdict.holm([0.6, 0.7]) == [1.0, 1.0] and verdict.holm([]) == []
+
+
+def test_holm_turns_a_lone_support_inconclusive_in_a_family():
+  # Alone, a 3-seed paired difference with p ~ 0.02 is supported; judged with two claims
+  # that carry no evidence, Holm multiplies its p by 3 and it is no longer.
+  a, b = [0.70, 0.72, 0.71], [0.68, 0.69, 0.695]  # differences 0.02, 0.03, 0.015
+  alone = _judge(a, b)
+  assert alone.verdict == "supported" and 0.05 / 3 < alone.p < 0.05
+  results = {"variants": [_variant("a", a), _variant("b", b)]}
+  null = {"variants": [_variant("a", [0.5, 0.6, 0.7]), _variant("b", [0.6, 0.5, 0.7])]}
+  family = verdict.judge_all([(CLAIM, results), (CLAIM, null), (CLAIM, null)])
+  assert family[0].p == pytest.approx(alone.p)
+  assert family[0].p_holm == pytest.approx(3 * alone.p)
+  assert [v.verdict for v in family] == ["inconclusive"] * 3
+  # A decisive claim stays decisive among them: its p is far below 0.05 / 3.
+  strong = {"variants": [_variant("a", [0.70, 0.80, 0.90]), _variant("b", [0.60, 0.71, 0.80])]}
+  assert verdict.judge_all([(CLAIM, strong), (CLAIM, null)])[0].verdict == "supported"
+
+
+@pytest.mark.parametrize("experiment", ["layers", "dropout", "regularization", "batch_size",
+                                        "learning_rate"])
+def test_seed_s_of_every_variant_starts_alike_and_sees_the_same_batches(experiment):
+  # The premise of the paired verdicts: a member's initial weights and its epoch's order are
+  # drawn from its seed alone, so variants differ only in what they vary.
+  import dataclasses
+  import importlib
+
+  import jax
+
+  from dl101_jax.core import train
+  from dl101_jax.host import chunks, data, experiment as exp, group, parallel
+
+  mod = importlib.import_module(f"experiments.{experiment}")
+  config = dataclasses.replace(mod.CONFIG, dataset="digits", seeds=2, epochs=1)
+  ds = data.load_digits()
+  rt = parallel.runtime(config)
+  norm = data.Normalizer.fit(ds.x_train, config.norm)
+  # digits has 1437 training images: batch_2000 runs there at 1437 (what it varies is kept)
+  variants = {n: {**v, "batch_size": min(v["batch_size"], ds.train_size)} if "batch_size" in v
+              else v for n, v in mod.VARIANTS.items()}
+  members = exp.make_members(exp.select_variants(config, variants))
+  weights, orders = {}, {}
+  for g in exp.make_groups(members):
+    gp = group.GroupProgram.build(g, ds, rt, data=group.device_data(ds, norm, rt))
+    states = gp.init(list(range(len(g))))
+    keys = chunks.ChunkRunner(gp, rt, None, "g", None).keys  # what the program is given
+    for i, m in enumerate(g):
+      params = jax.tree.map(lambda x: np.asarray(x[i]), states.params)
+      weights.setdefault((m.config.net, m.config.seed), []).append((m.variant, params))
+      for epoch in (0, 1):
+        order = np.asarray(train.epoch_order(keys[i], epoch, ds.train_size))
+        orders.setdefault((m.config.seed, epoch), []).append((m.variant, order))
+  nets = {m.config.net for m in members}
+  assert len(weights) == 2 * len(nets) and len(orders) == 4
+  for (net, seed), same in weights.items():
+    for name, params in same[1:]:
+      for x, y in zip(jax.tree.leaves(same[0][1]), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=f"{name} vs {same[0][0]}, seed {seed}")
+  for (seed, epoch), same in orders.items():
+    assert len(same) == len(mod.VARIANTS)
+    for name, order in same[1:]:
+      np.testing.assert_array_equal(order, same[0][1], err_msg=f"{name}, seed {seed}")
+  # ... and a new draw for another seed or another epoch.
+  assert not np.array_equal(orders[(0, 0)][0][1], orders[(1, 0)][0][1])
+  assert not np.array_equal(orders[(0, 0)][0][1], orders[(0, 1)][0][1])
+
+
+def test_holm_keeps_a_familys_false_verdicts_at_five_percent_where_no_difference_exists():
+  # 2000 reports of 5 claims, 3 paired seeds each, every true difference 0 (a shared seed
+  # effect plus noise). Without Holm, a report would carry a false verdict about 23% of the
+  # time (1 - 0.95**5); with it, at most 5%. The bound 0.05 + 4 standard errors fails a
+  # correct rule with probability about 3e-5.
+  rng = np.random.default_rng(0)
+  n, any_false, any_raw = 2000, 0, 0
+  for _ in range(n):
+    seed_effect = rng.normal(0.0, 0.05, size=(5, 1, 3))
+    a_b = seed_effect + rng.normal(0.0, 0.01, size=(5, 2, 3))
+    tests = [verdict.paired_interval(list(x), list(y)) for x, y in a_b]
+    ps = [t[2] for t in tests]
+    any_raw += any(p < 0.05 for p in ps)
+    any_false += any(verdict.decide(lo, hi, ph) != "inconclusive"
+                     for (lo, hi, _), ph in zip(tests, verdict.holm(ps)))
+  se = math.sqrt(0.05 * 0.95 / n)
+  assert any_false / n <= 0.05 + 4 * se
+  assert any_raw / n > 0.15  # the family-wise error that Holm removes
