@@ -9,7 +9,8 @@ from dl101_jax.host import cli
 from dl101_jax.host import data as data_lib
 from dl101_jax.config import Config, ConfigError
 from experiments import __main__ as suite
-from experiments import batch_size, dropout, layers, learning_rate, regularization, start_here, sweep
+from experiments import (batch_size, dropout, layers, learning_rate, lr_find, regularization,
+                         start_here, sweep)
 from helpers import run_module
 
 
@@ -144,6 +145,7 @@ VARIED = [
     (regularization, ["--l2", "0.01"], "--l2", "l2=0.001"),
     (layers, ["--net", "fc10"], "--net", "one_layer_set="),
     (sweep, ["--learning-rate", "0.05"], "--learning-rate", "--learning-rates"),
+    (lr_find, ["--learning-rate", "0.05"], "--learning-rate", "--lr-range"),
 ]
 
 

@@ -107,6 +107,38 @@ def sweep(points: list[dict], axes_names: list[str], path: str) -> None:
   plt.close(fig)
 
 
+def lr_find(block: dict, path: str) -> None:
+  """Validation loss against the learning rate (log axis), seeds as dots, diverged rates as
+  crosses at the top, the suggested rate marked."""
+  import numpy as np
+
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  rates, losses = block["rates"], block["val_loss"]
+  kept = [(r, v) for r, v in zip(rates, losses) if v is not None]
+  if kept:
+    ax.plot(*zip(*kept), marker="o", label=f"mean over {block['seeds']} seed(s)")
+  for r, seeds in zip(rates, block["val_loss_per_seed"]):
+    ax.scatter([r] * len(seeds), [s if s is not None else np.nan for s in seeds], s=12,
+               color="gray", alpha=0.6)
+  top = max((v for _, v in kept), default=1.0)
+  gone = [r for r, v in zip(rates, losses) if v is None]
+  if gone:
+    ax.scatter(gone, [top] * len(gone), marker="x", color="red", label="diverged")
+  if block["suggested"] is not None:
+    ax.axvline(block["suggested"], color="green", ls="--",
+               label=f"suggested {block['suggested']:.3g}")
+  ax.set_xscale("log")
+  ax.set_xlabel("learning rate")
+  ax.set_ylabel(f"validation loss after {block['epochs']} epoch(s)")
+  ax.set_title("Learning-rate finder: one short run per rate, all in one program")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)
+
+
 def confusion(errors: dict, path: str) -> None:
   """The best variant's confusion matrix, row-normalized, class names on both axes."""
   plt = _plt()
