@@ -1,6 +1,7 @@
 """A search's host side: the population step `fit` runs between chunks, and its record.
 
-`PopulationStep` is a `fit(between_chunks=...)` hook. After each chunk it records
+`PopulationStep` is a `fit(between_chunks=...)` hook (and `ReplayStep`, which replays a
+PBT winner's schedule, another). After each chunk it records
 the hyperparameters every member trained with; on a decision epoch it
   * halving: keeps the top ⌈M/η⌉ members by validation accuracy and drops the
     rest from the program (the next chunk compiles for fewer members);
@@ -18,6 +19,7 @@ import dataclasses
 import typing
 from typing import Any, Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -82,6 +84,34 @@ class PopulationStep:
                                   "donor_val_accuracy": float(score_M[source_M[j]])})
         rec["current"][i] = {k: float(hp_M[k][j]) for k in pop.HPARAMS}
     return states
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayStep:
+  """A `fit(between_chunks=...)` hook for `experiments.search --replay`: after epoch e it
+  sets every member's hyperparameters to those `schedule` gives epoch e + 1 (a PBT winner's
+  schedule, traced through the weights it inherited: `ancestry`), and records what the
+  states trained epoch e with, read back from the device. The record is checkpoint
+  metadata (`Progress.population`), so a resumed replay keeps it."""
+
+  schedule: tuple[dict, ...]  # epochs 1..E: {"epoch": e, <pop.HPARAMS>}
+
+  def __call__(self, states: Any, progress: Progress) -> Any:
+    rec = progress.population = progress.population or {"used": []}
+    used = to_host(pop.get_hparams(states))
+    e = progress.epoch
+    if not rec["used"] or rec["used"][-1]["epoch"] < e:
+      rec["used"].append({"epoch": e, **{k: float(np.asarray(used[k])[0])
+                                         for k in pop.HPARAMS}})
+    if e >= len(self.schedule):
+      return states
+    m = len(progress.alive)
+    nxt = self.schedule[e]
+    # Jitted, as pbt_step is: the states keep their placement on the device(s).
+    return _set_hparams(states, {k: jnp.full((m,), nxt[k], jnp.float32) for k in pop.HPARAMS})
+
+
+_set_hparams = jax.jit(pop.set_hparams)
 
 
 def record_hparams(rec: dict, progress: Progress) -> None:

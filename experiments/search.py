@@ -4,6 +4,7 @@ halving and population-based training, each with the whole population in ONE com
     python -m experiments.search --dataset digits --epochs 6 --members 8 --method pbt
     python -m experiments.search --data-dir DATA_DIR --method halving --members 16 --epochs 10
     python -m experiments.search --data-dir DATA_DIR --method pbt --members 32 --epochs 30  # a GPU
+    python -m experiments.search --replay runs/search/results.json  # the winner's schedule alone
 
 The space: learning rate (log-uniform in --lr-range), dropout, weight decay (AdamW's
 decoupled one by default) and TFLearn's L2 (uniform in their ranges; 'lo,hi', lo == hi fixes
@@ -27,6 +28,7 @@ the search resumes from its checkpoint and ends bit-identical (tested).
 """
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -36,7 +38,8 @@ from dl101_jax.core import population as pop
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.host.experiment import (Results, changed_fields, held_out_validation, refuse,
                                   run_experiment)
-from dl101_jax.tuning import METHODS, Method, PopulationStep, ancestry, member_epochs, winner
+from dl101_jax.tuning import (METHODS, Method, PopulationStep, ReplayStep, ancestry, member_epochs,
+                              winner)
 
 SAMPLED = ("learning_rate", "dropout", "weight_decay", "l2")  # their Config fields
 METHOD_FLAGS = {"eta": "halving", "rung_epochs": "halving", "pbt_every": "pbt",
@@ -78,6 +81,11 @@ class SearchConfig(Config):
   """PBT: the bottom fraction copies from the top fraction (at most half)."""
   resample_probability: float = 0.25
   """PBT explore: chance to resample a hyperparameter instead of perturbing it x0.8/x1.2."""
+  replay: str = ""
+  """A search's results.json: retrain its winner's hyperparameter schedule (per epoch, through
+  the weights it inherited) as one plain run from scratch, beside the winner (in
+  <its folder>/replay unless --workdir); other settings come from that file (--seed: start
+  from another seed)."""
 
   def __post_init__(self):
     super().__post_init__()
@@ -197,7 +205,69 @@ def draw(config: SearchConfig):
   return pictures
 
 
+def _recorded(path: str) -> tuple[dict, dict]:
+  """(the search's config, its winner) from a search's results.json; one line if not."""
+  try:
+    with open(path) as f:
+      d = json.load(f)
+    winner, recorded = d["search"]["winner"], d["config"]
+  except OSError as e:
+    raise ConfigError("replay", f"cannot read {path}: {e.strerror}") from None
+  except (ValueError, KeyError, TypeError):
+    raise ConfigError("replay", f"{path} is not the results.json of experiments.search") \
+        from None
+  if not winner or not winner.get("schedule"):
+    raise ConfigError("replay", f"{path}: that search has no winner to replay")
+  return recorded, winner
+
+
+def replay(config: SearchConfig) -> Results:
+  """--replay: the winner's schedule alone, as one plain run. Every member of a search shares
+  its seed (initial weights, batches, dropout draws), so on the search's seed the schedule
+  retraces the winner's line, up to the float rounding of a program of one member instead
+  of M: weights PBT copied are weights this run computes itself. With --seed, the same
+  schedule from another start: does it carry over?"""
+  given = changed_fields(config, CONFIG)
+  why = ("--replay takes every setting from RESULTS_JSON; only --seed, --workdir, --data-dir "
+         "and --restart may be given")
+  refuse(given - {"replay", "workdir", "data_dir", "restart", "seed"},
+         {f.name: why for f in dataclasses.fields(SearchConfig)})
+  recorded, winner = _recorded(config.replay)
+  schedule = tuple(winner["schedule"])
+  first = {k: schedule[0][k] for k in SAMPLED}
+  if first["dropout"] == 0 and any(e["dropout"] > 0 for e in schedule):
+    raise ConfigError("replay", "the schedule starts without dropout and adds it later: the "
+                      "network would be built without dropout layers")
+  fields = {f.name for f in dataclasses.fields(Config)}
+  base = Config(**{**{k: v for k, v in recorded.items() if k in fields}, **first,
+                   "name": "replay", "seeds": 1, "restart": config.restart,
+                   "seed": config.seed if "seed" in given else recorded["seed"],
+                   "data_dir": config.data_dir or recorded["data_dir"],
+                   "workdir": config.workdir or os.path.join(
+                       os.path.dirname(os.path.abspath(config.replay)), "replay")})
+
+  def extra(results: Results) -> dict:
+    (g,) = results.groups
+    v = results.json["variants"][0]
+    test = results.test_accuracy("replay")
+    return {"replay": {"of": os.path.abspath(config.replay), "winner": winner,
+                       "schedule": list(schedule), "used": g.progress.population["used"],
+                       "val_accuracy": v["final"]["val_accuracy"],
+                       "test_accuracy": test[0] if test else None}}
+
+  results = run_experiment(base, {"replay": {}}, plot=False, extra=extra,
+                           between_chunks=ReplayStep(schedule), decide_every=1)
+  r = results.json["replay"]
+  if results.is_primary:
+    print(f"\nReplay of {winner['name']}'s schedule from scratch: val acc "
+          f"{r['val_accuracy']:.4f} (the winner: {winner['val_accuracy']:.4f}), test acc "
+          f"{r['test_accuracy']:.4f} (the winner: {winner['test_accuracy']:.4f})")
+  return results
+
+
 def run(config: SearchConfig = CONFIG) -> Results:
+  if config.replay:
+    return replay(config)
   refuse(changed_fields(config, CONFIG), REFUSED)
   config = held_out_validation(config)  # every decision is made there, never on the test split
   members = population(config)

@@ -153,6 +153,52 @@ def test_one_member_without_exploit_equals_a_plain_run(tmp_path):
   assert got.json["search"]["winner"]["name"] == name
 
 
+def test_a_pbt_winners_schedule_replayed_retraces_its_line_and_carries_to_another_seed(
+    tmp_path, capsys):
+  from dl101_jax.host import cli
+  from experiments import search
+
+  cfg = dataclasses.replace(search.CONFIG, dataset="digits", train_size=600,
+                            net="conv16-pool-fc64", epochs=3, batch_size=64, members=4,
+                            method="pbt", pbt_every=1, pbt_fraction=0.5, checkpoint_every=0,
+                            workdir=str(tmp_path / "search"))
+  found = search.run(cfg).json
+  schedule = found["search"]["winner"]["schedule"]
+  assert len({step["member"] for step in schedule}) > 1  # the winner carries copied weights
+  path = str(tmp_path / "search" / "results.json")
+  rep = search.run(dataclasses.replace(search.CONFIG, replay=path)).json
+  assert rep["replay"]["schedule"] == schedule and len(rep["variants"]) == 1
+  # The states trained each epoch with the schedule's values, read back from the device.
+  used = rep["replay"]["used"]
+  assert [u["epoch"] for u in used] == [1, 2, 3]
+  for u, want in zip(used, schedule):
+    assert {k: u[k] for k in pop.HPARAMS} == pytest.approx({k: want[k] for k in pop.HPARAMS})
+  # All members share the seed, so epoch e of the replay is epoch e of the member whose
+  # weights the winner carries then: up to the rounding of one member's program instead of 4.
+  by_index = [v["per_seed"][0] for v in found["variants"]]
+  mine = rep["variants"][0]["per_seed"][0]
+  for e, step in enumerate(schedule):
+    line = by_index[step["member"]]
+    assert mine["val_loss"][e] == pytest.approx(line["val_loss"][e], rel=1e-4), e
+  assert rep["replay"]["val_accuracy"] == pytest.approx(
+      found["search"]["winner"]["val_accuracy"], abs=1 / 60 + 1e-6)  # at most one of 60 flips
+  # Another seed: the same schedule from another start, a different run.
+  other = search.run(dataclasses.replace(search.CONFIG, replay=path, seed=5,
+                                         workdir=str(tmp_path / "seed5"))).json
+  assert other["replay"]["used"] == used
+  assert other["variants"][0]["per_seed"][0]["val_loss"] != mine["val_loss"]
+  # What --replay cannot take, in one line each.
+  for flags, message in (
+      (["--epochs", "5"], "--epochs: --replay takes every setting from RESULTS_JSON"),
+      (["--replay", str(tmp_path / "nope.json")], "--replay: cannot read"),
+      (["--replay", str(tmp_path / "seed5" / "results.json")],
+       "is not the results.json of experiments.search")):
+    with pytest.raises(SystemExit) as e:
+      cli.main(search.run, search.CONFIG, ["--replay", path, *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
 def test_halving_drops_members_and_spends_less(tmp_path):
   from experiments import search
 
