@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dl101_jax.core import member_state, train
@@ -259,3 +260,30 @@ def test_bf16_computes_in_bf16_keeps_params_f32():
   assert np.isfinite(float(m["loss"]))
   jaxpr = str(jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(s0.params, jnp.ones((2, 6, 6, 3))))
   assert "bf16" in jaxpr
+
+
+class _BatchNormProbe(nn.Module):
+  """BatchNorm straight on the inputs, so its batch statistics are the inputs' own."""
+
+  @nn.compact
+  def __call__(self, x, train=False, dropout_rate=0.0):
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+    return nn.Dense(3, name="head")(x.reshape(x.shape[0], -1))
+
+
+def test_batchnorm_running_averages_follow_every_step():
+  # Step t: mean <- 0.9 mean + 0.1 batch mean, var <- 0.9 var + 0.1 batch var (biased), from
+  # the state's running averages, not from a fresh start (which would match at step 1 only).
+  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  state = member_state.init_state(_BatchNormProbe(), make_optimizer("sgd"),
+                                  jnp.zeros((1, 4, 4, 2)), hp)
+  mean, var = np.zeros(2), np.ones(2)
+  for t in range(3):
+    b = batch((4, 4, 2), 6, t)
+    b["x"] = b["x"] * (t + 1.0) + 2.0 * t  # each step's statistics differ
+    state, _ = JSTEP(state, b, KEY)
+    x = np.asarray(b["x"], np.float64).reshape(-1, 2)
+    mean, var = 0.9 * mean + 0.1 * x.mean(0), 0.9 * var + 0.1 * x.var(0)
+    stats = state.batch_stats["BatchNorm_0"]
+    np.testing.assert_allclose(stats["mean"], mean, rtol=1e-5, err_msg=f"step {t}")
+    np.testing.assert_allclose(stats["var"], var, rtol=1e-5, err_msg=f"step {t}")

@@ -21,7 +21,8 @@ carries PREV's kills: sound while each module's source is PREV's (checked; mutmu
 module's mutants in the order of its `list_mutations`, so PREV's ids name the same mutants,
 and each rebuilt mutant's diff is checked against PREV's) and the selections only grew.
 PREV's modules outside --only are carried unchanged, and the output is rewritten as each
-module ends, so a long rejudge can be split across sittings:
+module ends, so a long rejudge can be split across sittings. A module whose source changed
+since PREV is judged in full:
 
     python tools/mutation.py --rejudge docs/results/mutation.json --only dl101_jax/core/train.py --out r1.json
     python tools/mutation.py --rejudge r1.json --only dl101_jax/core/augment.py --out r2.json
@@ -86,10 +87,10 @@ TESTS = {
 STATUSES = ("killed", "survived", "timeout", "suspicious", "skipped", "untested")
 
 
-def count_mutants(path: str) -> int:
+def count_mutants(path: str, root: str = ROOT) -> int:
   from mutmut import Context, list_mutations
 
-  with open(os.path.join(ROOT, path)) as f:
+  with open(os.path.join(root, path)) as f:
     return len(list_mutations(Context(source=f.read(), filename=path)))
 
 
@@ -228,7 +229,7 @@ def run_module(path: str, scratch: str, rev: str) -> dict:
   with open(copy + ".log", "w") as log:
     mutmut(copy, "run", "--paths-to-mutate", path, "--tests-dir", "tests",
            "--runner", runner(path), "--no-progress", stdout=log, stderr=subprocess.STDOUT)
-  return {"module": path, "commit": rev, "mutants": count_mutants(path), "tests": TESTS[path],
+  return {"module": path, "commit": rev, "mutants": count_mutants(path, copy), "tests": TESTS[path],
           "seconds": round(time.time() - t0), **collect(copy)}
 
 
@@ -240,7 +241,9 @@ def rejudge_module(prev: dict, scratch: str, rev: str) -> dict:
 
   path, prev_rev = prev["module"], prev["commit"]  # a carried module keeps its own commit
   if subprocess.run(["git", "diff", "--quiet", prev_rev, rev, "--", path], cwd=ROOT).returncode:
-    raise SystemExit(f"--rejudge: {path} changed since {prev_rev[:8]}; run it in full")
+    # PREV's ids name other mutants now: every mutant of the new source is judged.
+    print(f"{path} changed since {prev_rev[:8]}: all its mutants are judged", flush=True)
+    return run_module(path, scratch, rev)
   copy = os.path.join(scratch, path.replace("/", "_").removesuffix(".py"))
   copy_tree(copy, rev)
   t0 = time.time()
