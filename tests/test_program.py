@@ -141,6 +141,9 @@ def test_alternating_flips_mirror_exactly_the_images_the_epoch_says(epoch):
 
 def test_alternating_flips_switch_every_epoch_and_repeat_every_two():
   f = [np.asarray(train.alternating_flips(KEY, 64, jnp.int32(e))) for e in range(4)]
+  # airbench's: epoch 0 flips the run's own random half; odd epochs mirror all of them.
+  own = jax.random.bernoulli(jax.random.fold_in(KEY, member_state.FLIP), 0.5, (64,))
+  assert np.array_equal(f[0], np.asarray(own))
   assert np.array_equal(f[0], ~f[1]) and np.array_equal(f[0], f[2])
   assert np.array_equal(f[1], f[3])
   assert 16 < f[0].sum() < 48  # a random half, not all or none
@@ -265,7 +268,9 @@ def _states(seeds):
   return member_state.init_states(model, make_optimizer("sgd"), jnp.zeros((1, H, W, C)), hp)
 
 
-@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+# (3, 7), not (0, 1): PRNGKey(0), PRNGKey(1) stack to a symmetric 2x2 array, which hides a
+# member axis read as the key's other axis.
+@pytest.mark.parametrize("seeds", [(0,), (3, 7)])
 def test_run_epochs_is_its_epochs_one_after_another_for_each_member(seeds):
   data = _data(n=8, targets="classes")
   prog = train.Program(loss="xent", batch_size=3, eval_batch_size=4)
@@ -286,16 +291,17 @@ def test_run_epochs_is_its_epochs_one_after_another_for_each_member(seeds):
       np.testing.assert_allclose(v[i], u, rtol=2e-5, atol=1e-6)
 
 
-def test_progress_ticks_once_per_period_per_epoch_not_per_member():
+@pytest.mark.parametrize("every, steps", [(2, [2, 4]), (3, [3])])  # of 5 steps an epoch
+def test_progress_ticks_once_per_period_per_epoch_not_per_member(every, steps):
   data = _data(n=10, targets="classes")
   ticks = []
-  prog = train.Program(loss="xent", batch_size=2, eval_batch_size=5, progress_every=2,
+  prog = train.Program(loss="xent", batch_size=2, eval_batch_size=5, progress_every=every,
                        on_progress=lambda e, s: ticks.append((int(e), int(s))))
   out = train.compile_run_epochs(prog)(_states((0, 1)), member_state.member_keys([0, 1]),
                                        jnp.int32(0), data, n_epochs=2)
   jax.block_until_ready(out)
   jax.effects_barrier()
-  assert ticks == [(0, 2), (0, 4), (1, 2), (1, 4)]  # 5 steps an epoch
+  assert ticks == [(e, s) for e in (0, 1) for s in steps]
 
 
 def test_the_compiled_program_donates_the_states_not_the_keys():
