@@ -20,7 +20,7 @@ from dl101_jax.config import Config
 from dl101_jax.host.experiment import refuse, varied_fields
 from dl101_jax.host.files import write_text
 from experiments import batch_size, dropout, layers, learning_rate, regularization
-from experiments.claims import CLAIMS
+from experiments.claims import family
 
 EXPERIMENTS = (layers, dropout, regularization, batch_size, learning_rate)
 # What `python -m experiments` parses: the shared recipe. Per-experiment fields
@@ -69,13 +69,7 @@ def run(config: Config = CONFIG, given: set[str] | None = None) -> dict:
 def verdicts(results: dict[str, dict]) -> list:
   """A verdict for each claim whose experiment and variants are in `results`, judged as one
   family (Holm)."""
-  family = []
-  for claim in CLAIMS:
-    r = results.get(claim.experiment)
-    names = {v["name"] for v in r["variants"]} if r else set()
-    if {claim.larger.variant, claim.smaller.variant} <= names:
-      family.append((claim, r))
-  return verdict.judge_all(family)  # Holm over every claim the report judges
+  return verdict.judge_all(family(results))  # Holm over every claim the report judges
 
 
 def report_md(results: dict[str, dict]) -> str:

@@ -18,6 +18,7 @@ from dl101_jax.host import cli
 from dl101_jax.config import TRAIN_SIZES, Config
 from dl101_jax.host.experiment import (Results, changed_fields, per_variant_refusals, refuse,
                                   run_experiment)
+from experiments.claims import judged
 
 CONFIG = Config(name="batch_size", dataset="cifar10",
                 net="conv32-pool-conv64-conv64-pool-fc512", dropout=0.5)
@@ -36,7 +37,8 @@ def run(config: Config = CONFIG) -> Results:
     variants[renamed[k]] = {"batch_size": b}
   if config.variant_names:
     config = config.replace(variants=",".join(renamed.get(v, v) for v in config.variant_names))
-  return run_experiment(config, variants)
+  renamed = {k: v for k, v in renamed.items() if k != v}
+  return run_experiment(config, variants, extra=judged("batch_size", renamed))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ Sources: the tutorial's blog post and its notebooks (emilwallner/Deep-Learning-1
 Each claim names two (variant, metric) sides of one experiment; `larger` is the
 side the tutorial says comes out higher. Final-epoch values, one per seed, except
 seconds_per_step (one per epoch: a group's seeds share one program's clock).
-`dl101_jax.verdict` turns each into supported / contradicted / inconclusive.
+`dl101_jax.verdict` turns each into supported / contradicted / inconclusive: each
+experiment judges its own claims as it ends (`judged`), and `python -m experiments`
+judges all of them together in REPORT.md.
 """
 
+import dataclasses
+
+from dl101_jax import verdict
 from dl101_jax.verdict import Claim, Side
 
 CLAIMS = (
@@ -38,3 +43,48 @@ CLAIMS = (
           Side("lr_1e-3", "val_accuracy"), Side("lr_1e-4", "val_accuracy"),
           short="lr 1e-4 learns slowly"),
 )
+
+
+def as_run(claim: Claim, renamed: dict[str, str]) -> Claim:
+  """The claim with its sides named as the variants ran (batch_2000 runs as batch_1437 on
+  digits' 1437 training images)."""
+  side = lambda s: dataclasses.replace(s, variant=renamed.get(s.variant, s.variant))  # noqa: E731
+  return dataclasses.replace(claim, larger=side(claim.larger), smaller=side(claim.smaller))
+
+
+def family(results: dict[str, dict]) -> list[tuple[Claim, dict]]:
+  """Every claim whose experiment is in `results` (name -> results.json), named as it ran."""
+  out = []
+  for claim in CLAIMS:
+    r = results.get(claim.experiment)
+    if r:
+      c = as_run(claim, r.get("claims", {}).get("renamed", {}))
+      if {c.larger.variant, c.smaller.variant} <= {v["name"] for v in r["variants"]}:
+        out.append((c, r))
+  return out
+
+
+def table_md(verdicts: list, scope: str) -> str:
+  """The verdicts' table under the rule, and what to do when one seed leaves them open."""
+  out = [f"The tutorial's claims, judged {scope}. Rule: {verdict.RULE}.", "",
+         verdict.table(verdicts)]
+  if any(min(v.n_larger, v.n_smaller) < 2 for v in verdicts):
+    out += ["", "One sample per side gives no interval and so no verdict either way: run with "
+                "--seeds 3 or more (3b's samples are epochs: --epochs 3 or more)."]
+  return "\n".join(out)
+
+
+def judged(experiment: str, renamed: dict[str, str] | None = None):
+  """run_experiment's `extra`: this experiment's claims judged on its run, as one family
+  (results.json's "claims"; summary.md and the console end with its table). `renamed`:
+  variants that ran under another name."""
+
+  def extra(results) -> dict:
+    vs = verdict.judge_all(family({experiment: {**results.json,
+                                                "claims": {"renamed": renamed or {}}}}))
+    scope = ("on this run, as one family (python -m experiments judges all of the tutorial's "
+             "claims together)")
+    return {"claims": {"verdicts": [verdict.as_json(v) for v in vs],
+                       "table": table_md(vs, scope), "renamed": renamed or {}}}
+
+  return extra

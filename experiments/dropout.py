@@ -22,6 +22,7 @@ models; digits, 2 epochs: seconds. Results: docs/results/dropout.*.
 from dl101_jax.host import cli
 from dl101_jax.config import Config
 from dl101_jax.host.experiment import Results, run_experiment
+from experiments.claims import judged
 
 CONFIG = Config(name="dropout", dataset="cifar10", net="conv32-pool-conv64-conv64-pool-fc512")
 VARIANTS = {"dropout": {"dropout": 0.5}, "no_dropout": {"dropout": 0.0}}
@@ -30,7 +31,7 @@ OPT_IN = {"as_published": {"net": "conv32-pool-conv64-conv64-fc512", "dropout": 
 
 
 def run(config: Config = CONFIG) -> Results:
-  return run_experiment(config, VARIANTS, opt_in=OPT_IN, default=CONFIG)
+  return run_experiment(config, VARIANTS, opt_in=OPT_IN, default=CONFIG, extra=judged("dropout"))
 
 
 if __name__ == "__main__":

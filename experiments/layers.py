@@ -15,6 +15,7 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~26 min of training; di
 from dl101_jax.host import cli
 from dl101_jax.config import Config
 from dl101_jax.host.experiment import Results, run_experiment
+from experiments.claims import judged
 
 CONFIG = Config(name="layers", dataset="cifar10", net="conv32-pool-fc512")
 VARIANTS = {
@@ -24,7 +25,7 @@ VARIANTS = {
 
 
 def run(config: Config = CONFIG) -> Results:
-  return run_experiment(config, VARIANTS, default=CONFIG)
+  return run_experiment(config, VARIANTS, default=CONFIG, extra=judged("layers"))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~57 min of training for
 from dl101_jax.host import cli
 from dl101_jax.config import Config
 from dl101_jax.host.experiment import Results, run_experiment
+from experiments.claims import judged
 
 CONFIG = Config(name="learning_rate", dataset="cifar10",
                 net="conv32-pool-conv64-conv64-pool-fc512", dropout=0.5)
@@ -25,7 +26,7 @@ VARIANTS = {"lr_1e-4": {"learning_rate": 1e-4}, "lr_1e-3": {"learning_rate": 1e-
 
 
 def run(config: Config = CONFIG) -> Results:
-  return run_experiment(config, VARIANTS, default=CONFIG)
+  return run_experiment(config, VARIANTS, default=CONFIG, extra=judged("learning_rate"))
 
 
 if __name__ == "__main__":

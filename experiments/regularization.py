@@ -21,6 +21,7 @@ Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~64 min of training for
 from dl101_jax.host import cli
 from dl101_jax.config import Config
 from dl101_jax.host.experiment import Results, run_experiment
+from experiments.claims import judged
 
 CONFIG = Config(name="regularization", dataset="cifar10",
                 net="conv32-pool-conv64-conv64-pool-fc512")
@@ -32,7 +33,7 @@ VARIANTS = {
 
 
 def run(config: Config = CONFIG) -> Results:
-  return run_experiment(config, VARIANTS, default=CONFIG)
+  return run_experiment(config, VARIANTS, default=CONFIG, extra=judged("regularization"))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,20 @@ def test_experiment_outputs(all_experiments, name):
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
   summary = open(wd / name / "summary.md").read()
   assert "| variant | train acc | val acc (mean ± std) |" in summary
+  # Each experiment judges its own claims as it ends, under the rule, and says why one seed
+  # decides nothing; batch_2000's claims are judged on the batch it ran as (1437).
+  from experiments.claims import CLAIMS
+
+  ids = [c.id for c in CLAIMS if c.experiment == name]
+  assert [v["id"] for v in res["claims"]["verdicts"]] == ids
+  assert all(v["verdict"] == "inconclusive" for v in res["claims"]["verdicts"])
+  assert summary.rstrip().endswith(res["claims"]["table"].rstrip())
+  assert "run with --seeds 3 or more" in summary and "Rule: supported when" in summary
+  for i in ids:
+    assert f"| ({i}) " in summary
+  if name == "batch_size":
+    assert res["claims"]["renamed"] == {"batch_2000": "batch_1437"}
+    assert "batch_1437 steps_per_epoch 1 (n=1)" in summary
 
 
 def test_report_links_every_picture(all_experiments):
@@ -77,8 +91,9 @@ def test_report_links_every_picture(all_experiments):
     assert f"| Adam:{name} | epoch: 001 |" in r.stdout, name
   assert "| Adam | epoch:" not in r.stdout
   assert "Rule: supported when the 95% confidence interval" in report
-  # With one seed no interval can be estimated: every claim is inconclusive, none is dropped.
-  assert report.count("| **inconclusive** |") == 7  # all but 3a/3b (no batch_2000 on digits)
+  # With one seed no interval can be estimated: every claim is inconclusive, none is dropped
+  # (3a and 3b are judged on batch_1437, what batch_2000 ran as on digits).
+  assert report.count("| **inconclusive** |") == 9 and "batch_1437 seconds_per_step" in report
 
 
 def test_batch_size_plots_steps_and_seconds(all_experiments):

@@ -225,6 +225,9 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
     per_class = evaluation.per_class_table(results.json["variants"], errors["classes"])
     table += ("\n\nPer-class validation accuracy (final model of each seed"
               f"{', mean ± std' if config.seeds > 1 else ''}):\n\n{per_class}")
+  claims = results.json.get("claims")  # an experiment's own claims, judged (experiments/)
+  if claims:
+    table += "\n\n" + claims["table"]
   files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
   drawn = []
   if plot:
