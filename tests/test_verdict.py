@@ -235,7 +235,6 @@ def test_seed_s_of_every_variant_starts_alike_and_sees_the_same_batches(experime
 
   import jax
 
-  from dl101_jax.core import train
   from dl101_jax.host import chunks, data, experiment as exp, group, parallel
 
   mod = importlib.import_module(f"experiments.{experiment}")
@@ -247,30 +246,28 @@ def test_seed_s_of_every_variant_starts_alike_and_sees_the_same_batches(experime
   variants = {n: {**v, "batch_size": min(v["batch_size"], ds.train_size)} if "batch_size" in v
               else v for n, v in mod.VARIANTS.items()}
   members = exp.make_members(exp.select_variants(config, variants))
-  weights, orders = {}, {}
+  weights, keys = {}, {}
   for g in exp.make_groups(members):
     gp = group.GroupProgram.build(g, ds, rt, data=group.device_data(ds, norm, rt))
     states = gp.init(list(range(len(g))))
-    keys = chunks.ChunkRunner(gp, rt, None, "g", None).keys  # what the program is given
+    given = chunks.ChunkRunner(gp, rt, None, "g", None).keys  # what the program is handed
     for i, m in enumerate(g):
       params = jax.tree.map(lambda x: np.asarray(x[i]), states.params)
       weights.setdefault((m.config.net, m.config.seed), []).append((m.variant, params))
-      for epoch in (0, 1):
-        order = np.asarray(train.epoch_order(keys[i], epoch, ds.train_size))
-        orders.setdefault((m.config.seed, epoch), []).append((m.variant, order))
+      keys.setdefault(m.config.seed, []).append((m.variant, np.asarray(given[i])))
   nets = {m.config.net for m in members}
-  assert len(weights) == 2 * len(nets) and len(orders) == 4
+  assert len(weights) == 2 * len(nets) and len(keys) == 2
   for (net, seed), same in weights.items():
     for name, params in same[1:]:
       for x, y in zip(jax.tree.leaves(same[0][1]), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(x, y, err_msg=f"{name} vs {same[0][0]}, seed {seed}")
-  for (seed, epoch), same in orders.items():
+  # The epoch's order and every step's draws come from the member's key and the epoch
+  # (test_properties checks that): the same key for seed s in every variant, another for s+1.
+  for seed, same in keys.items():
     assert len(same) == len(mod.VARIANTS)
-    for name, order in same[1:]:
-      np.testing.assert_array_equal(order, same[0][1], err_msg=f"{name}, seed {seed}")
-  # ... and a new draw for another seed or another epoch.
-  assert not np.array_equal(orders[(0, 0)][0][1], orders[(1, 0)][0][1])
-  assert not np.array_equal(orders[(0, 0)][0][1], orders[(0, 1)][0][1])
+    for name, key in same[1:]:
+      np.testing.assert_array_equal(key, same[0][1], err_msg=f"{name}, seed {seed}")
+  assert not np.array_equal(keys[0][0][1], keys[1][0][1])
 
 
 def test_holm_keeps_a_familys_false_verdicts_at_five_percent_where_no_difference_exists():

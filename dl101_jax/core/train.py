@@ -210,12 +210,6 @@ def alternating_flips(key: jax.Array, n: int, epoch: jax.Array) -> jax.Array:
   return jax.random.bernoulli(jax.random.fold_in(key, FLIP), 0.5, (n,)) ^ (epoch % 2 == 1)
 
 
-def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
-  """The epoch's order of the n training examples: from the member's key and the epoch only,
-  so seed s of every variant sees the same order (batch sizes cut it differently)."""
-  return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, SHUFFLE), epoch), n)
-
-
 def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Array,
                 data: DeviceData) -> tuple[TrainState, Metrics]:
   """One member, one epoch: shuffle by (seed, epoch), then lax.scan the steps."""
@@ -227,7 +221,8 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
                          batch_sharding=prog.batch_sharding,
                          normalize=data.normalize if raw else None)
   prepare = (lambda x: x.astype(jnp.float32)) if raw else data.normalize
-  order = epoch_order(key, epoch, data.x_train.shape[0])
+  order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, SHUFFLE), epoch),
+                                 data.x_train.shape[0])
   idx_SxB, mask_SxB = padded_batches(order, prog.batch_size)
   step_key = jax.random.fold_in(key, STEP)
   if prog.flip and prog.alternate_flip:
