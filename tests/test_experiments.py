@@ -124,6 +124,10 @@ def test_start_here_golden(tmp_path):
   scalars = read_scalars(str(tmp_path / "or"))
   assert [s for s, _ in scalars["Loss"]] == list(range(1, 2001))
   assert scalars["Loss"][-1][1] == pytest.approx(res["final_loss"], rel=1e-5)
+  # It names what it wrote, and only that: no checkpoints for a run this short.
+  assert f"outputs in {tmp_path}/ (results.json, summary.md, TensorBoard runs)" in out
+  assert not (tmp_path / "checkpoints").exists()
+  assert "or: 4 train / 0 test examples, 2000 epochs" in open(tmp_path / "summary.md").read()
 
 
 def test_divergence_is_a_result(tmp_path):

@@ -217,8 +217,9 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
   table = report.summary_table(results.json)
   d = results.json["dataset"]
   seeds = f"{config.seeds} seed{'s' if config.seeds != 1 else ''}"
+  what = "images" if results.dataset.is_image else "examples"  # OR's four rows are not images
   header = (f"# {config.name}\n\n{d['name']}: {d['train_size']} train / {d['test_size']} test "
-            f"images, {config.epochs} epochs, {seeds}, "
+            f"{what}, {config.epochs} epochs, {seeds}, "
             f"{results.json['devices']} {results.json['platform']} device(s)\n\n")
   errors = results.json.get("errors")
   if errors:
@@ -245,5 +246,7 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
   if draw:
     drawn += draw(results)
   console.say("\n" + table)
-  console.say(f"\n{config.name}: outputs in {wd}/ (results.json, summary.md, "
-              + "".join(f"{d}, " for d in drawn) + "TensorBoard runs, checkpoints)")
+  kept = ["TensorBoard runs"] + (["checkpoints"] if os.path.isdir(os.path.join(wd, "checkpoints"))
+                                 else [])  # only what is there
+  console.say(f"\n{config.name}: outputs in {wd}/ ("
+              + ", ".join(["results.json", "summary.md", *drawn, *kept]) + ")")
