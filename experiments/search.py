@@ -282,8 +282,9 @@ def run(config: SearchConfig = CONFIG) -> Results:
   if results.is_primary and w:
     hp = ", ".join(f"{k} {v:.3g}" for k, v in w["final_hparams"].items())
     print(f"\n{config.method}: {block['members']} members, {block['member_epochs']} member-epochs "
-          f"in one program; winner {w['name']} ({hp}): val acc {w['val_accuracy']:.4f} on "
-          f"{block['selected_on']}; test accuracy {w['test_accuracy']:.4f} (scored once)")
+          f"in one program; winner (best final-epoch val acc) {w['name']} ({hp}): val acc "
+          f"{w['val_accuracy']:.4f} on {block['selected_on']}; test accuracy "
+          f"{w['test_accuracy']:.4f} (scored once)")
   return results
 
 

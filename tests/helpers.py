@@ -100,19 +100,36 @@ def hparam_tags(logdir: str) -> set[str]:
           if v.metadata.plugin_data.plugin_name}
 
 
-def hparams_sessions(logdir: str) -> list[dict]:
-  """The hparams of each session start in the run's event files, in file order."""
+def hparams_data(logdir: str) -> list:
+  """Every HParams plugin record in the folder's event files, in file order."""
   from tensorboardX.proto import plugin_hparams_pb2
 
+  return [plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+          for ev in events(logdir) for v in ev.summary.value
+          if v.metadata.plugin_data.plugin_name == "hparams"]
+
+
+def hparams_sessions(logdir: str) -> list[dict]:
+  """The hparams of each session start in the run's event files, in file order."""
   out = []
-  for ev in events(logdir):
-    for v in ev.summary.value:
-      if v.metadata.plugin_data.plugin_name == "hparams":
-        pd = plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-        if pd.HasField("session_start_info"):
-          hp = pd.session_start_info.hparams
-          out.append({k: getattr(hp[k], hp[k].WhichOneof("kind")) for k in hp})
+  for pd in hparams_data(logdir):
+    if pd.HasField("session_start_info"):
+      hp = pd.session_start_info.hparams
+      out.append({k: getattr(hp[k], hp[k].WhichOneof("kind")) for k in hp})
   return out
+
+
+def hparams_ends(logdir: str) -> list[int]:
+  """The status of each session end in the folder (api_pb2.Status: 1 success, 2 failure)."""
+  return [pd.session_end_info.status for pd in hparams_data(logdir)
+          if pd.HasField("session_end_info")]
+
+
+def hparams_columns(logdir: str) -> dict[str, list]:
+  """The experiment summary's columns: each hyperparameter and its discrete domain."""
+  (exp,) = [pd.experiment for pd in hparams_data(logdir) if pd.HasField("experiment")]
+  return {i.name: [getattr(x, x.WhichOneof("kind")) for x in i.domain_discrete.values]
+          for i in exp.hparam_infos}
 
 
 # --- Resume tests: kill a run after its first checkpoint; compare results without clocks.

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from helpers import hparam_tags, read_scalars, run_module
+from helpers import hparam_tags, hparams_ends, read_scalars, run_module
 
 EXPECTED = {
     "layers": ["one_layer_set", "three_layer_sets"],
@@ -140,6 +140,8 @@ def test_divergence_is_a_result(tmp_path):
   assert by[bad]["diverged"] and by[bad]["diverged_epoch"] == 1
   assert not by[good]["diverged"] and by[good]["history"]["epoch"] == [1, 2]
   assert "yes (epoch 1)" in open(tmp_path / "summary.md").read()
+  # In TensorBoard's HParams: the diverged run failed, the other succeeded (api_pb2.Status).
+  assert hparams_ends(str(tmp_path / bad)) == [2] and hparams_ends(str(tmp_path / good)) == [1]
 
 
 def test_sweep_grid_is_one_program(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from dl101_jax.host import cli, plots
 from experiments import dropout
-from helpers import hparams_sessions, popen_module
+from helpers import hparams_columns, hparams_ends, hparams_sessions, popen_module
 
 
 def _wait_for(p, text, timeout=120):
@@ -61,6 +61,9 @@ def test_ctrl_c_during_an_epoch_is_acknowledged_at_once(tmp_path):
   saved = [int(d) for d in os.listdir(tmp_path / "checkpoints" / "dropout+no_dropout")
            if d.isdigit()]
   assert saved and max(saved) < 30
+  # Stopped, not ended: TensorBoard's HParams shows no status for it, never "success".
+  run = str(tmp_path / "dropout")
+  assert hparams_sessions(run) and hparams_ends(run) == []
 
 
 def test_signal_after_the_last_epoch_still_writes_the_outputs(tmp_path, monkeypatch, capsys):
@@ -92,8 +95,15 @@ def test_hparams_describe_the_training_and_follow_a_resume(tmp_path, capsys):
   cli.main(dropout.run, dropout.CONFIG, [*args, "--epochs", "1"])
   cli.main(dropout.run, dropout.CONFIG, [*args, "--epochs", "2"])
   assert "Resuming dropout+no_dropout from epoch 1" in capsys.readouterr().out
+  # One session per run, rewritten by the resume: TensorBoard keeps the first metadata of a
+  # tag, so a second session start beside the first would still show epochs=1.
   sessions = hparams_sessions(str(tmp_path / "dropout"))
-  assert [s["epochs"] for s in sessions] == [1.0, 2.0]  # the resume says the new count
+  assert [s["epochs"] for s in sessions] == [2.0] and sessions[0]["variant"] == "dropout"
+  assert hparams_ends(str(tmp_path / "dropout")) == [1]  # STATUS_SUCCESS, once it ended
+  # The dashboard's columns: the variant and what differs between the runs, not the 30
+  # fields they share.
+  assert hparams_columns(str(tmp_path)) == {"variant": ["dropout", "no_dropout"],
+                                            "dropout": [0.5, 0.0]}
   keys = set(sessions[-1])
   assert {"learning_rate", "dropout", "net", "batch_size", "epochs", "seed"} <= keys
   assert not keys & {"workdir", "data_dir", "process_id", "coordinator", "compilation_cache",

@@ -19,7 +19,7 @@ from dl101_jax.host import console as console_lib
 from dl101_jax.host import data as data_lib
 from dl101_jax.host import evaluation, files, report, results_json, signals
 from dl101_jax.host.group import GroupResult, Member, device_data, group_name
-from dl101_jax.host.loop import fit
+from dl101_jax.host.loop import fit, hparams_columns
 from dl101_jax.host.parallel import configure_jax, runtime
 
 
@@ -169,6 +169,8 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
     restart(config, members, console)
   ds, dev = _load(config, selected, members, rt, console)  # --- Data, once for every group.
 
+  if rt.is_primary:  # the HParams dashboard's columns, for every group of the experiment
+    report.write_hparams(config.run_dir, [report.experiment_summary(hparams_columns(members))])
   # --- Train each group; stop between groups if a signal came in.
   groups = []
   for g in make_groups(members):

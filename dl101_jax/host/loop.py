@@ -36,10 +36,27 @@ def open_tensorboard(members: list[Member], c0: Config, resumed: int) -> dict[in
   if not resumed:
     for m in members:
       files.remove_tree(os.path.join(c0.run_dir, m.run_name))
-  logged = [k for k in c0.to_dict() if k not in fields_with_role(RUN)]
   return {i: TensorBoardRun(os.path.join(c0.run_dir, m.run_name),
-                            {k: getattr(m.config, k) for k in logged}, resume_epoch=resumed)
+                            {"variant": m.variant,
+                             **{k: getattr(m.config, k) for k in _logged(c0)}},
+                            resume_epoch=resumed)
           for i, m in enumerate(members)}
+
+
+def _logged(c0: Config) -> list[str]:
+  """The config fields a TensorBoard session records: all but the run options."""
+  return [k for k in c0.to_dict() if k not in fields_with_role(RUN)]
+
+
+def hparams_columns(members: list[Member]) -> dict[str, list]:
+  """The HParams dashboard's columns for an experiment: the variant, then each recorded
+  field whose value differs between its runs (constant ones are in results.json)."""
+  columns = {"variant": list(dict.fromkeys(m.variant for m in members))}
+  for k in _logged(members[0].config):
+    values = list(dict.fromkeys(getattr(m.config, k) for m in members))
+    if len(values) > 1:
+      columns[k] = values
+  return columns
 
 
 def record_chunk(progress: Progress, mets_ExM: dict[str, np.ndarray], seconds: float,
@@ -155,6 +172,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
       # Still "training" between chunks: a signal now stops the run after the next epoch.
+    for i, w in tb.items():  # ended: diverged is a failure; finished or stopped by a search
+      w.end("STATUS_FAILURE" if progress.diverged[i] is not None else "STATUS_SUCCESS")
   finally:
     signals.phase("setup")
     for closing in (ckpt, best_ckpt, *tb.values()):

@@ -68,6 +68,69 @@ def import_tensorboardx() -> None:
     del sys.modules["torch"]
 
 
+# The HParams dashboard reads one file per folder, replaced whole each time: TensorBoard keeps
+# the first metadata of each tag it sees, so a resumed run's new session start (or a second
+# experiment summary) in another file would lose to the stale one. tensorboardX's hparams()
+# sets no domains and writes "success" whenever it is called, so its protos are assembled here.
+HPARAMS_EVENTS = "events.out.tfevents.0.hparams"
+
+
+def _hparams_summary(tag: str, **content):
+  from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+  from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+  data = HParamsPluginData(version=0, **content).SerializeToString()
+  meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams",
+                                                                 content=data))
+  return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
+
+
+def _set_value(value, v: Any) -> None:
+  """A protobuf Value from a config value: a bool, a number or (anything else) a string."""
+  v = _hparam_value(v)
+  if isinstance(v, bool):
+    value.bool_value = v
+  elif isinstance(v, (int, float)):
+    value.number_value = float(v)
+  else:
+    value.string_value = v
+
+
+def experiment_summary(columns: dict[str, list]):
+  """The dashboard's columns: each hyperparameter with the values its runs take (a discrete
+  domain), then the validation accuracy and loss as metrics."""
+  from tensorboardX.proto.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo, MetricName
+
+  infos = []
+  for name, values in columns.items():
+    v = _hparam_value(values[0])
+    kind = ("DATA_TYPE_BOOL" if isinstance(v, bool) else
+            "DATA_TYPE_FLOAT64" if isinstance(v, (int, float)) else "DATA_TYPE_STRING")
+    info = HParamInfo(name=name, type=DataType.Value(kind))
+    for x in values:
+      _set_value(info.domain_discrete.values.add(), x)
+    infos.append(info)
+  metrics = [MetricInfo(name=MetricName(tag=TAGS[k])) for k in ("val_accuracy", "val_loss")]
+  return _hparams_summary("_hparams_/experiment",
+                          experiment=Experiment(hparam_infos=infos, metric_infos=metrics))
+
+
+def write_hparams(logdir: str, summaries: list) -> None:
+  """<logdir>/HPARAMS_EVENTS holds exactly `summaries` (written aside, then renamed)."""
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import RecordWriter
+
+  os.makedirs(logdir, exist_ok=True)
+  path, aside = os.path.join(logdir, HPARAMS_EVENTS), os.path.join(logdir, ".hparams.partial")
+  w = RecordWriter(aside)
+  w.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+  for summary in summaries:
+    w.write(event_pb2.Event(wall_time=time.time(), summary=summary).SerializeToString())
+  w.flush()
+  w.close()
+  os.replace(aside, path)
+
+
 class TensorBoardRun:
   """Per-epoch scalars of one run (variant, seed) under <workdir>/<run name>/.
 
@@ -85,9 +148,10 @@ class TensorBoardRun:
     import_tensorboardx()
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto import event_pb2
-    from tensorboardX.summary import hparams as hp_summary
+    from tensorboardX.proto.plugin_hparams_pb2 import SessionStartInfo
 
     self._event_pb2 = event_pb2
+    self.logdir = logdir
     self.writers = {}
     for sub in ("", "train", "validation"):
       d = os.path.join(logdir, sub)
@@ -97,12 +161,24 @@ class TensorBoardRun:
         # TensorBoard's purge: points at steps > resume_epoch from the killed run are dropped.
         self._write(sub, event_pb2.Event(step=resume_epoch + 1, session_log=event_pb2.SessionLog(
             status=event_pb2.SessionLog.START)))
-    # The hparams of this run (again on a resume: --epochs may have grown), with the
-    # validation scalars as its metrics. (add_hparams() would open a stray sub-run.)
-    for summary in hp_summary({k: _hparam_value(v) for k, v in hparams.items()},
-                              {TAGS["val_accuracy"]: 0.0, TAGS["val_loss"]: 0.0}):
-      self._write("", event_pb2.Event(summary=summary))
+    # The run's HParams session, replaced on a resume (--epochs may have grown); no end, so
+    # no status, until `end` says how it ended: a killed run never shows as a success.
+    # (add_hparams() would open a stray sub-run.)
+    start = SessionStartInfo()
+    for k, v in hparams.items():
+      _set_value(start.hparams[k], v)
+    self._start = _hparams_summary("_hparams_/session_start_info", session_start_info=start)
+    write_hparams(logdir, [self._start])
     self.flush()
+
+  def end(self, status: str) -> None:
+    """The session's end: 'STATUS_SUCCESS' or 'STATUS_FAILURE' (diverged)."""
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import SessionEndInfo
+
+    info = SessionEndInfo(status=Status.Value(status), end_time_secs=time.time())
+    write_hparams(self.logdir, [self._start, _hparams_summary("_hparams_/session_end_info",
+                                                             session_end_info=info)])
 
   def _write(self, sub: str, event) -> None:
     event.wall_time = time.time()
