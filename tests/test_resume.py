@@ -15,9 +15,12 @@ def test_signal_saves_and_exits(tmp_path, sig, code):
   got, _, err = kill_after_checkpoint(args, tmp_path, sig)
   assert got == code, err
   assert "To resume: python -m experiments.dropout" in err and "Traceback" not in err
-  r = run_module("experiments.dropout", *args, "--epochs", "1", "--workdir", str(tmp_path))
-  # --epochs 1 is at or below the checkpoint's epoch: the run says it is already finished.
-  assert r.returncode == 0 and "Already finished dropout+no_dropout from epoch" in r.stdout
+  saved = max(int(d) for d in os.listdir(tmp_path / "checkpoints" / "dropout+no_dropout")
+              if d.isdigit())
+  # --epochs at the checkpoint's epoch: the run says it is already finished (below it, it
+  # is refused: test_signals).
+  r = run_module("experiments.dropout", *args, "--epochs", str(saved), "--workdir", str(tmp_path))
+  assert r.returncode == 0 and f"Already finished dropout+no_dropout from epoch {saved}" in r.stdout
 
 
 ARGS = ["--dataset", "digits", "--epochs", "3", "--train-size", "300"]

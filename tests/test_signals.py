@@ -104,6 +104,16 @@ def test_hparams_describe_the_training_and_follow_a_resume(tmp_path, capsys):
   # fields they share.
   assert hparams_columns(str(tmp_path)) == {"variant": ["dropout", "no_dropout"],
                                             "dropout": [0.5, 0.0]}
+  # Fewer epochs than the checkpoint holds: refused in one line, nothing rewritten (it would
+  # report epoch 2's results as a 1-epoch run's).
+  before = (tmp_path / "results.json").read_text()
+  with pytest.raises(SystemExit) as e:
+    cli.main(dropout.run, dropout.CONFIG, [*args, "--epochs", "1"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "Traceback" not in err
+  assert ("--epochs: the checkpoint of dropout+no_dropout holds 2 epochs, more than the 1 "
+          "asked for; give --epochs 2") in err
+  assert (tmp_path / "results.json").read_text() == before
   keys = set(sessions[-1])
   assert {"learning_rate", "dropout", "net", "batch_size", "epochs", "seed"} <= keys
   assert not keys & {"workdir", "data_dir", "process_id", "coordinator", "compilation_cache",

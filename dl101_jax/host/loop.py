@@ -18,7 +18,7 @@ import numpy as np
 
 from dl101_jax.host import evaluation, files, signals
 from dl101_jax.core import member_state, train
-from dl101_jax.config import RUN, Config, fields_with_role
+from dl101_jax.config import RUN, Config, ConfigError, fields_with_role
 from dl101_jax.host.data import Dataset
 from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
                              data_spec, restore_best, restore_or_init, select)
@@ -200,7 +200,12 @@ def _save(ckpt: Any, best_ckpt: Any, progress: Progress, states: Any, best: Any,
 
 def _say_resumed(console: Console, group: str, progress: Progress, epochs: int,
                  spe: int) -> int:
-  """Says where a restored group stands; returns the epoch it resumes from (0: fresh)."""
+  """Says where a restored group stands; returns the epoch it resumes from (0: fresh).
+  A checkpoint past --epochs is refused: its results would be reported as --epochs'."""
+  if progress.epoch > epochs:
+    raise ConfigError("epochs", f"the checkpoint of {group} holds {progress.epoch} epochs, "
+                      f"more than the {epochs} asked for; give --epochs {progress.epoch} (or "
+                      f"more) to report or continue it, or --restart to train {epochs} afresh")
   if progress.epoch:
     done = progress.epoch >= epochs or not progress.alive
     console.say(f"{'Already finished' if done else 'Resuming'} {group} from epoch "
