@@ -1,6 +1,7 @@
 """Experiment 3: batch 50 or batch 2000? Plotted against epochs, steps and seconds.
 
     python -m experiments.batch_size
+    python -m experiments.batch_size --dataset digits --epochs 5 --seeds 3   # offline, seconds
     python -m experiments.batch_size --data-dir DATA_DIR --epochs 20 --seeds 3   # DATA_DIR: a prepared TFDS data dir
 
 The dropout net (conv32-pool-conv64-conv64-pool-fc512-dropout0.5-fc10), Adam

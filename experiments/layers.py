@@ -1,6 +1,7 @@
 """Experiment 0: one layer set or three? (conv32-pool vs three conv-pool sets).
 
     python -m experiments.layers
+    python -m experiments.layers --dataset digits --epochs 5 --seeds 3   # offline, seconds
     python -m experiments.layers --data-dir DATA_DIR --epochs 20 --seeds 3   # DATA_DIR: a prepared TFDS data dir
 
 one_layer_set:    conv32-pool-fc512-fc10

@@ -1,6 +1,7 @@
 """Experiment 4: learning rate 1e-4, 1e-3 or 1e-2?
 
     python -m experiments.learning_rate
+    python -m experiments.learning_rate --dataset digits --epochs 5 --seeds 3   # offline, seconds
     python -m experiments.learning_rate --data-dir DATA_DIR --epochs 20 --seeds 3   # DATA_DIR: a prepared TFDS data dir
     python -m experiments.learning_rate --variants lr_1e-3,lr_1e-2
 

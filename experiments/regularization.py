@@ -1,6 +1,7 @@
 """Experiment 2: does regularization help? None, TFLearn's L2, or decoupled weight decay.
 
     python -m experiments.regularization
+    python -m experiments.regularization --dataset digits --epochs 5 --seeds 3   # offline, seconds
     python -m experiments.regularization --data-dir DATA_DIR --epochs 20 --seeds 3   # DATA_DIR: a prepared TFDS data dir
 
 Network: conv32-pool-conv64-conv64-pool-fc512-fc10 (no dropout), batch 96.

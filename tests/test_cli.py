@@ -15,7 +15,7 @@ from helpers import run_module
 
 
 def test_help_lists_every_field_with_default_and_description():
-  r = run_module("experiments.start_here", "--help")
+  r = run_module("experiments.start_here", "--help-all")
   assert r.returncode == 0
   out = r.stdout
   for flag, text in [("--epochs", "Passes over the training set"), ("--learning-rate", "2.0"),
@@ -131,11 +131,28 @@ def test_variants_are_replaces():
 def test_every_config_field_has_a_flag_and_default():
   import dataclasses
 
-  r = run_module("experiments.dropout", "--help")
+  r = run_module("experiments.start_here", "--help-all")
   for f in dataclasses.fields(Config):
     flag = "--" + f.name.replace("_", "-")
     assert flag in r.stdout, flag
-  assert r.stdout.count("(default:") >= len(dataclasses.fields(Config))
+  # Each default once: a docstring that states its own default gets no second one.
+  assert r.stdout.count("(default:") == len(dataclasses.fields(Config))
+  flat = " ".join(r.stdout.split())  # wrapping aside
+  assert "(default: runs/<name>)" in flat and "runs/<name>). (default: None)" not in flat
+
+
+def test_help_fits_a_screen_without_the_flags_the_experiment_refuses():
+  short = run_module("experiments.dropout", "--help").stdout
+  lines = short.splitlines()
+  assert len(lines) <= 80 and "--dataset digits" in short.split("training:")[0]  # an example
+  flags = {ln.split()[0] for ln in lines if ln.startswith("  --")}
+  assert "--dropout" not in flags and "--epochs" in flags and "--seeds" in flags
+  assert "--coordinator" not in flags and "--help-all" in flags
+  assert lines[-1] == "Set by this experiment's variants (refused as flags): --dropout."
+  everything = run_module("experiments.dropout", "--help-all").stdout
+  assert "\n  --coordinator " in everything and "\n  --dropout " not in everything
+  n = len([ln for ln in everything.splitlines() if ln.startswith("  --")])
+  assert f"every flag ({n - len(flags)} more:" in short
 
 
 VARIED = [
@@ -202,7 +219,7 @@ def test_unknown_flag_gets_a_suggestion(capsys):
 
 
 def test_help_is_grouped_with_examples_first():
-  r = run_module("experiments.dropout", "--help")
+  r = run_module("experiments.dropout", "--help-all")
   out = r.stdout
   assert r.returncode == 0 and out.startswith("usage: python -m experiments.dropout")
   order = ["Examples:", "training:", "data:", "outputs:", "run control:",
@@ -211,5 +228,5 @@ def test_help_is_grouped_with_examples_first():
   at = lambda flag: out.index(f"\n  {flag} ")  # the flag's own line, not an example's
   assert at("--coordinator") > out.index("scale-out") > at("--checkpoint-every")
   assert at("--learning-rate") < out.index("data:") < at("--data-dir")
-  sweep_help = run_module("experiments.sweep", "--help").stdout
+  sweep_help = run_module("experiments.sweep", "--help-all").stdout
   assert sweep_help.index("this experiment:") < sweep_help.index("  --learning-rates STR")

@@ -136,17 +136,20 @@ def fail(message: str, code: int = 2, *, quiet_after: bool = False):
 
 
 def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
-          description: str | None = None) -> C:
-  """A config of default's type from the command line, defaults taken from `default`."""
+          description: str | None = None, hidden: frozenset[str] = frozenset()) -> C:
+  """A config of default's type from the command line, defaults taken from `default`.
+  `hidden`: fields the experiment refuses, left out of --help."""
   import tyro
 
   from dl101_jax.config import ConfigError
 
   argv = sys.argv[1:] if args is None else list(args)
-  if any(a in ("-h", "--help") for a in argv):
+  if any(a in ("-h", "--help", "--help-all") for a in argv):
     from dl101_jax.host.cli_help import render
 
-    sys.stdout.write(render(default, prog or _invocation(), description))
+    full = "--help-all" in argv
+    sys.stdout.write(render(default, prog or _invocation(), description, hidden=hidden,
+                            full=full))
     sys.stdout.flush()
     raise SystemExit(0)
   _record_given(type(default), argv)
@@ -236,8 +239,11 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
 
   module = sys.modules.get(run.__module__)
   doc = describe(module.__doc__ or "") if module else None
+  # What the experiment refuses as flags: what its variants set, and its REFUSED (search's).
+  hidden = frozenset({k for v in getattr(module, "VARIANTS", {}).values() for k in v}
+                     | set(getattr(module, "REFUSED", {})))
   try:
-    config = parse(default, args, prog=_invocation(), description=doc)
+    config = parse(default, args, prog=_invocation(), description=doc, hidden=hidden)
   except BrokenPipeError:  # `--help | head`: the reader left; exit quietly
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(1) from None

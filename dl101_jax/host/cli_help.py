@@ -4,7 +4,8 @@ tyro parses the command line; its help lists a flat dataclass's 40 fields as one
 box in declaration order and has no way to group them, so the help text is made
 here from the same dataclass: each field's flag, type or choices, default and
 docstring (read from the source, as tyro reads it), under the group its field is
-tagged with in config.py.
+tagged with in config.py. --help shows the experiment's own flags and the common
+ones (a screen); --help-all every flag. Flags the experiment refuses are not shown.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import textwrap
 import typing
 
 GROUP_ORDER = ("training", "data", "outputs", "run control", "scale-out")
+# What --help shows besides an experiment's own flags (--help-all: every flag).
+COMMON = ("epochs", "seeds", "seed", "dataset", "data_dir", "train_size", "net", "dropout",
+          "optimizer", "learning_rate", "batch_size", "variants", "workdir", "restart",
+          "precision", "devices", "platform")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -46,12 +51,17 @@ def _kind(f: dataclasses.Field, hints: dict) -> str:
   return names.get(args[0], "VALUE") if args else "VALUE"
 
 
-def render(default, prog: str, description: str | None, width: int = 100) -> str:
+def render(default, prog: str, description: str | None, width: int = 100, *,
+           hidden: frozenset[str] = frozenset(), full: bool = True) -> str:
+  """The help text; `hidden`: fields the experiment refuses; `full`: every flag, else the
+  experiment's own and COMMON."""
   cls = type(default)
   docs, hints = field_docs(cls), typing.get_type_hints(cls)
-  fields = {f.name: f for f in dataclasses.fields(cls)}
+  own = lambda f: "group" not in f.metadata  # noqa: E731 (an experiment's fields have no tag)
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in hidden
+            and (full or own(f) or f.name in COMMON)}
   grouped: dict[str, list[str]] = {}
-  for g in ("this experiment", *GROUP_ORDER):  # an experiment's own fields have no group tag
+  for g in ("this experiment", *GROUP_ORDER):
     grouped[g] = [n for n, f in fields.items() if f.metadata.get("group", "this experiment") == g]
   grouped = {(g if g != "scale-out" else "scale-out (devices and hosts)"): names
              for g, names in grouped.items() if names}
@@ -64,7 +74,8 @@ def render(default, prog: str, description: str | None, width: int = 100) -> str
       f, flag = fields[n], "--" + n.replace("_", "-")
       kind = _kind(f, hints)
       head = f"{flag}/--no-{flag[2:]}" if kind == "" else f"{flag} {kind}"
-      text = f"{docs.get(n, '')} (default: {getattr(default, n)!r})".strip()
+      doc = docs.get(n, "")  # a docstring that states its default says it once
+      text = doc if "(default:" in doc else f"{doc} (default: {getattr(default, n)!r})".strip()
       wrapped = textwrap.wrap(text, width - 26) or [""]
       if len(head) > 22:
         out.append(f"  {head}")
@@ -74,4 +85,13 @@ def render(default, prog: str, description: str | None, width: int = 100) -> str
         out += [" " * 26 + line for line in wrapped[1:]]
     out.append("")
   out.append("  -h, --help              show this help message and exit")
+  if not full:
+    more = len(dataclasses.fields(cls)) - len(fields) - len(hidden)
+    out.append(f"  --help-all              every flag ({more} more: logging, checkpoints, "
+               "scale-out, ...)")
+  else:
+    out.append("  --help-all              this list")
+  if hidden:
+    out += ["", "Set by this experiment's variants (refused as flags): "
+            + ", ".join("--" + n.replace("_", "-") for n in sorted(hidden)) + "."]
   return "\n".join(out) + "\n"
