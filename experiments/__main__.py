@@ -20,7 +20,7 @@ from dl101_jax.config import Config
 from dl101_jax.host.experiment import refuse, varied_fields
 from dl101_jax.host.files import write_text
 from experiments import batch_size, dropout, layers, learning_rate, regularization
-from experiments.claims import family
+from experiments.claims import family, notes
 
 EXPERIMENTS = (layers, dropout, regularization, batch_size, learning_rate)
 # What `python -m experiments` parses: the shared recipe. Per-experiment fields
@@ -86,7 +86,7 @@ def report_md(results: dict[str, dict]) -> str:
          f"{first['platform']} device(s); {train_s / 60:.1f} min of training in all.", "",
          "## The tutorial's claims, judged", "",
          f"Rule: {verdict.RULE}. Final-epoch values, one sample per seed (3b: per epoch).", "",
-         verdict.table(vs), ""]
+         verdict.table(vs), *notes(vs, results), ""]
   for name, r in results.items():
     out += [f"## {name}", ""]
     out += [f"- ({v.claim.id}) {v.claim.text}: **{v.verdict}**" for v in vs

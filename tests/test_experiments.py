@@ -73,6 +73,7 @@ def test_experiment_outputs(all_experiments, name):
   assert all(v["verdict"] == "inconclusive" for v in res["claims"]["verdicts"])
   assert summary.rstrip().endswith(res["claims"]["table"].rstrip())
   assert "run with --seeds 3 or more" in summary and "Rule: supported when" in summary
+  assert "The tutorial's claims are about CIFAR-10 at 20+ epochs" in summary  # digits, 1 epoch
   for i in ids:
     assert f"| ({i}) " in summary
   if name == "batch_size":
@@ -105,6 +106,23 @@ def test_batch_size_plots_steps_and_seconds(all_experiments):
   assert used == {"batch_50": 50, "batch_1437": 1437}
   assert "batch_1437" in open(wd / "batch_size" / "summary.md").read()
   assert set(res["software"]) >= {"python", "jax", "jaxlib", "flax", "optax", "git_commit"}
+
+
+def test_a_claim_whose_variant_did_not_run_is_listed_as_not_judged(tmp_path, capsys):
+  from dl101_jax.host import cli
+  from experiments import dropout
+
+  cli.main(dropout.run, dropout.CONFIG, ["--dataset", "digits", "--epochs", "1",
+                                         "--train-size", "200", "--variants", "dropout",
+                                         "--checkpoint-every", "0", "--workdir", str(tmp_path)])
+  res = json.load(open(tmp_path / "results.json"))
+  assert res["claims"]["verdicts"] == []
+  assert res["claims"]["not_judged"] == [{"id": "0b", "missing": ["no_dropout"]},
+                                         {"id": "1", "missing": ["no_dropout"]}]
+  out = capsys.readouterr().out
+  assert ("(1) dropout improves validation accuracy: not judged here: no_dropout did not run "
+          "(--variants).") in out
+  assert "| claim |" not in open(tmp_path / "summary.md").read()  # no empty table
 
 
 def test_start_here_golden(tmp_path):
