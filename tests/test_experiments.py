@@ -74,6 +74,17 @@ def test_experiment_outputs(all_experiments, name):
   assert summary.rstrip().endswith(res["claims"]["table"].rstrip())
   assert "run with --seeds 3 or more" in summary and "Rule: supported when" in summary
   assert "The tutorial's claims are about CIFAR-10 at 20+ epochs" in summary  # digits, 1 epoch
+  # TensorBoard's Images and Text pages, read back from the workdir's event files.
+  from helpers import events
+
+  values = {v.tag: v for ev in events(str(wd / name)) for v in ev.summary.value}
+  for tag in ("comparison", "confusion", "predictions"):
+    picture = values[tag].image
+    assert picture.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and picture.width > 300
+  texts = {t: values[f"{t}/text_summary"] for t in ("summary", "config")}  # tensorboardX's tags
+  assert {v.metadata.plugin_data.plugin_name for v in texts.values()} == {"text"}
+  texts = {t: v.tensor.string_val[0].decode() for t, v in texts.items()}
+  assert texts["summary"].startswith(f"# {name}") and f'"name": "{name}"' in texts["config"]
   for i in ids:
     assert f"| ({i}) " in summary
   if name == "batch_size":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable
@@ -247,6 +248,10 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
       drawn += ["confusion.png", "predictions.png"]
   if draw:
     drawn += draw(results)
+  # TensorBoard's Images and Text pages: the pictures, the summary and the config.
+  report.write_pages(wd, {"summary": header + table, "config": "```\n" + json.dumps(
+      config.to_dict(), indent=1) + "\n```"},
+      {name.removesuffix(".png"): os.path.join(wd, name) for name in drawn})
   console.say("\n" + table)
   kept = ["TensorBoard runs"] + (["checkpoints"] if os.path.isdir(os.path.join(wd, "checkpoints"))
                                  else [])  # only what is there

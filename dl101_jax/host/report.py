@@ -131,6 +131,33 @@ def write_hparams(logdir: str, summaries: list) -> None:
   os.replace(aside, path)
 
 
+PAGES_EVENTS = "events.out.tfevents.1.pages"  # the workdir's pictures and text, replaced whole
+
+
+def write_pages(logdir: str, texts: dict[str, str], pictures: dict[str, str]) -> None:
+  """TensorBoard's Images and Text pages for a workdir: each PNG in `pictures` (tag -> path)
+  and each markdown text (tag -> text), in one file written aside and renamed, so writing
+  the outputs again (a resumed or re-run experiment) replaces them instead of piling up."""
+  import_tensorboardx()
+  from PIL import Image
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import RecordWriter
+  from tensorboardX.summary import image, text
+
+  path, aside = os.path.join(logdir, PAGES_EVENTS), os.path.join(logdir, ".pages.partial")
+  w = RecordWriter(aside)
+  w.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+  summaries = [text(tag, body) for tag, body in texts.items()]
+  for tag, png in pictures.items():
+    with Image.open(png) as im:
+      summaries.append(image(tag, np.asarray(im.convert("RGB")), dataformats="HWC"))
+  for summary in summaries:
+    w.write(event_pb2.Event(wall_time=time.time(), step=0, summary=summary).SerializeToString())
+  w.flush()
+  w.close()
+  os.replace(aside, path)
+
+
 class TensorBoardRun:
   """Per-epoch scalars of one run (variant, seed) under <workdir>/<run name>/.
 
