@@ -116,19 +116,32 @@ def experiment_summary(columns: dict[str, list]):
 
 
 def write_hparams(logdir: str, summaries: list) -> None:
-  """<logdir>/HPARAMS_EVENTS holds exactly `summaries` (written aside, then renamed)."""
+  """<logdir>/HPARAMS_EVENTS holds exactly `summaries`."""
+  os.makedirs(logdir, exist_ok=True)
+  _replace_events(os.path.join(logdir, HPARAMS_EVENTS), summaries)
+
+
+def _replace_events(path: str, summaries: list) -> None:
+  """An event file that holds exactly `summaries`: written aside, then renamed over `path`
+  (a full disk leaves the old file and no partial one)."""
   from tensorboardX.proto import event_pb2
   from tensorboardX.record_writer import RecordWriter
 
-  os.makedirs(logdir, exist_ok=True)
-  path, aside = os.path.join(logdir, HPARAMS_EVENTS), os.path.join(logdir, ".hparams.partial")
-  w = RecordWriter(aside)
-  w.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-  for summary in summaries:
-    w.write(event_pb2.Event(wall_time=time.time(), summary=summary).SerializeToString())
-  w.flush()
-  w.close()
-  os.replace(aside, path)
+  # aside from TensorBoard too: it reads any file whose name holds "tfevents"
+  aside = os.path.join(os.path.dirname(path), ".partial-" + path.rsplit(".", 1)[-1])
+  try:
+    w = RecordWriter(aside)
+    w.write(event_pb2.Event(wall_time=time.time(),
+                            file_version="brain.Event:2").SerializeToString())
+    for summary in summaries:
+      w.write(event_pb2.Event(wall_time=time.time(), summary=summary).SerializeToString())
+    w.flush()
+    w.close()
+    os.replace(aside, path)
+  except BaseException:
+    if os.path.exists(aside):
+      os.remove(aside)
+    raise
 
 
 PAGES_EVENTS = "events.out.tfevents.1.pages"  # the workdir's pictures and text, replaced whole
@@ -140,22 +153,13 @@ def write_pages(logdir: str, texts: dict[str, str], pictures: dict[str, str]) ->
   the outputs again (a resumed or re-run experiment) replaces them instead of piling up."""
   import_tensorboardx()
   from PIL import Image
-  from tensorboardX.proto import event_pb2
-  from tensorboardX.record_writer import RecordWriter
   from tensorboardX.summary import image, text
 
-  path, aside = os.path.join(logdir, PAGES_EVENTS), os.path.join(logdir, ".pages.partial")
-  w = RecordWriter(aside)
-  w.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
   summaries = [text(tag, body) for tag, body in texts.items()]
   for tag, png in pictures.items():
     with Image.open(png) as im:
       summaries.append(image(tag, np.asarray(im.convert("RGB")), dataformats="HWC"))
-  for summary in summaries:
-    w.write(event_pb2.Event(wall_time=time.time(), step=0, summary=summary).SerializeToString())
-  w.flush()
-  w.close()
-  os.replace(aside, path)
+  _replace_events(os.path.join(logdir, PAGES_EVENTS), summaries)
 
 
 class TensorBoardRun:
