@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from helpers import hparam_tags, hparams_ends, read_scalars, run_module
@@ -192,11 +193,19 @@ def test_sweep_grid_is_one_program(tmp_path):
              for v in res["variants"])
   assert open(tmp_path / "sweep.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   assert "one compiled program" in r.stdout
+  # Two seeds: TensorBoard gets a mean run per variant beside its seeds' runs, the mean of
+  # the seeds' curves, overlaid train and validation like theirs.
+  for v in res["variants"]:
+    mean = read_scalars(str(tmp_path / f"{v['name']}-mean"))
+    seeds = [read_scalars(str(tmp_path / f"{v['name']}-seed{s}")) for s in (0, 1)]
+    want = np.mean([s["Accuracy/Validation"][0][1] for s in seeds])
+    assert mean["Accuracy/Validation"] == [(1, pytest.approx(want, rel=1e-6))]
+    assert read_scalars(str(tmp_path / f"{v['name']}-mean" / "validation"))[
+        "epoch_accuracy"] == mean["Accuracy/Validation"]
 
 
 def test_the_learning_rate_finder_is_one_program_and_suggests_the_lowest_loss(tmp_path):
   import matplotlib.image
-  import numpy as np
 
   r = run_module("experiments.lr_find", "--dataset", "digits", "--train-size", "400",
                  "--lr-range", "1e-4,10", "--lr-points", "6", "--seeds", "2",

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
 from dl101_jax.host import console as console_lib
 from dl101_jax.host import data as data_lib
-from dl101_jax.host import evaluation, files, report, results_json, signals
+from dl101_jax.host import evaluation, files, report, results_json, signals, tb_pages
 from dl101_jax.host.group import GroupResult, Member, device_data, group_name
 from dl101_jax.host.loop import fit, hparams_columns
 from dl101_jax.host.parallel import configure_jax, runtime
@@ -248,10 +248,11 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
       drawn += ["confusion.png", "predictions.png"]
   if draw:
     drawn += draw(results)
-  # TensorBoard's Images and Text pages: the pictures, the summary and the config.
-  report.write_pages(wd, {"summary": header + table, "config": "```\n" + json.dumps(
+  # TensorBoard: the pictures, the summary and the config; a mean run per variant.
+  tb_pages.write_pages(wd, {"summary": header + table, "config": "```\n" + json.dumps(
       config.to_dict(), indent=1) + "\n```"},
       {name.removesuffix(".png"): os.path.join(wd, name) for name in drawn})
+  tb_pages.write_mean_runs(wd, results.json["variants"])
   console.say("\n" + table)
   kept = ["TensorBoard runs"] + (["checkpoints"] if os.path.isdir(os.path.join(wd, "checkpoints"))
                                  else [])  # only what is there

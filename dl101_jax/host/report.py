@@ -121,9 +121,9 @@ def write_hparams(logdir: str, summaries: list) -> None:
   _replace_events(os.path.join(logdir, HPARAMS_EVENTS), summaries)
 
 
-def _replace_events(path: str, summaries: list) -> None:
-  """An event file that holds exactly `summaries`: written aside, then renamed over `path`
-  (a full disk leaves the old file and no partial one)."""
+def _replace_events(path: str, summaries: list, steps: list[int] | None = None) -> None:
+  """An event file that holds exactly `summaries` (at `steps`, else step 0): written aside,
+  then renamed over `path` (a full disk leaves the old file and no partial one)."""
   from tensorboardX.proto import event_pb2
   from tensorboardX.record_writer import RecordWriter
 
@@ -133,8 +133,9 @@ def _replace_events(path: str, summaries: list) -> None:
     w = RecordWriter(aside)
     w.write(event_pb2.Event(wall_time=time.time(),
                             file_version="brain.Event:2").SerializeToString())
-    for summary in summaries:
-      w.write(event_pb2.Event(wall_time=time.time(), summary=summary).SerializeToString())
+    for summary, step in zip(summaries, steps or [0] * len(summaries)):
+      w.write(event_pb2.Event(wall_time=time.time(), step=step,
+                              summary=summary).SerializeToString())
     w.flush()
     w.close()
     os.replace(aside, path)
@@ -142,24 +143,6 @@ def _replace_events(path: str, summaries: list) -> None:
     if os.path.exists(aside):
       os.remove(aside)
     raise
-
-
-PAGES_EVENTS = "events.out.tfevents.1.pages"  # the workdir's pictures and text, replaced whole
-
-
-def write_pages(logdir: str, texts: dict[str, str], pictures: dict[str, str]) -> None:
-  """TensorBoard's Images and Text pages for a workdir: each PNG in `pictures` (tag -> path)
-  and each markdown text (tag -> text), in one file written aside and renamed, so writing
-  the outputs again (a resumed or re-run experiment) replaces them instead of piling up."""
-  import_tensorboardx()
-  from PIL import Image
-  from tensorboardX.summary import image, text
-
-  summaries = [text(tag, body) for tag, body in texts.items()]
-  for tag, png in pictures.items():
-    with Image.open(png) as im:
-      summaries.append(image(tag, np.asarray(im.convert("RGB")), dataformats="HWC"))
-  _replace_events(os.path.join(logdir, PAGES_EVENTS), summaries)
 
 
 class TensorBoardRun:
