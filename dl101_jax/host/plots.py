@@ -22,7 +22,7 @@ def comparison(results: dict, path: str) -> None:
   steps and wall-clock seconds.
   """
   plt = _plt()
-  from matplotlib.ticker import FuncFormatter, MaxNLocator
+  from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
   has_val = any(v["history"].get("val_accuracy") for v in results["variants"])
   x_keys = [("epoch", "epoch")]
@@ -38,13 +38,15 @@ def comparison(results: dict, path: str) -> None:
         label = v["name"] + (f" (diverged @ {v['diverged_epoch']})" if v["diverged"] else "")
         if has_val:
           x, mu, sd = over_seeds(v["per_seed"], f"val_{what}", x_key)
-          if len(x):
-            ax.plot(x, mu, color=c, label=f"{label} val")
+          if len(x):  # a few epochs: dots too, so that two-point curves read as points
+            ax.plot(x, mu, color=c, label=f"{label} val", marker="o" if len(x) <= 12 else "",
+                    markersize=3)
             if v["seeds"] > 1:
               ax.fill_between(x, mu - sd, mu + sd, color=c, alpha=0.2)
         x, mu, _ = over_seeds(v["per_seed"], f"train_{what}", x_key)
         if len(x):
-          ax.plot(x, mu, color=c, linestyle="--", label=f"{label} train")
+          ax.plot(x, mu, color=c, linestyle="--", label=f"{label} train",
+                  marker="o" if len(x) <= 12 else "", markersize=3)
         if v["diverged"] and len(x):
           ax.plot(x[-1], mu[-1], "x", color=c, markersize=10)
       ax.set_xlabel(x_label)
@@ -60,7 +62,10 @@ def comparison(results: dict, path: str) -> None:
         # Log scale, labelled in plain decimals (0.5, 1, 2), never as 2×10⁰.
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        lo, hi = ax.get_ylim()
+        # Minor labels only within a decade: over several they pile up near 1 and 0.1.
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}") if hi / lo < 10
+                                     else NullFormatter())
       ax.legend(fontsize=8)
   d = results["dataset"]
   seeds = max(v["seeds"] for v in results["variants"])
@@ -249,9 +254,15 @@ def schedule(block: dict, path: str) -> None:
 
   rows = block["winner"]["schedule"]
   names = list(block["space"])
-  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), layout="constrained")
+  # Two columns, so that at the size it is written (about 1000 px wide) the text reads.
+  cols = min(2, len(names))
+  grid = -(-len(names) // cols)
+  fig, axes = plt.subplots(grid, cols, figsize=(5.0 * cols, 3.3 * grid), layout="constrained",
+                           squeeze=False)
+  for ax in axes.flat[len(names):]:
+    ax.set_visible(False)
   ep = [r["epoch"] for r in rows]
-  for ax, k in zip(axes, names):
+  for ax, k in zip(axes.flat, names):
     ax.step(ep, [r[k] for r in rows], where="mid", color="C0")
     ax.plot(ep, [r[k] for r in rows], ".", color="C0")
     for a, b in zip(rows, rows[1:]):
@@ -265,7 +276,7 @@ def schedule(block: dict, path: str) -> None:
     ax.grid(alpha=0.3)
   fig.suptitle(f"{block['winner']['name']} ({block['method']}): its hyperparameters per epoch"
                + ("; dotted: weights inherited from another member" if block["method"] == "pbt"
-                  else ""), fontsize=10)
+                  else ""), fontsize=11)
   _save(fig, path)
   plt.close(fig)
 
