@@ -137,6 +137,24 @@ def test_a_claim_whose_variant_did_not_run_is_listed_as_not_judged(tmp_path, cap
   assert "| claim |" not in open(tmp_path / "summary.md").read()  # no empty table
 
 
+def test_tensorboard_shows_each_epochs_learning_rate_as_scheduled(tmp_path):
+  from dl101_jax.host import cli
+  from experiments import dropout
+
+  cli.main(dropout.run, dropout.CONFIG, ["--dataset", "digits", "--epochs", "3",
+                                         "--train-size", "300", "--variants", "dropout",
+                                         "--optimizer", "nesterov", "--schedule", "warmup_linear",
+                                         "--learning-rate", "0.05", "--checkpoint-every", "0",
+                                         "--workdir", str(tmp_path)])
+  # airbench94's shape, written out: 0.2x at step 0, 1x at 23% of the T = 3 x 4 steps, then
+  # down to 0.07x at T; each epoch's point is its last step's (4, 8, 12 steps done).
+  T, peak = 12, int(0.23 * 12)
+  f = lambda t: 0.2 + 0.8 * t / peak if t <= peak else 1 - 0.93 * (t - peak) / (T - peak)  # noqa: E731
+  got = read_scalars(str(tmp_path / "dropout"))["LearningRate"]
+  assert [e for e, _ in got] == [1, 2, 3]
+  assert [x for _, x in got] == pytest.approx([0.05 * f(4 * e - 1) for e in (1, 2, 3)], rel=1e-5)
+
+
 def test_start_here_golden(tmp_path):
   r = run_module("experiments.start_here", "--workdir", str(tmp_path))
   assert r.returncode == 0, r.stderr

@@ -182,6 +182,11 @@ def test_a_pbt_winners_schedule_replayed_retraces_its_line_and_carries_to_anothe
     assert mine["val_loss"][e] == pytest.approx(line["val_loss"][e], rel=1e-4), e
   assert rep["replay"]["val_accuracy"] == pytest.approx(
       found["search"]["winner"]["val_accuracy"], abs=1 / 60 + 1e-6)  # at most one of 60 flips
+  # TensorBoard's LearningRate curve of the replay is the schedule's, epoch by epoch.
+  from helpers import read_scalars
+
+  rates = read_scalars(str(tmp_path / "search" / "replay" / "replay"))["LearningRate"]
+  assert rates == [(e["epoch"], pytest.approx(e["learning_rate"], rel=1e-6)) for e in schedule]
   # Another seed: the same schedule from another start, a different run.
   other = search.run(dataclasses.replace(search.CONFIG, replay=path, seed=5,
                                          workdir=str(tmp_path / "seed5"))).json

@@ -22,9 +22,9 @@ from dl101_jax.config import RUN, Config, ConfigError, fields_with_role
 from dl101_jax.host.data import Dataset
 from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
                              data_spec, restore_best, restore_or_init, select)
-from dl101_jax.core.optim import LABELS
+from dl101_jax.core.optim import LABELS, schedule_factor
 from dl101_jax.host.chunks import ChunkRunner, chunk_length
-from dl101_jax.host.parallel import Runtime
+from dl101_jax.host.parallel import Runtime, to_host
 from dl101_jax.host.console import Console, EpochTicker
 from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
 
@@ -157,7 +157,10 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       n = chunk_length(c0, decide_every, progress.epoch)
       states, mets_ExM, seconds = runner(states, progress.alive, progress.epoch, data, n)
       # --- Record, log, keep the best, drop the diverged, let a population step act.
+      alive = list(progress.alive)
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
+      if tb:
+        _log_rates(tb, states, alive, progress, n, c0, spe)
       states, best = _after_chunk(states, best, progress, dead, improved, members, console, rt,
                                   between_chunks)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
@@ -180,6 +183,21 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       if closing:
         closing.close()
   return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
+
+
+def _log_rates(tb: dict, states: Any, alive: list[int], progress: Progress, n: int,
+               c0: Config, spe: int) -> None:
+  """Each member's learning rate at the end of each epoch of the chunk just run: its value in
+  the states (constant within a chunk: a search changes it between chunks), read back once
+  per chunk, times the schedule's factor at the epoch's last step."""
+  rate_M = np.asarray(to_host(states.opt_state.hyperparams["learning_rate"]))
+  factor = schedule_factor(c0.schedule, c0.epochs * spe)
+  for j, i in enumerate(alive):
+    h = progress.histories[i]
+    for ep in range(progress.epoch - n + 1, progress.epoch + 1):
+      if i in tb and ep in h["epoch"]:
+        scale = float(factor(ep * spe - 1)) if factor else 1.0
+        tb[i].log_rate(ep, float(rate_M[j]) * scale)
 
 
 def _ticker(console: Console, spe: int, epochs: int) -> EpochTicker | None:

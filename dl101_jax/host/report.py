@@ -207,6 +207,12 @@ class TensorBoardRun:
         sub, tag = OVERLAY[k]
         self._write(sub, self._event_pb2.Event(step=epoch, summary=scalar(tag, v)))
 
+  def log_rate(self, epoch: int, rate: float) -> None:
+    """The learning rate at the epoch's last step (the schedule, a search's changes)."""
+    from tensorboardX.summary import scalar
+
+    self._write("", self._event_pb2.Event(step=epoch, summary=scalar("LearningRate", rate)))
+
   def flush(self) -> None:
     for w in self.writers.values():
       w.flush()
