@@ -79,9 +79,10 @@ def test_experiment_outputs(all_experiments, name):
   from helpers import events
 
   values = {v.tag: v for ev in events(str(wd / name)) for v in ev.summary.value}
-  for tag in ("comparison", "confusion", "predictions"):
+  for tag in ("comparison", "confusion", "predictions", "augmented"):
     picture = values[tag].image
     assert picture.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and picture.width > 300
+  assert (values["augmented"].image.width, values["augmented"].image.height) == (8 * 80, 2 * 80)
   texts = {t: values[f"{t}/text_summary"] for t in ("summary", "config")}  # tensorboardX's tags
   assert {v.metadata.plugin_data.plugin_name for v in texts.values()} == {"text"}
   texts = {t: v.tensor.string_val[0].decode() for t, v in texts.items()}

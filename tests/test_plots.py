@@ -42,3 +42,24 @@ def test_several_seeds_and_the_batch_size_step_axis(monkeypatch):
   by_step = [ax for ax in fig.axes if ax.get_xlabel() == "training step"]
   assert len(by_step) == 2 and all(ax.get_xscale() == "log" for ax in by_step)
   assert np.isclose(min(ax.get_xlim()[0] for ax in by_step), 5, rtol=0.5)  # batch_2000 visible
+
+
+def test_the_augmented_sample_shows_each_image_above_its_draw():
+  import dataclasses
+
+  from dl101_jax.config import Config
+  from dl101_jax.host import tb_pages
+
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
+  plain = Config(flip=False, rotate=0.0)
+  assert tb_pages.augmented_samples(x, plain) is None  # nothing to show
+  grid = tb_pages.augmented_samples(x, dataclasses.replace(plain, flip=True))
+  assert grid.shape == (2 * 68, 8 * 68, 3) and grid.dtype == np.uint8  # 34 px framed, x2
+  cell = lambda r, c: grid[r * 68 + 2:(r + 1) * 68 - 2, c * 68 + 2:(c + 1) * 68 - 2]  # noqa: E731
+  flipped = 0
+  for c in range(8):
+    top, bottom = cell(0, c), cell(1, c)
+    assert np.array_equal(bottom, top) or np.array_equal(bottom, top[:, ::-1])
+    flipped += not np.array_equal(bottom, top)
+  assert 0 < flipped < 8  # flips are drawn per image

@@ -249,9 +249,12 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
   if draw:
     drawn += draw(results)
   # TensorBoard: the pictures, the summary and the config; a mean run per variant.
+  pictures = {name.removesuffix(".png"): os.path.join(wd, name) for name in drawn}
+  sample = tb_pages.augmented_samples(results.dataset.x_train, config)
+  if sample is not None:
+    pictures["augmented"] = sample
   tb_pages.write_pages(wd, {"summary": header + table, "config": "```\n" + json.dumps(
-      config.to_dict(), indent=1) + "\n```"},
-      {name.removesuffix(".png"): os.path.join(wd, name) for name in drawn})
+      config.to_dict(), indent=1) + "\n```"}, pictures)
   tb_pages.write_mean_runs(wd, results.json["variants"])
   console.say("\n" + table)
   kept = ["TensorBoard runs"] + (["checkpoints"] if os.path.isdir(os.path.join(wd, "checkpoints"))

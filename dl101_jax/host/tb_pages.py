@@ -16,18 +16,44 @@ PAGES_EVENTS = "events.out.tfevents.1.pages"
 MEAN_EVENTS = "events.out.tfevents.0.mean"
 
 
-def write_pages(logdir: str, texts: dict[str, str], pictures: dict[str, str]) -> None:
-  """The Images and Text pages: each PNG in `pictures` (tag -> path) and each markdown text
-  (tag -> text)."""
+def write_pages(logdir: str, texts: dict[str, str], pictures: dict) -> None:
+  """The Images and Text pages: each picture in `pictures` (tag -> a PNG's path, or an
+  HxWx3 uint8 array) and each markdown text (tag -> text)."""
   import_tensorboardx()
   from PIL import Image
   from tensorboardX.summary import image, text
 
   summaries = [text(tag, body) for tag, body in texts.items()]
-  for tag, png in pictures.items():
-    with Image.open(png) as im:
-      summaries.append(image(tag, np.asarray(im.convert("RGB")), dataformats="HWC"))
+  for tag, picture in pictures.items():
+    if isinstance(picture, str):
+      with Image.open(picture) as im:
+        picture = np.asarray(im.convert("RGB"))
+    summaries.append(image(tag, picture, dataformats="HWC"))
   _replace_events(os.path.join(logdir, PAGES_EVENTS), summaries)
+
+
+def augmented_samples(x_NxHxWxC: np.ndarray, config, n: int = 8) -> np.ndarray | None:
+  """n training images (top row) above one draw of the run's augmentation of them (flip,
+  rotation, translation, on raw pixels as TFLearn orders it), as one HxWx3 uint8 picture
+  scaled to at least 64 px per image; None when the run does not augment."""
+  if x_NxHxWxC.ndim != 4 or not (config.flip or config.rotate > 0 or config.translate > 0):
+    return None
+  import jax
+
+  from dl101_jax.core.augment import augment
+
+  x = np.asarray(x_NxHxWxC[:n], np.float32)
+  aug = np.asarray(augment(jax.random.PRNGKey(config.seed), x, flip=config.flip,
+                           max_degrees=config.rotate, max_shift=config.translate))
+  lo, hi = float(x.min()), float(x.max())
+  framed = lambda im: np.pad(im, ((1, 1), (1, 1), (0, 0)), constant_values=(lo + hi) / 2)  # noqa: E731
+  grid = np.concatenate([np.concatenate([framed(im) for im in row], axis=1)
+                         for row in (x, aug)], axis=0)
+  grid = np.clip((grid - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+  if grid.shape[-1] == 1:
+    grid = np.repeat(grid, 3, axis=-1)
+  k = max(1, -(-64 // x.shape[1]))  # nearest-neighbour upscaling: 8x8 digits stay visible
+  return np.kron(grid, np.ones((k, k, 1), np.uint8))
 
 
 def write_mean_runs(logdir: str, variants: list[dict]) -> list[str]:
