@@ -164,6 +164,10 @@ def test_every_injected_value_is_the_members_and_a_missing_one_is_refused(name):
   for k in mine:
     with pytest.raises(ValueError, match=f"^init_opt_state: no value given for {k}$"):
       init_opt_state(tx, PARAMS, **{**given, k: None})
+  if name != "sgd":  # two missing: both named, in the rule's order
+    with pytest.raises(ValueError, match="^init_opt_state: no value given for learning_rate, "
+                                         "weight_decay$"):
+      init_opt_state(tx, PARAMS, **{**given, "learning_rate": None, "weight_decay": None})
 
 
 @pytest.mark.parametrize("schedule", ["linear", "warmup_linear"])
