@@ -178,10 +178,13 @@ def test_paired_interval_by_hand_and_where_pairing_decides():
   v = _judge(a, b)
   assert (v.test, v.verdict) == ("paired", "supported") and v.low == pytest.approx(low)
   assert _judge(a, b[::-1]).verdict == "inconclusive"
-  # Every pair differing by the same amount is an exact difference, as no spread is for Welch.
+  # Every pair differing by the same amount is an exact difference, as no spread is for Welch:
+  # certain (p 0) unless it is 0 (p 1).
   assert verdict.paired_interval([1.0, 2.0], [0.5, 1.5]) == (0.5, 0.5, 0.0)
+  assert verdict.paired_interval([2.0, 3.0], [1.0, 2.0]) == (1.0, 1.0, 0.0)
+  assert verdict.paired_interval([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0, 1.0)
   assert all(math.isnan(x) for x in verdict.paired_interval([1.0], [0.5]))
-  with pytest.raises(ValueError, match="equal lengths"):
+  with pytest.raises(ValueError, match=r"^paired samples need equal lengths, got 2 and 1$"):
     verdict.paired_interval([1.0, 2.0], [1.0])
 
 
@@ -195,8 +198,12 @@ def test_pairing_needs_the_same_seeds_on_both_sides():
   for other, test in ((with_seed(b, 0), "paired"), (with_seed(b, 1), "welch")):
     v = verdict.judge(CLAIM, {"variants": [a, {**other, "name": "b"}]})
     assert v.test == test
+  # Without a recorded config (hand-made variants) the seeds count from 0; counts per seed too.
+  assert verdict.seeded(_variant("b", [0.5, 0.6]), "val_accuracy") == {0: 0.5, 1: 0.6}
+  assert verdict.seeded(a, "steps_per_epoch") == {0: 100.0, 1: 100.0, 2: 100.0}
   # Epochs of two programs are not matched samples: seconds per step is always Welch's.
   t = verdict.seeded(_variant("a", [0.5, 0.6], seconds=[2.0, 6.0]), "seconds_per_step")
+  assert t == {("epoch", 0): pytest.approx(0.02), ("epoch", 1): pytest.approx(0.04)}
   assert verdict.compare(t, t)[0] == "welch"
 
 
