@@ -9,8 +9,9 @@ Not part of CI. Each module is mutated in its own copy of the repository's track
 under --scratch (mutmut edits the source in place), --jobs modules at once, since mutmut
 runs one mutant after another. Every mutant is written to disk and judged by a fresh
 pytest process over that module's TESTS, stopping at the first failure. The triage of
-the survivors (equivalent, accepted or fixed by a new test) is docs/results/mutation.md,
-written by hand from this script's output.
+the survivors (equivalent or accepted, each with its reason) is docs/results/mutation.md;
+tools/mutation_doc.py rewrites its numbers from the json and keeps each triage, naming any
+survivor that has none.
 
 mutmut 2.x rather than 3.x: 3.x forks one process that has imported the code and picks
 the mutant at call time, and jax.jit caches traces, so a function traced before the fork
