@@ -27,7 +27,7 @@ import numpy as np
 
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.host import cli
-from dl101_jax.host.experiment import Results, held_out_validation, run_experiment
+from dl101_jax.host.experiment import Results, held_out_validation, plain_config, run_experiment
 
 RULE = ("the rate with the lowest mean validation loss after the budget, on a split held out "
         "of the training set; diverged rates left out")
@@ -108,7 +108,7 @@ def run(config: LrFindConfig = CONFIG) -> Results:
                       "--lr-points; set those instead")
   config = held_out_validation(config)  # choose there, never on the test split
   points = grid(config)
-  base = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
+  base = plain_config(config)
 
   def draw(results: Results) -> list[str]:
     from dl101_jax.host import plots

@@ -36,8 +36,8 @@ import numpy as np
 from dl101_jax.host import cli
 from dl101_jax.core import population as pop
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.host.experiment import (Results, changed_fields, held_out_validation, refuse,
-                                  run_experiment)
+from dl101_jax.host.experiment import (Results, changed_fields, held_out_validation,
+                                       plain_config, refuse, run_experiment)
 from dl101_jax.tuning import (METHODS, Method, PopulationStep, ReplayStep, ancestry, member_epochs,
                               winner)
 
@@ -275,7 +275,7 @@ def run(config: SearchConfig = CONFIG) -> Results:
                         tuple(members.values()), eta=config.eta, rung_epochs=config.rung_epochs,
                         pbt_every=config.pbt_every, fraction=config.pbt_fraction,
                         resample_probability=config.resample_probability)
-  base = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
+  base = plain_config(config)
   results = run_experiment(base, members, plot=False, extra=search_block(config, step, members),
                            between_chunks=step, decide_every=step.every, draw=draw(config))
   w, block = results.json["search"]["winner"], results.json["search"]

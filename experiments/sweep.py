@@ -23,7 +23,7 @@ import numpy as np
 
 from dl101_jax.host import cli
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.host.experiment import Results, held_out_validation, run_experiment
+from dl101_jax.host.experiment import Results, held_out_validation, plain_config, run_experiment
 
 
 def _floats(field: str, text: str) -> tuple[float, ...]:
@@ -112,7 +112,7 @@ def run(config: SweepConfig = CONFIG) -> Results:
                       "set those instead")
   config = held_out_validation(config)  # select there, never on the test split
   points_cfg = grid(config)
-  base = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
+  base = plain_config(config)
 
   def draw(results: Results) -> list[str]:
     from dl101_jax.host import plots

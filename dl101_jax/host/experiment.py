@@ -117,6 +117,12 @@ def refuse(given: set[str], refused: dict[str, str]) -> None:
     raise ConfigError(f, refused[f])
 
 
+def plain_config(config: Config) -> Config:
+  """The Config inside an experiment's own extension of it (a sweep's, a search's): what
+  run_experiment trains with, the extension's own fields left out."""
+  return Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
+
+
 def held_out_validation(config: Config) -> Config:
   """The config, validating on a split held out of the training set: --val-size, or 10%
   of the training set when it is 0. What a search or sweep selects on; never the test split."""
