@@ -229,6 +229,13 @@ def describe(docstring: str) -> str:
   return f"{paras[0]}\n\nExamples:\n\n{cmds}"
 
 
+def _refused(module) -> frozenset[str]:
+  """What an experiment refuses as flags (left out of --help): what its variants set, and its
+  REFUSED (search's)."""
+  return frozenset({k for v in getattr(module, "VARIANTS", {}).values() for k in v}
+                   | set(getattr(module, "REFUSED", {})))
+
+
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
   """Parse flags, run, and turn expected failures into one-line errors."""
   from dl101_jax.host import console, signals
@@ -239,11 +246,8 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
 
   module = sys.modules.get(run.__module__)
   doc = describe(module.__doc__ or "") if module else None
-  # What the experiment refuses as flags: what its variants set, and its REFUSED (search's).
-  hidden = frozenset({k for v in getattr(module, "VARIANTS", {}).values() for k in v}
-                     | set(getattr(module, "REFUSED", {})))
   try:
-    config = parse(default, args, prog=_invocation(), description=doc, hidden=hidden)
+    config = parse(default, args, prog=_invocation(), description=doc, hidden=_refused(module))
   except BrokenPipeError:  # `--help | head`: the reader left; exit quietly
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(1) from None

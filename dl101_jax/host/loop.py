@@ -157,10 +157,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       n = chunk_length(c0, decide_every, progress.epoch)
       states, mets_ExM, seconds = runner(states, progress.alive, progress.epoch, data, n)
       # --- Record, log, keep the best, drop the diverged, let a population step act.
-      alive = list(progress.alive)
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
-      if tb:
-        _log_rates(tb, states, alive, progress, n, c0, spe)
+      _log_rates(tb, states, progress, n, c0, spe)  # states: still every member the chunk ran
       states, best = _after_chunk(states, best, progress, dead, improved, members, console, rt,
                                   between_chunks)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
@@ -175,8 +173,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
       # Still "training" between chunks: a signal now stops the run after the next epoch.
-    for i, w in tb.items():  # ended: diverged is a failure; finished or stopped by a search
-      w.end("STATUS_FAILURE" if progress.diverged[i] is not None else "STATUS_SUCCESS")
+    _end_sessions(tb, progress)
   finally:
     signals.phase("setup")
     for closing in (ckpt, best_ckpt, *tb.values()):
@@ -185,19 +182,28 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
 
 
-def _log_rates(tb: dict, states: Any, alive: list[int], progress: Progress, n: int,
-               c0: Config, spe: int) -> None:
+def _log_rates(tb: dict, states: Any, progress: Progress, n: int, c0: Config, spe: int) -> None:
   """Each member's learning rate at the end of each epoch of the chunk just run: its value in
   the states (constant within a chunk: a search changes it between chunks), read back once
-  per chunk, times the schedule's factor at the epoch's last step."""
+  per chunk, times the schedule's factor at the epoch's last step. Before the chunk's
+  members are pruned: the states' axis is still progress.alive."""
+  if not tb:
+    return
   rate_M = np.asarray(to_host(states.opt_state.hyperparams["learning_rate"]))
   factor = schedule_factor(c0.schedule, c0.epochs * spe)
-  for j, i in enumerate(alive):
+  for j, i in enumerate(progress.alive):
     h = progress.histories[i]
     for ep in range(progress.epoch - n + 1, progress.epoch + 1):
       if i in tb and ep in h["epoch"]:
         scale = float(factor(ep * spe - 1)) if factor else 1.0
         tb[i].log_rate(ep, float(rate_M[j]) * scale)
+
+
+def _end_sessions(tb: dict, progress: Progress) -> None:
+  """Each run's HParams status: diverged is a failure; finished or stopped by a search, a
+  success (a run killed never gets here, so it shows none)."""
+  for i, w in tb.items():
+    w.end("STATUS_FAILURE" if progress.diverged[i] is not None else "STATUS_SUCCESS")
 
 
 def _ticker(console: Console, spe: int, epochs: int) -> EpochTicker | None:
