@@ -100,7 +100,9 @@ def notes(verdicts: list, results: dict[str, dict]) -> list[str]:
          for r in results.values()):
     out += ["", f"The tutorial's claims are about CIFAR-10 at {PROTOCOL_EPOCHS}+ epochs (its "
                 "own runs: 50); on other data or fewer epochs a verdict says what this run "
-                "shows, not whether the tutorial holds."]
+                "shows, not whether the tutorial holds. Training accuracy is each epoch's "
+                "mean with dropout and augmentation on, so early on it can sit below "
+                "validation's."]
   return out
 
 
