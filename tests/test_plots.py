@@ -63,3 +63,19 @@ def test_the_augmented_sample_shows_each_image_above_its_draw():
     assert np.array_equal(bottom, top) or np.array_equal(bottom, top[:, ::-1])
     flipped += not np.array_equal(bottom, top)
   assert 0 < flipped < 8  # flips are drawn per image
+
+
+def test_a_mean_run_follows_the_seeds_and_goes_when_one_seed_is_left(tmp_path):
+  from dl101_jax.host import tb_pages
+  from helpers import read_scalars
+
+  history = {"epoch": [1, 2], "train_loss": [2.0, 1.0], "train_accuracy": [0.1, 0.2],
+             "val_loss": [2.5, 1.5], "val_accuracy": [0.2, 0.3]}
+  v = {"name": "a", "seeds": 2, "history": history}
+  assert tb_pages.write_mean_runs(str(tmp_path), [v]) == [str(tmp_path / "a-mean")]
+  got = read_scalars(str(tmp_path / "a-mean"))
+  assert [(e, round(x, 6)) for e, x in got["Accuracy/Validation"]] == [(1, 0.2), (2, 0.3)]
+  assert [x for _, x in read_scalars(str(tmp_path / "a-mean" / "train"))["epoch_loss"]] == [2, 1]
+  # Run again with one seed: no mean to show, and the old one is not left behind.
+  assert tb_pages.write_mean_runs(str(tmp_path), [{**v, "seeds": 1}]) == []
+  assert not (tmp_path / "a-mean").exists()

@@ -216,7 +216,7 @@ def test_holm_by_hand():
 
 
 def test_holm_turns_a_lone_support_inconclusive_in_a_family():
-  # Alone, a 3-seed paired difference with p ~ 0.02 is supported; judged with two claims
+  # Alone, a 3-seed paired difference with p 0.039 is supported; judged with two claims
   # that carry no evidence, Holm multiplies its p by 3 and it is no longer.
   a, b = [0.70, 0.72, 0.71], [0.68, 0.69, 0.695]  # differences 0.02, 0.03, 0.015
   alone = _judge(a, b)

@@ -118,10 +118,10 @@ def experiment_summary(columns: dict[str, list]):
 def write_hparams(logdir: str, summaries: list) -> None:
   """<logdir>/HPARAMS_EVENTS holds exactly `summaries`."""
   os.makedirs(logdir, exist_ok=True)
-  _replace_events(os.path.join(logdir, HPARAMS_EVENTS), summaries)
+  replace_events(os.path.join(logdir, HPARAMS_EVENTS), summaries)
 
 
-def _replace_events(path: str, summaries: list, steps: list[int] | None = None) -> None:
+def replace_events(path: str, summaries: list, steps: list[int] | None = None) -> None:
   """An event file that holds exactly `summaries` (at `steps`, else step 0): written aside,
   then renamed over `path` (a full disk leaves the old file and no partial one)."""
   from tensorboardX.proto import event_pb2

@@ -1,7 +1,7 @@
 """What TensorBoard shows of a workdir beyond each run's per-epoch scalars: the pictures
 (Images), the summary and the config (Text), and one mean run per variant with several seeds.
 
-Each is written when the outputs are, into event files replaced whole (report._replace_events),
+Each is written when the outputs are, into event files replaced whole (report.replace_events),
 so writing the outputs again replaces them instead of piling up."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 
 import numpy as np
 
-from dl101_jax.host.report import OVERLAY, TAGS, _replace_events, import_tensorboardx
+from dl101_jax.host import files
+from dl101_jax.host.report import OVERLAY, TAGS, import_tensorboardx, replace_events
 
 PAGES_EVENTS = "events.out.tfevents.1.pages"
 MEAN_EVENTS = "events.out.tfevents.0.mean"
@@ -29,7 +30,7 @@ def write_pages(logdir: str, texts: dict[str, str], pictures: dict) -> None:
       with Image.open(picture) as im:
         picture = np.asarray(im.convert("RGB"))
     summaries.append(image(tag, picture, dataformats="HWC"))
-  _replace_events(os.path.join(logdir, PAGES_EVENTS), summaries)
+  replace_events(os.path.join(logdir, PAGES_EVENTS), summaries)
 
 
 def augmented_samples(x_NxHxWxC: np.ndarray, config, n: int = 8) -> np.ndarray | None:
@@ -65,10 +66,10 @@ def write_mean_runs(logdir: str, variants: list[dict]) -> list[str]:
 
   written = []
   for v in variants:
-    h = v["history"]
+    h, run = v["history"], os.path.join(logdir, f"{v['name']}-mean")
     if v["seeds"] < 2 or not h["epoch"]:
+      files.remove_tree(run)  # an earlier run's mean, with more seeds than this one has
       continue
-    run = os.path.join(logdir, f"{v['name']}-mean")
     by_folder: dict[str, list] = {"": [], "train": [], "validation": []}
     for k, tag in TAGS.items():
       for epoch, x in zip(h["epoch"], h.get(k) or []):
@@ -78,7 +79,8 @@ def write_mean_runs(logdir: str, variants: list[dict]) -> list[str]:
           by_folder[sub].append((epoch, scalar(overlay, x)))
     for sub, points in by_folder.items():
       os.makedirs(os.path.join(run, sub), exist_ok=True)
-      _replace_events(os.path.join(run, sub, MEAN_EVENTS), [s for _, s in sorted(
-          points, key=lambda p: p[0])], steps=[e for e, _ in sorted(points, key=lambda p: p[0])])
+      points.sort(key=lambda p: p[0])  # by epoch, as each seed's run logs them
+      replace_events(os.path.join(run, sub, MEAN_EVENTS), [s for _, s in points],
+                     steps=[e for e, _ in points])
     written.append(run)
   return written
