@@ -29,6 +29,7 @@ AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 on
 # Largest --cutout square per dataset (its images' side).
 MAX_SEED = 2**31 - 1  # the largest int32: seeds and step counts are int32 on the device
 MAX_EPOCHS = 1_000_000
+AUTO_MAX_SEEDS = 12  # --max-seeds' default
 IMAGE_SIDES = {"digits": 8, "cifar10": 32}
 MUON_LR = 0.24  # airbench94_muon's; --muon-lr's default, refused off it without --optimizer muon
 # Known training-set sizes, so a batch larger than the data is caught before loading.
@@ -176,8 +177,12 @@ class Config:
   """Examples per step; the last partial batch is padded and masked, never dropped."""
   seed: int = _field(0, VALUE, "training")
   """First random seed; --seeds N uses seed .. seed+N-1."""
-  seeds: int = _field(1, RUN, "training")
-  """Seeds per variant, trained together in one vmapped program; reported as mean +- std."""
+  seeds: int | Literal["auto"] = _field(1, RUN, "training")
+  """Seeds per variant, trained together in one vmapped program; reported as mean +- std. auto: 3 at a time, until every claim the experiment judges is decided (or --max-seeds, --seed-budget)."""
+  max_seeds: int = _field(AUTO_MAX_SEEDS, RUN, "training")
+  """--seeds auto: the most seeds per variant."""
+  seed_budget: int = _field(0, RUN, "training")
+  """--seeds auto: the most model-epochs (seeds x variants x epochs) to train; 0: no limit but --max-seeds."""
   norm: Norm = _field("scalar", SHAPE, "data")
   """Featurewise normalization from training-set statistics (TFLearn's default is one scalar)."""
   flip: bool = _field(True, SHAPE, "data")
@@ -245,10 +250,16 @@ class Config:
       self._need(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
     # Ranges first, so no value reaches int32 or schedule arithmetic that cannot hold it.
     self._need(_int_in(self.epochs, 1, MAX_EPOCHS), "epochs", f"an integer in [1, {MAX_EPOCHS}]")
-    self._need(_int_in(self.seeds, 1, MAX_SEED + 1), "seeds", "an integer >= 1")
+    self._need(self.seeds == "auto" or _int_in(self.seeds, 1, MAX_SEED + 1), "seeds",
+               "an integer >= 1, or auto")
+    self._need(_int_in(self.max_seeds, 3, MAX_SEED + 1), "max_seeds",
+               "an integer >= 3 (--seeds auto's first look trains 3)")
+    self._need(_int_in(self.seed_budget, 0, 2**62), "seed_budget",
+               "an integer >= 0 model-epochs (0 = no limit)")
     # Seeds run seed, seed + 1, ..., each a PRNGKey of an int32.
-    self._need(_int_in(self.seed, 0, MAX_SEED + 1 - self.seeds), "seed",
-               f"an integer in [0, {MAX_SEED + 1 - self.seeds}] (with --seeds {self.seeds}, "
+    n = self.max_seeds if self.seeds == "auto" else self.seeds
+    self._need(_int_in(self.seed, 0, MAX_SEED + 1 - n), "seed",
+               f"an integer in [0, {MAX_SEED + 1 - n}] (with --seeds {self.seeds}, "
                f"the last seed must fit in int32)")
     self._need(self.batch_size >= 1, "batch_size", "an integer >= 1")
     self._need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
@@ -297,6 +308,9 @@ class Config:
     self._need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
     self._need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
     self._need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
+    for f in ("max_seeds", "seed_budget"):
+      self._need(self.seeds == "auto" or getattr(self, f) == _default(f), f,
+                 f"{_default(f)} (the default) unless --seeds auto")
 
   def _check_counts(self) -> None:
     """Sizes, cadences and process counts."""
@@ -366,6 +380,10 @@ def _choices() -> dict[str, tuple[str, ...]]:
   hints = typing.get_type_hints(Config)
   return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(Config)
           if typing.get_origin(hints[f.name]) is Literal}
+
+
+def _default(field: str):
+  return next(f.default for f in dataclasses.fields(Config) if f.name == field)
 
 
 def _int_in(v, lo: int, hi: int) -> bool:

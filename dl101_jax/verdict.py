@@ -18,6 +18,13 @@ programs) it is Welch's t (ttest_ind, unequal variances). Where the differences 
 spread at all (a count fixed by the config, like steps per epoch) the interval is the
 difference itself. Holm's step-down adjustment keeps the chance of any false verdict
 among a family of claims (a report's, a ladder's rungs) at 5%.
+
+Seeds on demand (--seeds auto) look at the claims after each batch of seeds and stop once
+every one is decided. Looking K times gives K chances to be fooled, so a run that planned
+K looks (results.json's seeds_auto.planned_looks) splits the 5% among them (Bonferroni):
+each interval is at 1 - 0.05/K confidence and each p-value is multiplied by K before Holm.
+By the union bound the chance of any false verdict at any look stays at or under 5% however
+early the run stops; tests/test_seeds_auto.py checks it on simulated runs.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ RULE = ("supported when the 95% confidence interval of the difference excludes 0
         "direction and its Holm-adjusted p-value among the claims judged together is below "
         "0.05 (paired t over the seeds' differences where both sides share seeds, Welch's t "
         "otherwise), contradicted when the same holds in the other direction, "
-        "inconclusive otherwise")
+        "inconclusive otherwise; a --seeds auto run that planned K looks uses 1 - 0.05/K "
+        "intervals and K times the p-values (Bonferroni over looks)")
 ALPHA = 0.05
 
 
@@ -68,6 +76,7 @@ class Verdict:
   test: str = "welch"  # 'paired' (matched seeds) or 'welch'
   p: float = math.nan  # two-sided, of this claim alone
   p_holm: float = math.nan  # adjusted over the family it was judged in (= p alone)
+  looks: int = 1  # planned looks of a --seeds auto run: p is K times the last look's
 
 
 def samples(variant: dict, metric: str) -> list[float]:
@@ -137,13 +146,18 @@ def welch_test(a: list[float], b: list[float], confidence: float = 0.95
   return float(ci.low), float(ci.high), float(res.pvalue)
 
 
-def compare(a: dict, b: dict) -> tuple[str, float, float, float]:
+def compare(a: dict, b: dict, confidence: float = 0.95) -> tuple[str, float, float, float]:
   """(test, low, high, p) for two sides' samples keyed by seed: paired when both sides have
   the same seeds, Welch's otherwise (keys that are tuples, such as epochs, never pair)."""
   if a and set(a) == set(b) and not any(isinstance(k, tuple) for k in a):
     keys = sorted(a)
-    return ("paired", *paired_interval([a[k] for k in keys], [b[k] for k in keys]))
-  return ("welch", *welch_test(list(a.values()), list(b.values())))
+    return ("paired", *paired_interval([a[k] for k in keys], [b[k] for k in keys], confidence))
+  return ("welch", *welch_test(list(a.values()), list(b.values()), confidence))
+
+
+def planned_looks(results: dict) -> int:
+  """How many looks a run planned before it started: K of a --seeds auto run, else 1."""
+  return int((results.get("seeds_auto") or {}).get("planned_looks", 1))
 
 
 def holm(ps: list[float]) -> list[float]:
@@ -177,20 +191,22 @@ def judge(claim: Claim, results: dict) -> Verdict:
 
 def judge_all(pairs: list[tuple[Claim, dict]]) -> list[Verdict]:
   """Verdicts on a family of claims (each with its experiment's results.json), Holm-adjusted
-  over the family."""
+  over the family; a --seeds auto run's claims at its looks' share of the error."""
   raw = []
   for claim, results in pairs:
     by_name = {v["name"]: v for v in results["variants"]}
     a = seeded(by_name[claim.larger.variant], claim.larger.metric)
     b = seeded(by_name[claim.smaller.variant], claim.smaller.metric)
-    raw.append((claim, a, b, *compare(a, b)))
+    k = planned_looks(results)
+    test, low, high, p = compare(a, b, 1 - ALPHA / k)
+    raw.append((claim, a, b, test, low, high, k, min(1.0, k * p) if k > 1 else p))
   adjusted = holm([r[-1] for r in raw])
   out = []
-  for (claim, a, b, test, low, high, p), ph in zip(raw, adjusted):
+  for (claim, a, b, test, low, high, k, p), ph in zip(raw, adjusted):
     ma = float(np.mean(list(a.values()))) if a else math.nan
     mb = float(np.mean(list(b.values()))) if b else math.nan
     out.append(Verdict(claim, ma, mb, ma - mb, low, high, len(a), len(b),
-                       decide(low, high, ph), test, p, ph))
+                       decide(low, high, ph), test, p, ph, k))
   return out
 
 
@@ -202,7 +218,7 @@ def _num(x: float) -> str:
 
 def table(verdicts: list[Verdict]) -> str:
   """Markdown: claim, the two sides, the difference with its interval, the test and Holm's
-  p, the verdict."""
+  p, the verdict. A --seeds auto run's interval names its confidence and the test its looks."""
   rows = ["| claim | larger side (mean) | smaller side (mean) | difference [95% CI] | "
           "test (Holm p) | verdict |", "|---|---|---|---|---|---|"]
   for v in verdicts:
@@ -210,9 +226,15 @@ def table(verdicts: list[Verdict]) -> str:
     side = lambda s, m, n: f"{s.variant} {s.metric} {_num(m)} (n={n})"
     rows.append(f"| ({c.id}) {c.text} | {side(c.larger, v.larger_mean, v.n_larger)} | "
                 f"{side(c.smaller, v.smaller_mean, v.n_smaller)} | {_num(v.difference)} "
-                f"[{_num(v.low)}, {_num(v.high)}] | {v.test} ({_num(v.p_holm)}) | "
+                f"[{_num(v.low)}, {_num(v.high)}]{_level(v.looks)} | {v.test}"
+                f"{f', {v.looks} looks' if v.looks > 1 else ''} ({_num(v.p_holm)}) | "
                 f"**{v.verdict}** |")
   return "\n".join(rows)
+
+
+def _level(looks: int) -> str:
+  """' at 98.75%' for an interval narrower in error than 95% (a run of several looks)."""
+  return f" at {100 * (1 - ALPHA / looks):.4g}%" if looks > 1 else ""
 
 
 def as_json(v: Verdict) -> dict:
@@ -223,5 +245,6 @@ def as_json(v: Verdict) -> dict:
           "larger": dataclasses.asdict(c.larger), "smaller": dataclasses.asdict(c.smaller),
           "samples": c.samples, "larger_mean": f(v.larger_mean),
           "smaller_mean": f(v.smaller_mean), "difference": f(v.difference),
-          "ci95": [f(v.low), f(v.high)], "test": v.test, "p": f(v.p), "p_holm": f(v.p_holm),
-          "verdict": v.verdict, "rule": RULE}
+          "ci95": [f(v.low), f(v.high)], "confidence": 1 - ALPHA / v.looks, "looks": v.looks,
+          "test": v.test, "p": f(v.p), "p_holm": f(v.p_holm), "verdict": v.verdict,
+          "rule": RULE}

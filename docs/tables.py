@@ -56,9 +56,12 @@ def claims() -> str:
 
   results = {n: _load(f"{n}.json") for n in
              ("layers", "dropout", "regularization", "batch_size", "learning_rate")}
-  rows = ["| claim | means | difference [95% CI] | verdict (Holm p) |",
-          "|---|---|---|---|"]
+  rows = ["| claim | means | difference [95% CI] | seeds | verdict (Holm p) |",
+          "|---|---|---|---|---|"]
   for v in verdicts(results):
+    auto = results[v.claim.experiment].get("seeds_auto")
+    seeds = (f"{min(v.n_larger, v.n_smaller)}" + (" (auto)" if auto else "")
+             if v.claim.samples == "seeds" else f"{min(v.n_larger, v.n_smaller)} epochs")
     metric = v.claim.larger.metric
     if metric == "steps_per_epoch":
       measured, diff = f"{v.larger_mean:.0f} vs {v.smaller_mean:.0f} steps", (
@@ -70,7 +73,11 @@ def claims() -> str:
       measured = f"{v.larger_mean:.3f} vs {v.smaller_mean:.3f}"
       diff = f"{v.difference:+.3f} {_ci(v.low, v.high)}"
     rows.append(f"| ({v.claim.id}) {v.claim.short or v.claim.text} | {measured} | {diff} | "
-                f"{_verdict(v.verdict, v.low, v.high, v.p_holm)} |")
+                f"{seeds} | {_verdict(v.verdict, v.low, v.high, v.p_holm)} |")
+  wider = {(v.claim.experiment, v.looks) for v in verdicts(results) if v.looks > 1}
+  for name, looks in sorted(wider):  # its K looks share the 5%: each interval is wider
+    rows += ["", f"{name}: --seeds auto planned {looks} looks, so its intervals are at "
+                 f"{100 * (1 - 0.05 / looks):.4g}% and its p-values {looks} times the paired t's."]
   return "\n".join(rows)
 
 

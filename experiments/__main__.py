@@ -72,6 +72,18 @@ def verdicts(results: dict[str, dict]) -> list:
   return verdict.judge_all(family(results))  # Holm over every claim the report judges
 
 
+def seeds_md(results: dict[str, dict]) -> str:
+  """'3 seeds per variant', or each experiment's count where they differ (--seeds auto)."""
+  used = {name: (r.get("seeds_auto") or {}).get("seeds_used") or r["config"]["seeds"]
+          for name, r in results.items()}
+  auto = {name for name, r in results.items() if r.get("seeds_auto")}
+  if len(set(used.values())) == 1 and not auto:
+    n = next(iter(used.values()))
+    return f"{n} seed{'s' if n != 1 else ''} per variant"
+  return "seeds per variant: " + ", ".join(
+      f"{name} {n}" + (" (--seeds auto)" if name in auto else "") for name, n in used.items())
+
+
 def report_md(results: dict[str, dict]) -> str:
   from dl101_jax.host.report import summary_table
 
@@ -81,8 +93,8 @@ def report_md(results: dict[str, dict]) -> str:
   vs = verdicts(results)
   out = ["# dl101_jax: the tutorial's five experiments", "",
          f"{d['name']}: {d['train_size']} train / {d['test_size']} test images (validation on "
-         f"the test split, as in the tutorial), {c['epochs']} epochs, {c['seeds']} "
-         f"seed{'s' if c['seeds'] != 1 else ''} per variant, {first['devices']} "
+         f"the test split, as in the tutorial), {c['epochs']} epochs, {seeds_md(results)}, "
+         f"{first['devices']} "
          f"{first['platform']} device(s); {train_s / 60:.1f} min of training in all.", "",
          "## The tutorial's claims, judged", "",
          f"Rule: {verdict.RULE}. Final-epoch values, one sample per seed (3b: per epoch).", "",

@@ -106,18 +106,33 @@ def notes(verdicts: list, results: dict[str, dict]) -> list[str]:
   return out
 
 
-def judged(experiment: str, renamed: dict[str, str] | None = None):
+class judged:
   """run_experiment's `extra`: this experiment's claims judged on its run, as one family
   (results.json's "claims"; summary.md and the console end with its table). `renamed`:
-  variants that ran under another name."""
+  variants that ran under another name. --seeds auto asks it between looks (`verdicts`)
+  and before training whether the selected variants leave a claim to judge (`claims`)."""
 
-  def extra(results) -> dict:
-    mine = {experiment: {**results.json, "claims": {"renamed": renamed or {}}}}
-    vs = verdict.judge_all(family(mine))
+  alpha = verdict.ALPHA  # the error rate --seeds auto's looks share
+
+  def __init__(self, experiment: str, renamed: dict[str, str] | None = None):
+    self.experiment, self.renamed = experiment, renamed or {}
+
+  def _mine(self, results_json: dict) -> dict[str, dict]:
+    return {self.experiment: {**results_json, "claims": {"renamed": self.renamed}}}
+
+  def claims(self, names) -> list[Claim]:
+    """The claims judged when the variants `names` run."""
+    ran = {"variants": [{"name": n} for n in names]}
+    return [c for c, _, missing in _sorted(self._mine(ran)) if not missing]
+
+  def verdicts(self, results_json: dict) -> list:
+    return verdict.judge_all(family(self._mine(results_json)))
+
+  def __call__(self, results) -> dict:
+    mine = self._mine(results.json)
+    vs = self.verdicts(results.json)
     scope = ("on this run, as one family (python -m experiments judges all of the tutorial's "
              "claims together)")
     return {"claims": {"verdicts": [verdict.as_json(v) for v in vs],
                        "not_judged": [{"id": c.id, "missing": m} for c, m in not_judged(mine)],
-                       "table": table_md(vs, scope, mine), "renamed": renamed or {}}}
-
-  return extra
+                       "table": table_md(vs, scope, mine), "renamed": self.renamed}}

@@ -3,6 +3,7 @@
     python -m experiments.regularization
     python -m experiments.regularization --dataset digits --epochs 5 --seeds 3   # offline, seconds
     python -m experiments.regularization --data-dir DATA_DIR --epochs 20 --seeds 3   # DATA_DIR: a prepared TFDS data dir
+    python -m experiments.regularization --data-dir DATA_DIR --epochs 20 --seeds auto   # seeds until decided
 
 Network: conv32-pool-conv64-conv64-pool-fc512-fc10 (no dropout), batch 96.
   no_regularization: Adam 1e-3.
@@ -16,7 +17,8 @@ Network: conv32-pool-conv64-conv64-pool-fc512-fc10 (no dropout), batch 96.
 All three differ only in values, so they train together in one program.
 
 Cost, 2-core CPU: 20 epochs x 3 seeds on the 10k subset, ~64 min of training for the
-9 models in one program; digits, 2 epochs: seconds. Results: docs/results/regularization.*.
+9 models in one program (--seeds auto: as much again for each look of 3 more seeds, up to
+12); digits, 2 epochs: seconds. Results: docs/results/regularization.*.
 """
 
 from dl101_jax.host import cli

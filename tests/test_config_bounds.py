@@ -15,12 +15,14 @@ WITH = {  # the flags a field only means something with
     "momentum": {"optimizer": "nesterov"}, "norm_bias_lr": {"batch_norm": True},
     "whiten_bias_epochs": {"dataset": "cifar10", "net": "airbench"},
     "cutout": {"dataset": "cifar10"}, "process_id": {"num_processes": 3},
+    "max_seeds": {"seeds": "auto"}, "seed_budget": {"seeds": "auto"},
 }
 EPS = 1e-9
 
 # field: (values just inside the allowed range, values just outside it)
 EDGES = {
-    "epochs": ([1, 10**6], [0, 10**6 + 1, 10**20]), "seeds": ([1], [0]),
+    "epochs": ([1, 10**6], [0, 10**6 + 1, 10**20]), "seeds": ([1, "auto"], [0, "Auto"]),
+    "max_seeds": ([3, 2**31], [2, 2**31 + 1]), "seed_budget": ([0, 2**62], [-1, 2**62 + 1]),
     "seed": ([0, 2**31 - 1], [-1, 2**31, 3_000_000_000]),
     "batch_size": ([1], [0]), "eval_batch_size": ([1], [0]),
     "learning_rate": ([EPS], [0.0, -EPS, float("inf"), float("nan")]),

@@ -93,8 +93,8 @@ def test_short_lines_and_links_that_resolve():
   for line in lines:
     if line.startswith("```"):
       fenced = not fenced
-    elif not fenced and len(line) > 100 and "http" not in line:
-      long.append(line)
+    elif not fenced and len(line) > (120 if line.startswith("|") else 100) and "http" not in line:
+      long.append(line)  # prose within 100 characters; a table's row within 120
   assert long == []
   for target in re.findall(r"\]\(([^)#]+)\)", text):
     if not target.startswith("http"):

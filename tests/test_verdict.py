@@ -143,15 +143,17 @@ def test_the_table_and_the_json_of_a_verdict():
                "larger": {"variant": "a", "metric": "val_accuracy"},
                "smaller": {"variant": "b", "metric": "val_accuracy"}, "samples": "seeds",
                "larger_mean": v.larger_mean, "smaller_mean": v.smaller_mean,
-               "difference": v.difference, "ci95": [v.low, v.high], "test": "paired",
+               "difference": v.difference, "ci95": [v.low, v.high], "confidence": 0.95,
+               "looks": 1, "test": "paired",
                "p": 0.0, "p_holm": 0.0, "verdict": "supported", "rule": verdict.RULE}
   j = verdict.as_json(_judge([0.9], [0.1]))
   assert j["ci95"] == [None, None] and j["p_holm"] is None and j["verdict"] == "inconclusive"
   assert verdict.RULE.startswith("supported when the 95% confidence interval")
-  assert verdict.RULE.endswith("inconclusive otherwise")
+  assert verdict.RULE.endswith("K times the p-values (Bonferroni over looks)")
   for part in ("excludes 0 in the claimed direction", "Holm-adjusted p-value", "below 0.05",
                "paired t over the seeds' differences", "Welch's t otherwise",
-               "contradicted when the same holds in the other direction"):
+               "contradicted when the same holds in the other direction",
+               "inconclusive otherwise", "1 - 0.05/K intervals"):
     assert part in verdict.RULE, part
 
 
@@ -295,3 +297,23 @@ def test_holm_keeps_a_familys_false_verdicts_at_five_percent_where_no_difference
   se = math.sqrt(0.05 * 0.95 / n)
   assert any_false / n <= 0.05 + 4 * se
   assert any_raw / n > 0.15  # the family-wise error that Holm removes
+
+
+def test_a_run_of_k_looks_judges_at_its_share_of_the_error():
+  """--seeds auto's rule on known numbers: with 4 planned looks the interval is scipy's paired
+  t at 1 - 0.05/4 and the p-value 4 times the paired t's. These differences are decided alone
+  (p = 0.0253) and open at 4 looks (p = 0.101)."""
+  a, b = [0.72, 0.745, 0.73, 0.715], [0.70, 0.70, 0.70, 0.70]
+  res = stats.ttest_rel(a, b)
+  assert res.pvalue == pytest.approx(0.0253, abs=1e-4)
+  alone = _judge(a, b)
+  assert (alone.verdict, alone.looks, alone.p) == ("supported", 1, pytest.approx(res.pvalue))
+  results = {"variants": [_variant("a", a), _variant("b", b)], "seeds_auto": {"planned_looks": 4}}
+  v = verdict.judge(CLAIM, results)
+  ci = res.confidence_interval(1 - 0.05 / 4)
+  assert (v.low, v.high) == (pytest.approx(ci.low), pytest.approx(ci.high)) and v.low < 0
+  assert v.p == v.p_holm == pytest.approx(4 * res.pvalue) and v.looks == 4
+  assert v.verdict == "inconclusive"
+  assert verdict.as_json(v)["confidence"] == 0.9875 and verdict.as_json(v)["looks"] == 4
+  assert "[-0.008164, 0.06316] at 98.75% | paired, 4 looks (0.1012) |" in verdict.table([v])
+  assert verdict.planned_looks({}) == 1 and verdict.planned_looks({"seeds_auto": None}) == 1

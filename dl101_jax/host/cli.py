@@ -74,6 +74,11 @@ def _event_message(event: Any, flags: list[str]) -> str | None:
     return f"{flag}: must be one of {', '.join(event.choices)}, got {event.value!r}"
   if kind == "InstantiationFailure":
     msg = event.message.strip().splitlines()[0] if event.message.strip() else "invalid value"
+    union = re.match(r"no type matching (\S+) could be instantiated from \[(.*)\]", msg)
+    if union:  # a flag of several types (--seeds INT|{auto}): say them as the help does
+      kinds = {"INT": "an integer", "FLOAT": "a number", "STR": "a string"}
+      allowed = [kinds.get(k, k.strip("{}")) for k in union.group(1).split("|")]
+      msg = f"must be {' or '.join(allowed)}, got {union.group(2)}"
     return msg if msg.startswith("--") or not flag else f"{flag}: {msg}"
   if kind == "BadValue":
     return f"{flag}: cannot take the value {event.offending_value!r}" if flag else None

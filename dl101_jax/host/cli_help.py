@@ -18,7 +18,7 @@ import typing
 
 GROUP_ORDER = ("training", "data", "outputs", "run control", "scale-out")
 # What --help shows besides an experiment's own flags (--help-all: every flag).
-COMMON = ("epochs", "seeds", "seed", "dataset", "data_dir", "train_size", "net", "dropout",
+COMMON = ("epochs", "seeds", "max_seeds", "seed_budget", "seed", "dataset", "data_dir", "train_size", "net", "dropout",
           "optimizer", "learning_rate", "batch_size", "variants", "workdir", "restart",
           "precision", "devices", "platform")
 
@@ -48,6 +48,9 @@ def _kind(f: dataclasses.Field, hints: dict) -> str:
   if t in names:
     return names[t]
   args = [a for a in typing.get_args(t) if a is not type(None)]
+  if any(typing.get_origin(a) is typing.Literal for a in args):  # INT|auto
+    return "|".join(",".join(map(str, typing.get_args(a))) if typing.get_origin(a)
+                    is typing.Literal else names.get(a, "VALUE") for a in args)
   return names.get(args[0], "VALUE") if args else "VALUE"
 
 

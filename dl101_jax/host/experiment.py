@@ -18,7 +18,7 @@ from typing import Any, Callable
 from dl101_jax.config import Config, ConfigError, check_batch_size, group_key
 from dl101_jax.host import console as console_lib
 from dl101_jax.host import data as data_lib
-from dl101_jax.host import evaluation, files, report, results_json, signals, tb_pages
+from dl101_jax.host import evaluation, files, report, results_json, seeds_auto, signals, tb_pages
 from dl101_jax.host.group import GroupResult, Member, device_data, group_name
 from dl101_jax.host.loop import fit, hparams_columns
 from dl101_jax.host.parallel import configure_jax, runtime
@@ -153,7 +153,11 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
     refuse(changed_fields(config, default),
            {**per_variant_refusals({n: every[n] for n in selected}, config.name),
             **(refused or {})})
-  members = make_members(selected)
+  if config.seeds == "auto":  # every seed a look may train; seeds_auto trains them in batches
+    _check_auto(config, selected, extra)
+    members = make_members(seeds_auto.batch(selected, 0, config.max_seeds))
+  else:
+    members = make_members(selected)
   configure_jax(config)
   rt = runtime(config)
   for vc in selected.values():
@@ -179,19 +183,32 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   if rt.is_primary:  # the HParams dashboard's columns, for every group of the experiment
     report.write_hparams(config.run_dir, [report.experiment_summary(hparams_columns(members))])
   # --- Train each group; stop between groups if a signal came in.
-  groups = []
-  for g in make_groups(members):
-    signals.stop_if_pending()  # after loading, and between groups (each ends on a checkpoint)
-    groups.append(fit(g, ds, dev, rt, group=group_name(g), console=console,
-                      label_variants=len(selected) > 1, between_chunks=between_chunks,
-                      decide_every=decide_every))
+  def train(batch: dict[str, Config], suffix: str = "") -> list[GroupResult]:
+    out = []
+    for g in make_groups(make_members(batch)):
+      signals.stop_if_pending()  # after loading, and between groups (each ends on a checkpoint)
+      out.append(fit(g, ds, dev, rt, group=group_name(g) + suffix, console=console,
+                     label_variants=len(selected) > 1, between_chunks=between_chunks,
+                     decide_every=decide_every))
+    return out
+
+  every = {**variants, **(opt_in or {})}
+  variants_json = lambda groups: [results_json.variant_json(name, vc, every[name], groups)
+                                  for name, vc in selected.items()]
+  auto = None
+  if config.seeds == "auto":  # looks of 3 seeds until the claims are decided
+    judge = lambda groups, record: extra.verdicts({"variants": variants_json(groups),
+                                                   "seeds_auto": record})
+    groups, auto = seeds_auto.run(config, selected, train, judge, console.say, extra.alpha)
+  else:
+    groups = train(selected)
   signals.phase("finishing")
 
   # --- results.json, then the outputs.
   out = results_json.run_json(config, ds, rt, groups)
-  every = {**variants, **(opt_in or {})}
-  out["variants"] = [results_json.variant_json(name, vc, every[name], groups)
-                     for name, vc in selected.items()]
+  out["variants"] = variants_json(groups)
+  if auto:
+    out["seeds_auto"] = auto
   if ds.num_classes > 1 and ds.val_size:
     out.update(results_json.where_it_errs(out, groups, ds, dev))
   results = Results(out, groups, ds, rt.is_primary, dev)
@@ -201,6 +218,17 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   if rt.is_primary:
     write_outputs(results, config, console, plot=plot, draw=draw)
   return results
+
+
+def _check_auto(config: Config, selected: dict[str, Config], extra: Any) -> None:
+  """--seeds auto needs claims to decide: an experiment that judges some on these variants."""
+  if not hasattr(extra, "verdicts"):
+    raise ConfigError("seeds", f"a number for the {config.name} experiment: auto adds seeds "
+                      "until the claims an experiment judges are decided (layers, dropout, "
+                      "regularization, batch_size, learning_rate)")
+  if not [c for c in extra.claims(selected) if c.samples == "seeds"]:
+    raise ConfigError("seeds", f"a number with --variants {config.variants}: auto needs both "
+                      f"sides of one of the {config.name} experiment's claims over seeds")
 
 
 def _load(config: Config, selected: dict[str, Config], members: list[Member], rt: Any,
@@ -215,7 +243,9 @@ def _load(config: Config, selected: dict[str, Config], members: list[Member], rt
   dev = device_data(ds, data_lib.Normalizer.fit(ds.x_train, config.norm), rt)
   console.say(f"{config.name}: {ds.train_size} train / {ds.val_size} test examples on "
               f"{rt.num_devices} {rt.platform} device(s) in {time.perf_counter() - t0:.1f} s; "
-              f"{len(members)} model(s) in {len(make_groups(members))} program(s)")
+              + ("up to " if config.seeds == "auto" else "")
+              + f"{len(members)} model(s) in {len(make_groups(members))} program(s)"
+              + (f", {seeds_auto.SEEDS_PER_LOOK} seeds a look" if config.seeds == "auto" else ""))
   return ds, dev
 
 
@@ -225,7 +255,10 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
   files.write_json(os.path.join(wd, "results.json"), results.json)
   table = report.summary_table(results.json)
   d = results.json["dataset"]
-  seeds = f"{config.seeds} seed{'s' if config.seeds != 1 else ''}"
+  auto = results.json.get("seeds_auto")
+  n = auto["seeds_used"] if auto else config.seeds
+  seeds = f"{n} seed{'s' if n != 1 else ''}" + (f" (--seeds auto: {auto['stopped']})"
+                                                 if auto else "")
   what = "images" if results.dataset.is_image else "examples"  # OR's four rows are not images
   header = (f"# {config.name}\n\n{d['name']}: {d['train_size']} train / {d['test_size']} test "
             f"{what}, {config.epochs} epochs, {seeds}, "
@@ -234,10 +267,12 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
   if errors:
     per_class = evaluation.per_class_table(results.json["variants"], errors["classes"])
     table += ("\n\nPer-class validation accuracy (final model of each seed"
-              f"{', mean ± std' if config.seeds > 1 else ''}):\n\n{per_class}")
+              f"{', mean ± std' if n > 1 else ''}):\n\n{per_class}")
   claims = results.json.get("claims")  # an experiment's own claims, judged (experiments/)
   if claims:
     table += "\n\n" + claims["table"]
+  if auto:
+    table += "\n\n" + seeds_auto.summary(auto)
   files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
   drawn = []
   if plot:

@@ -52,6 +52,7 @@ def run_json(config: Config, ds: data_lib.Dataset, rt: Any,
       "variants": [],
       # One entry per compiled program: its variants and seconds (training; compiling apart).
       "groups": [{"name": group_name(g.members), "members": len(g.members),
+                  "seeds": sorted({m.config.seed for m in g.members}),
                   "wall_seconds": round(g.wall_seconds, 3),
                   "compile_seconds": round(g.compile_seconds, 3)} for g in groups],
   }
@@ -61,12 +62,12 @@ def variant_json(name: str, vc: Config, overrides: dict, groups: list[GroupResul
   """One variant's entry in results.json: its seeds' histories, costs and configs."""
   hs, div, wall, comp = [], [], 0.0, 0.0
   for g in groups:
-    for i, m in enumerate(g.members):
-      if m.variant == name:
-        hs.append(g.histories[i])
-        div.append(g.diverged[i])
-        # Members of one group share its wall time (training, compile excluded).
-        wall, comp = g.wall_seconds, g.compile_seconds
+    mine = [i for i, m in enumerate(g.members) if m.variant == name]
+    hs += [g.histories[i] for i in mine]
+    div += [g.diverged[i] for i in mine]
+    if mine:  # members of one group share its wall time (training, compile excluded);
+      wall += g.wall_seconds  # --seeds auto trains a variant's seeds in several groups
+      comp += g.compile_seconds
   v = report.variant_result(name, hs, div, wall)
   v["compile_seconds"] = round(comp, 3)
   v["parameters"] = next(g.parameters for g in groups if any(m.variant == name
