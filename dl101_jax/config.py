@@ -203,6 +203,8 @@ class Config:
   """Compute dtype; params and optimizer state stay float32."""
   eval_batch_size: int = _field(1000, SHAPE, "data")
   """Examples per validation step."""
+  tensorboard_verbose: int = _field(0, RUN, "outputs")
+  """TensorBoard's detail, TFLearn's levels: 0 loss, accuracy and learning rate; 1 also gradient histograms; 2 also weights; 3 also activations and their sparsity. Measured on the device at each epoch's end on a fixed batch of training images."""
   log_every: int = _field(0, RUN, "outputs")
   """Console line every N epochs when not on a terminal; 0 picks 1 up to 100 epochs, else epochs/20."""
   workdir: str | None = _field(None, RUN, "outputs")
@@ -320,6 +322,8 @@ class Config:
     self._need(_finite(self.diverge_above) and self.diverge_above >= 0, "diverge_above",
                "a finite number >= 0")
     self._need(self.log_every >= 0, "log_every", "an integer >= 0 (0 = auto)")
+    self._need(self.tensorboard_verbose in (0, 1, 2, 3), "tensorboard_verbose",
+               "0, 1, 2 or 3 (TFLearn's levels)")
     self._need(self.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0 = never)")
     self._need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
     self._need(self.devices >= 0, "devices", "an integer >= 0 (0 = all)")

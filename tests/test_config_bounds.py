@@ -43,6 +43,7 @@ EDGES = {
     "train_size": ([0], [-1]), "test_size": ([0], [-1]), "val_size": ([0], [-1]),
     "diverge_above": ([0.0], [-EPS, float("inf")]),
     "log_every": ([0], [-1]), "checkpoint_every": ([0], [-1]),
+    "tensorboard_verbose": ([0, 3], [-1, 4]),
     "keep_checkpoints": ([1], [0]), "devices": ([0], [-1]), "num_processes": ([1], [0]),
     "process_id": ([0, 2], [-1, 3]),
 }

@@ -19,11 +19,12 @@ from dl101_jax.host.console import Console, EpochTicker
 
 
 def chunk_length(c0: Config, decide_every: int = 0, epoch: int = 0) -> int:
-  """Epochs in the device call that starts after `epoch`: a log line, a checkpoint and a
-  population decision (every `decide_every` epochs) all fall on a chunk's end, and the
-  last chunk ends at --epochs."""
+  """Epochs in the device call that starts after `epoch`: a log line, a checkpoint, a
+  population decision (every `decide_every` epochs) and the histograms all fall on a
+  chunk's end, and the last chunk ends at --epochs."""
   per_call = c0.epochs_per_log
-  for every in (c0.checkpoint_every, decide_every):
+  # --tensorboard-verbose measures every epoch's end: one epoch a call.
+  for every in (c0.checkpoint_every, decide_every, 1 if c0.tensorboard_verbose else 0):
     per_call = math.gcd(per_call, every) if every else per_call
   return min(per_call - epoch % per_call, c0.epochs - epoch)
 

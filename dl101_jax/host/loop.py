@@ -27,6 +27,7 @@ from dl101_jax.host.chunks import ChunkRunner, chunk_length
 from dl101_jax.host.parallel import Runtime, to_host
 from dl101_jax.host.console import Console, EpochTicker
 from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
+from dl101_jax.host.tb_histograms import Probe
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
 
@@ -148,6 +149,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   resumed = _say_resumed(console, group, progress, c0.epochs, spe)
   tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
+  probe = (Probe(gp.model, c0.loss, c0.tensorboard_verbose, data)
+           if tb and c0.tensorboard_verbose else None)
   console.new_block()  # a group's live block never overwrites the previous group's
   show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0, spe,
                                                 ds, seconds, label_variants), ep, force)
@@ -159,6 +162,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       # --- Record, log, keep the best, drop the diverged, let a population step act.
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
       _log_rates(tb, states, progress, n, c0, spe)  # states: still every member the chunk ran
+      if probe:  # --tensorboard-verbose: the epoch's histograms
+        probe.log(tb, states, progress.alive, progress.epoch, dead)
       states, best = _after_chunk(states, best, progress, dead, improved, members, console, rt,
                                   between_chunks)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs

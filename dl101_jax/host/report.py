@@ -109,6 +109,12 @@ def experiment_summary(columns: dict[str, list]):
     info = HParamInfo(name=name, type=DataType.Value(kind))
     for x in values:
       _set_value(info.domain_discrete.values.add(), x)
+    if len(values) > 1:
+      # TensorBoard shows the columns marked as differing first (its 5 first, by default),
+      # as it marks them when it reads runs without a summary. tensorboardX's copy of
+      # api.proto predates the field (`bool differs = 7`), so its bytes are added here:
+      # tag 7, varint, true; protobuf keeps them as an unknown field.
+      info = HParamInfo.FromString(info.SerializeToString() + b"\x38\x01")
     infos.append(info)
   metrics = [MetricInfo(name=MetricName(tag=TAGS[k])) for k in ("val_accuracy", "val_loss")]
   return _hparams_summary("_hparams_/experiment",
@@ -209,9 +215,21 @@ class TensorBoardRun:
 
   def log_rate(self, epoch: int, rate: float) -> None:
     """The learning rate at the epoch's last step (the schedule, a search's changes)."""
+    self.log_scalar(epoch, "LearningRate", rate)
+
+  def log_scalar(self, epoch: int, tag: str, value: float) -> None:
     from tensorboardX.summary import scalar
 
-    self._write("", self._event_pb2.Event(step=epoch, summary=scalar("LearningRate", rate)))
+    self._write("", self._event_pb2.Event(step=epoch, summary=scalar(tag, value)))
+
+  def log_histogram(self, epoch: int, tag: str, s: dict) -> None:
+    """One histogram from its moments and bucket counts (tb_histograms computes them)."""
+    from tensorboardX.summary import histogram_raw
+
+    h = histogram_raw(tag, float(s["min"]), float(s["max"]), float(s["num"]), float(s["sum"]),
+                      float(s["sum_squares"]), [float(x) for x in s["limits"]],
+                      [float(x) for x in s["counts"]])
+    self._write("", self._event_pb2.Event(step=epoch, summary=h))
 
   def flush(self) -> None:
     for w in self.writers.values():

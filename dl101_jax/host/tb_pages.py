@@ -24,13 +24,20 @@ def write_pages(logdir: str, texts: dict[str, str], pictures: dict) -> None:
   from PIL import Image
   from tensorboardX.summary import image, text
 
-  summaries = [text(tag, body) for tag, body in texts.items()]
+  summaries = [_scalar_text(text(tag, body)) for tag, body in texts.items()]
   for tag, picture in pictures.items():
     if isinstance(picture, str):
       with Image.open(picture) as im:
         picture = np.asarray(im.convert("RGB"))
     summaries.append(image(tag, picture, dataformats="HWC"))
   replace_events(os.path.join(logdir, PAGES_EVENTS), summaries)
+
+
+def _scalar_text(summary):
+  """tensorboardX writes a text as a 1-element vector, which TensorBoard draws as a table
+  of one cell; as a scalar string it renders as the markdown page it is."""
+  summary.value[0].tensor.tensor_shape.ClearField("dim")
+  return summary
 
 
 def augmented_samples(x_NxHxWxC: np.ndarray, config, n: int = 8) -> np.ndarray | None:
