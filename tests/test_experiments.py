@@ -56,7 +56,7 @@ def test_experiment_outputs(all_experiments, name):
     # Training and validation overlay on one chart: the same tags in train/ and validation/.
     # (add_hparams() would have left a timestamped sub-run; there is none.)
     run = wd / name / v["name"]
-    assert {d for d in os.listdir(run) if os.path.isdir(run / d)} == {"train", "validation"}
+    assert {d for d in os.listdir(run) if os.path.isdir(run / d)} == {"train", "validation", "steps"}
     train, val = read_scalars(str(run / "train")), read_scalars(str(run / "validation"))
     assert set(train) == set(val) == {"epoch_loss", "epoch_accuracy"}
     assert val["epoch_accuracy"] == scalars["Accuracy/Validation"]

@@ -16,7 +16,7 @@ import pytest
 
 from dl101_jax.config import Config
 from dl101_jax.core import member_state, models, optim, train
-from dl101_jax.host import tb_histograms
+from dl101_jax.host import tb_detail
 from helpers import env, run_module
 
 pytest.importorskip("tensorboard")
@@ -71,13 +71,14 @@ def test_the_dashboards_that_have_data(board):
   assert {"scalars", "hparams", "images", "text", "histograms", "distributions"} <= on
 
 
-def test_three_runs_per_model_and_a_mean_run_per_variant(board):
+def test_four_runs_per_model_and_a_mean_run_per_variant(board):
   _, get = board
   runs = set(get("/data/runs"))
   expected = {"."}
   for v in ("dropout", "no_dropout"):
-    for name in [f"{v}-seed{s}" for s in range(SEEDS)] + [f"{v}-mean"]:
-      expected |= {name, f"{name}/train", f"{name}/validation"}
+    for s in range(SEEDS):
+      expected |= {f"{v}-seed{s}{sub}" for sub in ("", "/train", "/validation", "/steps")}
+    expected |= {f"{v}-mean{sub}" for sub in ("", "/train", "/validation")}
   assert runs == expected
   tags = get("/data/plugin/scalars/tags")
   assert set(tags["dropout-seed1"]) == {"Loss", "Accuracy", "Loss/Validation",
@@ -88,6 +89,17 @@ def test_three_runs_per_model_and_a_mean_run_per_variant(board):
   assert set(tags["dropout-seed1/train"]) == set(tags["dropout-seed1/validation"]) == {
       "epoch_loss", "epoch_accuracy"}
   assert set(tags["no_dropout-mean"]) >= {"Loss", "Accuracy/Validation"}
+  # Within epochs: digits' 15 steps an epoch are 15 runs of one step, at steps 1..30.
+  assert set(tags["dropout-seed1/steps"]) == {"StepLoss"}
+  points = get("/data/plugin/scalars/scalars?run=dropout-seed1/steps&tag=StepLoss")
+  assert [p[1] for p in points] == list(range(1, 31))
+  res = json.load(open(board[0] / "results.json"))
+  h = next(v for v in res["variants"] if v["name"] == "dropout")["per_seed"][1]
+  # The epoch's loss is the mean of its steps' (equal batches but the last, of 1437 - 14 * 96).
+  weights = [96] * 14 + [1437 - 14 * 96]
+  for e in (0, 1):
+    mean = np.average([p[2] for p in points[15 * e:15 * (e + 1)]], weights=weights)
+    assert mean == pytest.approx(h["train_loss"][e], rel=1e-5)
 
 
 def test_hparams_lists_the_columns_that_differ_and_each_runs_values_and_status(board):
@@ -159,7 +171,7 @@ def test_each_level_adds_tflearns_next_kind_and_the_numbers_are_the_tensors():
   model, states, x, y = _member()
   params = jax.tree.map(lambda a: a[0], states.params)
   kinds = lambda out: {k.split("/")[0] for k in out}  # noqa: E731
-  outs = {lv: tb_histograms.make_probe(model, "xent", lv)(states, x, y) for lv in (1, 2, 3)}
+  outs = {lv: tb_detail.make_probe(model, "xent", lv)(states, x, y) for lv in (1, 2, 3)}
   assert kinds(outs[1]) == {"Gradients"}
   assert kinds(outs[2]) == {"Gradients", "Weights"}
   assert kinds(outs[3]) == {"Gradients", "Weights", "Activations", "Sparsity"}
@@ -167,7 +179,7 @@ def test_each_level_adds_tflearns_next_kind_and_the_numbers_are_the_tensors():
   # Weights: the parameter's own histogram (numpy's, over its min..max).
   w = np.asarray(params["fc0"]["kernel"]).ravel()
   s = jax.tree.map(lambda a: np.asarray(a[0]), out["Weights/fc0/kernel"])
-  counts, edges = np.histogram(w, bins=tb_histograms.BUCKETS, range=(w.min(), w.max()))
+  counts, edges = np.histogram(w, bins=tb_detail.BUCKETS, range=(w.min(), w.max()))
   np.testing.assert_array_equal(s["counts"], counts)
   np.testing.assert_allclose(s["limits"], edges[1:], atol=1e-7)  # float32 edges
   assert (s["num"], s["min"], s["max"]) == (w.size, w.min(), w.max())
@@ -191,7 +203,7 @@ def test_each_level_adds_tflearns_next_kind_and_the_numbers_are_the_tensors():
 
 def test_with_batchnorm_the_sparsity_is_of_what_enters_the_relu():
   model, states, x, y = _member(batch_norm=True)
-  out = tb_histograms.make_probe(model, "xent", 3)(states, x, y)
+  out = tb_detail.make_probe(model, "xent", 3)(states, x, y)
   assert "Sparsity/bn0_0" in out and "Sparsity/conv0_0" not in out and "Sparsity/fc0" in out
 
 
@@ -204,3 +216,28 @@ def test_verbose_levels_are_refused_outside_0_to_3():
       Config(name="t", dataset="digits", net="fc8", tensorboard_verbose=bad)
   c = Config(name="t", dataset="digits", net="fc8", epochs=10, log_every=5, checkpoint_every=5)
   assert chunk_length(c) == 5 and chunk_length(c.replace(tensorboard_verbose=1)) == 1
+
+
+def test_chunk_means_are_each_runs_per_example_mean():
+  metrics = {"loss": jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0]),
+             "count": jnp.asarray([2.0, 2.0, 2.0, 2.0, 1.0])}
+  # 5 steps in 2 runs: steps 0-2 (s * 2 // 5 = 0) and 3-4.
+  np.testing.assert_allclose(train.chunk_means(metrics, 2), [2.0, (8 + 5) / 3])
+  np.testing.assert_allclose(train.chunk_means(metrics, 20), [1, 2, 3, 4, 5])  # one per step
+
+
+def test_step_loss_is_drawn_where_each_run_of_steps_ends():
+  class Run:
+    def __init__(self):
+      self.points = []
+
+    def log_scalar(self, step, tag, value, sub=""):
+      self.points.append((sub, tag, step, value))
+
+  tb = {0: Run(), 1: Run(), 2: Run()}
+  chunks_ExMxK = np.arange(2 * 2 * 2, dtype=float).reshape(2, 2, 2)  # 2 epochs, 2 alive, 2 runs
+  # Members 0 and 2 alive (in that order); 2 just diverged; epochs 4 and 5 of 5 steps each.
+  tb_detail.log_chunk_losses(tb, chunks_ExMxK, [0, 2], 4, 5, dead=[2])
+  assert tb[0].points == [("steps", "StepLoss", s, v)
+                          for s, v in ((18, 0.0), (20, 1.0), (23, 4.0), (25, 5.0))]
+  assert tb[1].points == tb[2].points == []

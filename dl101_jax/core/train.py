@@ -202,6 +202,9 @@ class Program:
   # on_progress(epoch, steps_done) (jax.debug.callback, once per tick, not per member).
   progress_every: int = 0
   on_progress: Callable[[Any, Any], None] | None = None
+  # The epoch's steps in this many runs of nearly equal length, each run's mean training
+  # loss returned with the epoch's metrics (TensorBoard's curve within epochs); 0: none.
+  loss_chunks: int = 0
 
 
 def alternating_flips(key: jax.Array, n: int, epoch: jax.Array) -> jax.Array:
@@ -242,7 +245,21 @@ def train_epoch(prog: Program, state: TrainState, key: jax.Array, epoch: jax.Arr
 
   steps_S = jnp.arange(idx_SxB.shape[0])
   state, metrics_S = jax.lax.scan(body, state, (steps_S, idx_SxB, mask_SxB))
-  return state, _weighted(metrics_S)
+  out = _weighted(metrics_S)
+  if prog.loss_chunks:
+    out["loss_chunks"] = chunk_means(metrics_S, prog.loss_chunks)
+  return state, out
+
+
+def chunk_means(metrics_S: Metrics, k: int) -> jax.Array:
+  """The per-example mean loss of each of k runs of consecutive steps (step s is in run
+  s * k // S; fewer runs when an epoch has fewer than k steps)."""
+  n_S = metrics_S["count"]
+  steps = n_S.shape[0]
+  k = min(k, steps)
+  run_S = jnp.arange(steps) * k // steps
+  total_K = jax.ops.segment_sum(metrics_S["loss"] * n_S, run_S, num_segments=k)
+  return total_K / jnp.maximum(jax.ops.segment_sum(n_S, run_S, num_segments=k), 1.0)
 
 
 def evaluate(prog: Program, apply_fn: Callable, variables: dict, data: DeviceData,
@@ -287,6 +304,8 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
   def one_epoch(states, epoch):
     states, tm = members_epoch(states, epoch)
     out = {"train_loss": tm["loss"], "train_accuracy": tm["accuracy"]}
+    if prog.loss_chunks:
+      out["train_loss_chunks"] = tm["loss_chunks"]  # M x K
     if data.x_val is not None:
       vm = jax.vmap(lambda v: evaluate(prog, states.apply_fn, v, data))(model_variables(states))
       out.update(val_loss=vm["loss"], val_accuracy=vm["accuracy"])

@@ -26,6 +26,7 @@ from dl101_jax.core.optim import make_optimizer
 from dl101_jax.host.parallel import Runtime, to_device
 from dl101_jax.host.console import EpochTicker
 from dl101_jax.host.report import empty_history
+from dl101_jax.host.tb_detail import LOSS_CHUNKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +157,8 @@ class GroupProgram:
                          alternate_flip=c0.alternate_flip,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
-                         on_progress=progress.tick if progress else None)
+                         on_progress=progress.tick if progress else None,
+                         loss_chunks=LOSS_CHUNKS)
     tx = make_optimizer(c0.optimizer, c0.schedule, c0.epochs * spe, c0.momentum,
                         c0.norm_bias_lr, c0.whiten_bias_epochs * spe,
                         decay="all" if c0.is_airbench else "kernels")

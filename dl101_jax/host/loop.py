@@ -27,12 +27,13 @@ from dl101_jax.host.chunks import ChunkRunner, chunk_length
 from dl101_jax.host.parallel import Runtime, to_host
 from dl101_jax.host.console import Console, EpochTicker
 from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
-from dl101_jax.host.tb_histograms import Probe
+from dl101_jax.host.tb_detail import Probe, log_chunk_losses
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
 
 
-def open_tensorboard(members: list[Member], c0: Config, resumed: int) -> dict[int, TensorBoardRun]:
+def open_tensorboard(members: list[Member], c0: Config, resumed: int,
+                     spe: int) -> dict[int, TensorBoardRun]:
   """One writer per member; a fresh start replaces old curves, a resume purges later points."""
   if not resumed:
     for m in members:
@@ -40,7 +41,7 @@ def open_tensorboard(members: list[Member], c0: Config, resumed: int) -> dict[in
   return {i: TensorBoardRun(os.path.join(c0.run_dir, m.run_name),
                             {"variant": m.variant,
                              **{k: getattr(m.config, k) for k in _logged(c0)}},
-                            resume_epoch=resumed)
+                            resume_epoch=resumed, steps_per_epoch=spe)
           for i, m in enumerate(members)}
 
 
@@ -147,7 +148,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   states, progress = restore_or_init(gp, ckpt, rt, meta["data"]["fingerprint"])
   best = restore_best(best_ckpt, states, progress, rt)
   resumed = _say_resumed(console, group, progress, c0.epochs, spe)
-  tb = open_tensorboard(members, c0, resumed) if rt.is_primary else {}
+  tb = open_tensorboard(members, c0, resumed, spe) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
   probe = (Probe(gp.model, c0.loss, c0.tensorboard_verbose, data)
            if tb and c0.tensorboard_verbose else None)
@@ -160,7 +161,9 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       n = chunk_length(c0, decide_every, progress.epoch)
       states, mets_ExM, seconds = runner(states, progress.alive, progress.epoch, data, n)
       # --- Record, log, keep the best, drop the diverged, let a population step act.
+      chunks_ExMxK, first = mets_ExM.pop("train_loss_chunks"), progress.epoch + 1
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
+      log_chunk_losses(tb, chunks_ExMxK, progress.alive, first, spe, dead)
       _log_rates(tb, states, progress, n, c0, spe)  # states: still every member the chunk ran
       if probe:  # --tensorboard-verbose: the epoch's histograms
         probe.log(tb, states, progress.alive, progress.epoch, dead)

@@ -164,7 +164,8 @@ class TensorBoardRun:
   checkpoint already covers.
   """
 
-  def __init__(self, logdir: str, hparams: dict, *, resume_epoch: int = 0):
+  def __init__(self, logdir: str, hparams: dict, *, resume_epoch: int = 0,
+               steps_per_epoch: int = 0):
     import_tensorboardx()
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto import event_pb2
@@ -173,14 +174,19 @@ class TensorBoardRun:
     self._event_pb2 = event_pb2
     self.logdir = logdir
     self.writers = {}
-    for sub in ("", "train", "validation"):
+    # steps/ holds StepLoss, whose x is the training step: TensorBoard purges by step, per
+    # run, so it needs its own run to be purged at the resumed epoch's last step.
+    for sub, unit in (("", 1), ("train", 1), ("validation", 1), ("steps", steps_per_epoch)):
+      if not unit:
+        continue
       d = os.path.join(logdir, sub)
       os.makedirs(d, exist_ok=True)
       self.writers[sub] = EventsWriter(os.path.join(d, "events"), f".{os.getpid()}")
       if resume_epoch:
-        # TensorBoard's purge: points at steps > resume_epoch from the killed run are dropped.
-        self._write(sub, event_pb2.Event(step=resume_epoch + 1, session_log=event_pb2.SessionLog(
-            status=event_pb2.SessionLog.START)))
+        # TensorBoard's purge: points after the resumed epoch from the killed run are dropped.
+        self._write(sub, event_pb2.Event(step=resume_epoch * unit + 1,
+                                         session_log=event_pb2.SessionLog(
+                                             status=event_pb2.SessionLog.START)))
     # The run's HParams session, replaced on a resume (--epochs may have grown); no end, so
     # no status, until `end` says how it ended: a killed run never shows as a success.
     # (add_hparams() would open a stray sub-run.)
@@ -217,10 +223,10 @@ class TensorBoardRun:
     """The learning rate at the epoch's last step (the schedule, a search's changes)."""
     self.log_scalar(epoch, "LearningRate", rate)
 
-  def log_scalar(self, epoch: int, tag: str, value: float) -> None:
+  def log_scalar(self, epoch: int, tag: str, value: float, sub: str = "") -> None:
     from tensorboardX.summary import scalar
 
-    self._write("", self._event_pb2.Event(step=epoch, summary=scalar(tag, value)))
+    self._write(sub, self._event_pb2.Event(step=epoch, summary=scalar(tag, value)))
 
   def log_histogram(self, epoch: int, tag: str, s: dict) -> None:
     """One histogram from its moments and bucket counts (tb_histograms computes them)."""

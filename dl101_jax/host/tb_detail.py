@@ -1,17 +1,23 @@
-"""--tensorboard-verbose 1..3: TFLearn's histograms, computed on the device once per epoch.
+"""TensorBoard past the epoch's scalars: the loss within epochs, and TFLearn's histograms.
 
     python -m experiments.dropout --dataset digits --epochs 3 --tensorboard-verbose 3
     tensorboard --logdir runs/dropout     # HISTOGRAMS and DISTRIBUTIONS, one card per tensor
 
-TFLearn's levels (tflearn.DNN's `tensorboard_verbose`): 0 loss and accuracy; 1 also the
-gradients; 2 also the weights; 3 also the activations and their sparsity. TFLearn summarizes
-its training step as it runs; here one jitted call per epoch, over every member at once,
-measures each member at the epoch's end on a fixed probe batch (the first PROBE training
-images, normalized, without augmentation, dropout in evaluation mode), so the pictures
-compare from epoch to epoch and the training step itself is untouched. Each tensor becomes
-BUCKETS counts between its min and max on the device (jnp.histogram); only those counts and
-five moments per tensor come back, once per epoch, and tensorboardX's histogram_raw writes
-them. Cost: a forward and backward pass over PROBE images per member and epoch.
+StepLoss (in each run's steps/): the training loss of each twentieth of an epoch
+(LOSS_CHUNKS runs of steps; the compiled epoch returns their means with its metrics, so
+they cross to the host once per epoch) at the run's last training step, for a curve as
+TFLearn's and Keras' per-step ones.
+
+--tensorboard-verbose, TFLearn's levels (tflearn.DNN's `tensorboard_verbose`): 0 loss and
+accuracy; 1 also the gradients; 2 also the weights; 3 also the activations and their
+sparsity. TFLearn summarizes its training step as it runs; here one jitted call per epoch,
+over every member at once, measures each member at the epoch's end on a fixed probe batch
+(the first PROBE training images, normalized, without augmentation, dropout in evaluation
+mode), so the pictures compare from epoch to epoch and the training step is untouched.
+Each tensor becomes BUCKETS counts between its min and max on the device (jnp.histogram);
+only those counts and five moments per tensor come back, once per epoch, and tensorboardX's
+histogram_raw writes them. Cost: a forward and backward pass over PROBE images per member
+and epoch.
 
   Gradients/<layer>/<param>   the loss's gradient on the probe batch (level >= 1)
   Weights/<layer>/<param>     the parameters (level >= 2)
@@ -35,6 +41,21 @@ from dl101_jax.host.parallel import to_host
 
 BUCKETS = 30
 PROBE = 256  # probe images per epoch: the same ones every epoch
+LOSS_CHUNKS = 20  # StepLoss points per epoch
+
+
+def log_chunk_losses(tb: dict, chunks_ExMxK: np.ndarray, alive: list[int], first_epoch: int,
+                     steps_per_epoch: int, dead: list[int] = ()) -> None:
+  """StepLoss for the chunk's epochs (first_epoch, first_epoch + 1, ...): run c of K ends at
+  step ceil((c + 1) S / K) of the epoch's S (train.chunk_means' split)."""
+  for e in range(chunks_ExMxK.shape[0]):
+    k = chunks_ExMxK.shape[2]
+    for j, i in enumerate(alive):
+      if i not in tb or i in dead:
+        continue
+      for c in range(k):
+        step = (first_epoch + e - 1) * steps_per_epoch - (-(c + 1) * steps_per_epoch // k)
+        tb[i].log_scalar(step, "StepLoss", float(chunks_ExMxK[e, j, c]), sub="steps")
 
 
 def _stats(x: jax.Array) -> dict[str, jax.Array]:
