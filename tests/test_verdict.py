@@ -317,3 +317,24 @@ def test_a_run_of_k_looks_judges_at_its_share_of_the_error():
   assert verdict.as_json(v)["confidence"] == 0.9875 and verdict.as_json(v)["looks"] == 4
   assert "[-0.008164, 0.06316] at 98.75% | paired, 4 looks (0.1012) |" in verdict.table([v])
   assert verdict.planned_looks({}) == 1 and verdict.planned_looks({"seeds_auto": None}) == 1
+
+
+def test_two_looks_double_the_p_value_cap_it_at_1_and_say_so_in_the_table():
+  a, b = [0.72, 0.745, 0.73, 0.715], [0.70, 0.70, 0.70, 0.70]
+  res = stats.ttest_rel(a, b)
+  two = verdict.judge(CLAIM, {"variants": [_variant("a", a), _variant("b", b)],
+                              "seeds_auto": {"planned_looks": 2}})
+  assert two.p == pytest.approx(2 * res.pvalue) and two.looks == 2
+  assert (two.low, two.high) == tuple(pytest.approx(x) for x in res.confidence_interval(0.975))
+  assert "at 97.5% | paired, 2 looks (" in verdict.table([two])
+  # Ten looks of a p-value of 0.25: 2.5 is no probability; it is 1.
+  c, d = [0.70, 0.72, 0.69, 0.71], [0.70, 0.70, 0.70, 0.70]
+  raw = stats.ttest_rel(c, d).pvalue
+  assert 0.1 < raw < 1
+  many = verdict.judge(CLAIM, {"variants": [_variant("a", c), _variant("b", d)],
+                               "seeds_auto": {"planned_looks": 10}})
+  assert many.p == many.p_holm == 1.0
+  # A verdict made without looks is one look's: 95%, and no looks in the table.
+  plain = verdict.Verdict(CLAIM, 0.7, 0.6, 0.1, 0.05, 0.15, 3, 3, "supported")
+  assert plain.looks == 1 and verdict.as_json(plain)["confidence"] == 0.95
+  assert "looks" not in verdict.table([plain]) and " at " not in verdict.table([plain])
