@@ -198,6 +198,9 @@ class Program:
   tta: int = 0  # test-time augmentation level in evaluation (augment.tta_logits)
   augment_first: bool = True  # TFLearn's order: augment raw pixels, then normalize
   batch_sharding: Any = None  # NamedSharding over the 'data' mesh axis, or None
+  # The mesh axis the stacked members are sharded on ('members'), or None: vmap's
+  # spmd_axis_name, so a batch's 'data' constraint keeps each member on its own devices.
+  member_axis: str | None = None
   # In-epoch progress: every `progress_every` steps the program calls the host's
   # on_progress(epoch, steps_done) (jax.debug.callback, once per tick, not per member).
   progress_every: int = 0
@@ -298,8 +301,8 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
       one = jax.tree.map(lambda a: a[0], states)
       one, tm = train_epoch(prog, one, keys_M[0], epoch, data)
       return jax.tree.map(lambda a: a[None], one), jax.tree.map(lambda a: a[None], tm)
-    return jax.vmap(functools.partial(train_epoch, prog), in_axes=(0, 0, None, None))(
-        states, keys_M, epoch, data)
+    return jax.vmap(functools.partial(train_epoch, prog), in_axes=(0, 0, None, None),
+                    spmd_axis_name=prog.member_axis)(states, keys_M, epoch, data)
 
   def one_epoch(states, epoch):
     states, tm = members_epoch(states, epoch)
@@ -307,7 +310,8 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
     if prog.loss_chunks:
       out["train_loss_chunks"] = tm["loss_chunks"]  # M x K
     if data.x_val is not None:
-      vm = jax.vmap(lambda v: evaluate(prog, states.apply_fn, v, data))(model_variables(states))
+      vm = jax.vmap(lambda v: evaluate(prog, states.apply_fn, v, data),
+                    spmd_axis_name=prog.member_axis)(model_variables(states))
       out.update(val_loss=vm["loss"], val_accuracy=vm["accuracy"])
     return states, out
 
