@@ -225,6 +225,8 @@ class Config:
   """Local devices to use for data parallelism; 0 uses all."""
   platform: Platform = _field("auto", RUN, "scale-out")
   """Require this JAX platform and fail loudly if it is missing; auto takes the default."""
+  mesh: str = _field("", RUN, "scale-out")
+  """Devices per axis, 'members=4,data=2': a program's members sharded on the first, each batch on the second; empty: all devices on members when a program trains at least as many members as there are devices, else on data."""
   coordinator: str = _field("", RUN, "scale-out")
   """Multi-host: HOST:PORT of process 0 for jax.distributed; 'auto' lets JAX detect it."""
   num_processes: int = _field(1, RUN, "scale-out")
@@ -328,6 +330,8 @@ class Config:
     self._need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
     self._need(self.devices >= 0, "devices", "an integer >= 0 (0 = all)")
     self._need(self.num_processes >= 1, "num_processes", "an integer >= 1")
+    self._need(not self.mesh or bool(re.fullmatch(r"members=[1-9]\d*,data=[1-9]\d*", self.mesh)),
+               "mesh", "members=M,data=D with positive integers (e.g. members=4,data=2), or empty")
     self._need(0 <= self.process_id < self.num_processes, "process_id",
                f"in [0, {self.num_processes})")
 
@@ -356,6 +360,12 @@ class Config:
   @property
   def net_spec(self) -> NetSpec:
     return parse_net(self.net)
+
+  @property
+  def mesh_axes(self) -> tuple[int, int]:
+    """--mesh's (members, data)."""
+    m, d = (int(part.split("=")[1]) for part in self.mesh.split(","))
+    return m, d
 
   @property
   def run_dir(self) -> str:

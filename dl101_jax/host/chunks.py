@@ -1,13 +1,15 @@
 """A group's compiled program, run a chunk of epochs at a time: compiled once per
-(epochs per call, members alive), compile timed apart, out-of-memory named."""
+(epochs per call, members alive), compile timed apart, out-of-memory named; on a mesh
+with a 'members' axis, the members padded and spread over it for the chunk."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax.config import Config
@@ -45,6 +47,8 @@ class ChunkRunner:
                                rt.replicated)
     self.compiled: dict[tuple[int, int], Any] = {}
     self.compile_seconds = 0.0
+    self.spread_over = rt.axes["members"]  # devices the members are split over
+    self._moves: dict[tuple[str, int], Any] = {}
 
   def _oom(self, e: BaseException, what: str, members: int):
     return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
@@ -56,12 +60,17 @@ class ChunkRunner:
     host, seconds)."""
     keys_M = select(self.keys, alive)
     m = keys_M.shape[0]
+    mp = -(-m // self.spread_over) * self.spread_over  # members padded to fill the axis
+    if self.spread_over > 1:
+      states, keys_M = self._move("spread", m, mp)(states, keys_M)
     args = (states, keys_M, jax.device_put(np.int32(epoch), self.rt.replicated), data)
     try:
-      if (n, m) not in self.compiled:
+      if (n, mp) not in self.compiled:
         t0 = time.perf_counter()
-        self.console.say(f"{self.group}: compiling {m} model(s) into one program...")
-        self.compiled[n, m] = self.run.lower(*args, n_epochs=n).compile()
+        self.console.say(f"{self.group}: compiling {m} model(s) into one program"
+                         + (f" ({mp} over {self.spread_over} devices)"
+                            if self.spread_over > 1 else "") + "...")
+        self.compiled[n, mp] = self.run.lower(*args, n_epochs=n).compile()
         self.compile_seconds += time.perf_counter() - t0
         self.console.say(f"{self.group}: compiled in {time.perf_counter() - t0:.1f} s")
     except Exception as e:
@@ -75,13 +84,33 @@ class ChunkRunner:
     t0 = time.perf_counter()
     try:
       with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
-        states, mets_ExM = self.compiled[n, m](*args)
+        states, mets_ExM = self.compiled[n, mp](*args)
+      if self.spread_over > 1:
+        states, mets_ExM = self._move("gather", m, mp)(states, mets_ExM)
       mets_ExM = to_host(_wait(mets_ExM))  # the only device->host copy: E epochs x M members
     except Exception as e:
       if is_out_of_memory(e):
         raise self._oom(e, "training", m) from None
       raise
     return states, mets_ExM, time.perf_counter() - t0
+
+
+  def _move(self, way: str, m: int, mp: int) -> Callable:
+    """Jitted, so that every process of a multi-host run moves its part. 'spread': the M
+    members' states and keys padded to mp (copies of the last member, whose results are
+    dropped) and split over the 'members' devices; 'gather': the first M members' states
+    and E x M metrics back on every device, as the host side keeps them between chunks."""
+    if (way, mp) not in self._moves:
+      if way == "spread":
+        pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], mp - m, axis=0)])  # noqa: E731
+        fn = lambda states, keys: jax.tree.map(pad, (states, keys))  # noqa: E731
+        out = self.rt.member_sharding
+      else:
+        fn = lambda states, mets: (jax.tree.map(lambda a: a[:m], states),  # noqa: E731
+                                   jax.tree.map(lambda a: a[:, :m], mets))
+        out = self.rt.replicated
+      self._moves[way, mp] = jax.jit(fn, out_shardings=out)
+    return self._moves[way, mp]
 
 
 def _wait(tree: Any) -> Any:

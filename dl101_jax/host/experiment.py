@@ -159,9 +159,13 @@ def run_experiment(config: Config, variants: dict[str, dict], *, plot: bool = Tr
   else:
     members = make_members(selected)
   configure_jax(config)
-  rt = runtime(config)
+  # The default mesh splits over members when a program trains as many as there are devices.
+  largest = max(len(g) for g in make_groups(
+      members if config.seeds != "auto" else make_members(seeds_auto.batch(
+          selected, 0, seeds_auto.SEEDS_PER_LOOK))))
+  rt = runtime(config, largest)
   for vc in selected.values():
-    runtime(vc)  # each variant's batch must split over the devices too
+    runtime(vc, largest)  # each variant's batch must split over the data axis too
   console = console or console_lib.Console(config.epochs, config.epochs_per_log,
                                       enabled=rt.is_primary)
   with (files.hold_workdir(config.run_dir) if rt.is_primary else contextlib.nullcontext()):

@@ -156,6 +156,7 @@ class GroupProgram:
                          lookahead=c0.lookahead, total_steps=c0.epochs * spe,
                          alternate_flip=c0.alternate_flip,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
+                         member_axis="members" if rt.member_sharding is not None else None,
                          progress_every=max(1, progress.spe // 20) if progress else 0,
                          on_progress=progress.tick if progress else None,
                          loss_chunks=LOSS_CHUNKS)

@@ -1,9 +1,12 @@
 """Devices, meshes and hosts: one code path for 1 device, N devices or N processes.
 
-Data parallelism with jax.sharding: a 1-D mesh with axis 'data'. Params,
-optimizer state and the (small) dataset are replicated; each batch is sharded
-on 'data', so XLA's partitioner all-reduces the gradients. Under
-jax.distributed every process runs the same program on the global mesh; each
+A 2-D mesh (members, data). The stacked members of a group's program (states, keys,
+hyperparameters) are sharded on 'members': each device trains its own members and nothing
+crosses between them until the chunk's metrics. Each batch is sharded on 'data', so XLA's
+partitioner all-reduces a member's gradients across those devices (one big model). The
+dataset (small) is replicated. By default every device goes to 'members' when a program
+trains at least as many members as there are devices, else to 'data'; --mesh sets it.
+Under jax.distributed every process runs the same program on the global mesh; each
 device gathers its own shard of every global batch from its replica of the data.
 """
 
@@ -85,7 +88,7 @@ def _init_distributed(config: Config) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
-  """Where a run computes: the mesh and the two shardings it uses."""
+  """Where a run computes: the (members, data) mesh and the shardings it uses."""
 
   mesh: Mesh
 
@@ -94,13 +97,23 @@ class Runtime:
     return self.mesh.devices.size
 
   @property
+  def axes(self) -> dict[str, int]:
+    """{'members': M, 'data': D}, as results.json records the mesh."""
+    return {name: int(size) for name, size in self.mesh.shape.items()}
+
+  @property
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
   @property
   def batch_sharding(self) -> NamedSharding | None:
-    # With one device there is nothing to partition; skip the constraint.
-    return NamedSharding(self.mesh, P("data")) if self.num_devices > 1 else None
+    # With one device on 'data' there is nothing to partition; skip the constraint.
+    return NamedSharding(self.mesh, P("data")) if self.axes["data"] > 1 else None
+
+  @property
+  def member_sharding(self) -> NamedSharding | None:
+    """The stacked member axis split over 'members' (None: every device holds every member)."""
+    return NamedSharding(self.mesh, P("members")) if self.axes["members"] > 1 else None
 
   @property
   def platform(self) -> str:
@@ -115,8 +128,21 @@ class Runtime:
     return jax.process_index() == 0
 
 
-def runtime(config: Config) -> Runtime:
-  """The mesh a config asks for; fails loudly if the platform is missing."""
+def mesh_shape(config: Config, n_devices: int, members: int = 0) -> tuple[int, int]:
+  """(members, data) devices: --mesh, checked against the devices; else all on 'members'
+  when a program trains at least `members` >= n_devices members, all on 'data' otherwise."""
+  if config.mesh:
+    m, d = config.mesh_axes
+    if m * d != n_devices:
+      raise ConfigError("mesh", f"{config.mesh} uses {m * d} devices, but {n_devices} are "
+                        f"used (--devices, or all); the two axes must multiply to {n_devices}")
+    return m, d
+  return (n_devices, 1) if n_devices > 1 and members >= n_devices else (1, n_devices)
+
+
+def runtime(config: Config, members: int = 0) -> Runtime:
+  """The mesh a config asks for (`members`: the most a program of the run trains, for the
+  default split); fails loudly if the platform is missing."""
   if config.platform != "auto":
     try:
       devices = jax.devices(config.platform)
@@ -135,13 +161,14 @@ def runtime(config: Config) -> Runtime:
       raise ConfigError("devices", f"must be at most {len(devices)} (devices present), "
                         f"got {config.devices}")
     devices = devices[: config.devices]
-  n = len(devices)
+  m, n = mesh_shape(config, len(devices), members)
   if config.batch_size % n:
     lo, hi = config.batch_size // n * n, (config.batch_size // n + 1) * n
     valid = f"{lo} or {hi}" if lo else f"{hi}"
-    raise ConfigError("batch_size", f"{config.batch_size} is not divisible by the {n} devices; "
-                      f"use a multiple of {n} such as {valid}, or fewer --devices")
-  return Runtime(Mesh(np.array(devices), ("data",)))
+    raise ConfigError("batch_size", f"{config.batch_size} is not divisible by the {n} devices "
+                      f"of the mesh's data axis; use a multiple of {n} such as {valid}, fewer "
+                      f"--devices, or --mesh members=...")
+  return Runtime(Mesh(np.array(devices).reshape(m, n), ("members", "data")))
 
 
 def to_device(tree: Any, sharding: NamedSharding) -> Any:

@@ -47,6 +47,7 @@ def run_json(config: Config, ds: data_lib.Dataset, rt: Any,
                   "validation": (f"{ds.val_size} examples held out of the training set"
                                  if ds.test_split is not None else "the test split")},
       "devices": rt.num_devices, "processes": rt.processes, "platform": rt.platform,
+      "mesh": rt.axes,
       "software": software(),
       "config": config.to_dict(),
       "variants": [],

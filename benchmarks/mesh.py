@@ -1,0 +1,100 @@
+"""A population of 16 on 8 devices: members on 'members', on 'data', or a mix, side by side.
+
+    python -m benchmarks.mesh [--devices 8] [--members 16] [--epochs 3] [--out F.json]
+
+Runs experiments.dropout on digits (`--seeds members/2`: its two variants make one
+program of `--members` models) once per mesh, each in a fresh process that sees
+`--devices` devices (on a CPU, XLA's --xla_force_host_platform_device_count), and
+reports training images per second (every member's images; compiling excluded: the
+program's wall seconds in results.json) and the ratio to the data-parallel row. On a
+machine with that many accelerators (a TPU v2-8, 8 GPUs), pass --platform to use them.
+About 3 minutes on 2 CPU cores. Results: benchmarks/results/mesh_*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+
+def meshes(devices: int) -> list[str]:
+  """members on every device, data on every device, and the splits between."""
+  out = [f"members={devices},data=1"]
+  m = devices // 2
+  while m > 1:
+    if devices % m == 0:
+      out.append(f"members={m},data={devices // m}")
+    m //= 2
+  return out + [f"members=1,data={devices}"]
+
+
+def once(mesh: str, args: argparse.Namespace, workdir: str) -> dict:
+  env = dict(os.environ)
+  if args.platform == "cpu":
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={args.devices}").strip()
+  cmd = [sys.executable, "-m", "experiments.dropout", "--dataset", "digits", "--epochs",
+         str(args.epochs), "--seeds", str(args.members // 2), "--batch-size", "96",
+         "--mesh", mesh, "--platform", args.platform, "--checkpoint-every", "0",
+         "--workdir", workdir]
+  subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=1800)
+  with open(os.path.join(workdir, "results.json")) as f:
+    res = json.load(f)
+  (group,) = res["groups"]
+  images = res["dataset"]["train_size"] * args.epochs * group["members"]
+  return {"mesh": res["mesh"], "members": group["members"],
+          "training_seconds": group["wall_seconds"], "compile_seconds": group["compile_seconds"],
+          "images_per_s": round(images / group["wall_seconds"], 1)}
+
+
+def table(rows: list[dict]) -> str:
+  base = next(r for r in rows if r["mesh"]["members"] == 1)["images_per_s"]
+  out = ["| mesh (members x data) | images/s | vs data only | training s | compile s |",
+         "|---|---|---|---|---|"]
+  for r in rows:
+    m = r["mesh"]
+    out.append(f"| {m['members']} x {m['data']} | {r['images_per_s']:.0f} | "
+               f"{r['images_per_s'] / base:.2f} | {r['training_seconds']:.1f} | "
+               f"{r['compile_seconds']:.1f} |")
+  return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--devices", type=int, default=8)
+  ap.add_argument("--members", type=int, default=16)
+  ap.add_argument("--epochs", type=int, default=3)
+  ap.add_argument("--platform", default="cpu", choices=("cpu", "gpu", "tpu"))
+  ap.add_argument("--out", default="")
+  ap.add_argument("--note", default="", help="what else ran on the machine meanwhile")
+  args = ap.parse_args(argv)
+  if args.members % 2 or args.devices < 2:
+    ap.error("--members: an even number (two variants), --devices: 2 or more")
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for i, mesh in enumerate(meshes(args.devices)):
+      rows.append(once(mesh, args, os.path.join(tmp, str(i))))
+      print(f"{mesh}: {rows[-1]['images_per_s']} images/s", flush=True)
+  report = {"benchmark": "mesh", "date": datetime.date.today().isoformat(),
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(), "platform": args.platform,
+                        "devices": args.devices},
+            "population": args.members, "epochs": args.epochs, "dataset": "digits",
+            "note": args.note, "rows": rows, "table": table(rows)}
+  print(report["table"])
+  out = args.out or os.path.join("benchmarks", "results",
+                                 f"mesh_{args.platform}{args.devices}_{report['date']}.json")
+  with open(out, "w") as f:
+    json.dump(report, f, indent=1)
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
