@@ -1,4 +1,6 @@
-"""Many processes: 2 processes x 2 devices against 1 process x 4 devices (jax.distributed)."""
+"""Many processes: 2 processes x 2 devices against 1 process x 4 devices (jax.distributed), on
+a (members, data) = (2, 2) mesh: the two members live on different processes, and each
+member's batch is split over its process's two devices."""
 
 import json
 import os
@@ -19,7 +21,7 @@ def _free_port():
 
 
 def test_two_processes_match_one_process(tmp_path):
-  args = ["--dataset", "digits", "--epochs", "2", "--variants", "no_dropout"]
+  args = ["--dataset", "digits", "--epochs", "2", "--mesh", "members=2,data=2"]
   coord = f"127.0.0.1:{_free_port()}"
   wd = str(tmp_path / "mp")
   procs = [popen_module("experiments.dropout", *args, "--workdir", wd, "--coordinator", coord,
@@ -34,5 +36,7 @@ def test_two_processes_match_one_process(tmp_path):
   rs, vs = _final(tmp_path / "sp" / "results.json")
   assert (rm["devices"], rm["processes"]) == (4, 2)
   assert (rs["devices"], rs["processes"]) == (4, 1)
-  assert abs(vm["no_dropout"] - vs["no_dropout"]) < 1e-3
-  assert "| Adam |" in outs[0][0] and "| Adam |" not in outs[1][0]  # only process 0 reports
+  assert rm["mesh"] == rs["mesh"] == {"members": 2, "data": 2}
+  for name in ("dropout", "no_dropout"):
+    assert abs(vm[name] - vs[name]) < 1e-3, (name, vm, vs)
+  assert "| Adam:no_dropout |" in outs[0][0] and "| Adam" not in outs[1][0]  # process 0 reports
