@@ -5,13 +5,15 @@ between meshes.
 How exact: members never interact, so no sum is split across devices as in data
 parallelism. What differs is XLA's CPU code for 2 members a device against 12 on one: the
 batched matmuls and convolutions take other kernels, whose roundings differ in the last bit
-(epoch 1's training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout
+(an epoch's training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout
 compounds that (after epoch 2 one of 12 members' validation loss moved by 1e-4, its
 accuracy by 3 of 360 images). So: epoch 1 within 1e-4, the end within 1e-2; PBT's
 decisions equal and its accuracies within 4 held-out images.
 """
 
 import json
+import os
+import shutil
 
 import pytest
 
@@ -34,42 +36,54 @@ def _seeds(path):
   return res, {(v["name"], i): h for v in res["variants"] for i, h in enumerate(v["per_seed"])}
 
 
-def test_twelve_members_padded_over_eight_devices_match_one_device_and_resume_on_one(tmp_path):
-  args = ("experiments.dropout", "--seeds", "6")  # 12 members: 16 slots, 2 a device
-  r8 = _run(*args, "--epochs", "1", "--workdir", str(tmp_path / "moved"))
+def _rewind(src, dst, group, epochs):
+  """A copy of workdir `src` as if it had stopped after `epochs`: later checkpoints removed
+  (the kept-best ones after them are dropped on resume, as after a kill)."""
+  shutil.copytree(src, dst)
+  ckpts = dst / "checkpoints" / group
+  for step in os.listdir(ckpts):
+    if int(step) > epochs:
+      shutil.rmtree(ckpts / step)
+
+
+def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint(tmp_path):
+  args = ("experiments.dropout", "--seeds", "6", "--epochs", "2")  # 12 members: 16 slots
+  _run(*args, "--devices", "1", "--workdir", str(tmp_path / "one"))
+  # The 1-device checkpoint of epoch 1 resumes on 8 devices, 2 members a device.
+  _rewind(tmp_path / "one", tmp_path / "moved", "dropout+no_dropout", 1)
+  r8 = _run(*args, "--workdir", str(tmp_path / "moved"))
   assert "compiling 12 model(s) into one program (16 over 8 devices)" in r8.stdout
-  at1, _ = _seeds(tmp_path / "moved" / "results.json")
-  assert at1["mesh"] == {"members": 8, "data": 1} and at1["devices"] == 8
-  # The checkpoint written on 8 devices resumes on 1.
-  _run(*args, "--epochs", "2", "--devices", "1", "--workdir", str(tmp_path / "moved"))
-  _run(*args, "--epochs", "2", "--devices", "1", "--workdir", str(tmp_path / "one"))
   moved, m = _seeds(tmp_path / "moved" / "results.json")
   one, o = _seeds(tmp_path / "one" / "results.json")
-  assert one["mesh"] == {"members": 1, "data": 1} and len(o) == 12
-  first = {k: h["train_loss"][0] for k, h in _seeds(tmp_path / "moved" / "results.json")[1].items()}
-  for k in o:
-    assert abs(first[k] - o[k]["train_loss"][0]) < FIRST, (k, first[k], o[k]["train_loss"])
-    for metric in ("train_loss", "val_loss", "val_accuracy"):
+  assert moved["mesh"] == {"members": 8, "data": 1} and moved["devices"] == 8
+  assert one["mesh"] == {"members": 1, "data": 1} and len(o) == len(m) == 12
+  for k in o:  # epoch 1 is the checkpoint's; epoch 2 ran on 1 device and on 8
+    assert m[k]["train_loss"][0] == o[k]["train_loss"][0]
+    assert abs(m[k]["train_loss"][1] - o[k]["train_loss"][1]) < FIRST, (k, m[k], o[k])
+    for metric in ("val_loss", "val_accuracy"):
       assert abs(m[k][metric][-1] - o[k][metric][-1]) < LAST, (k, metric)
-  # Padded members leave no trace: 12 runs, 12 histories of 2 epochs.
+  # The padded slots leave no trace: 12 histories of 2 epochs, 12 TensorBoard runs.
   assert sorted(len(h["epoch"]) for h in m.values()) == [2] * 12
+  assert len([d for d in os.listdir(tmp_path / "moved") if "-seed" in d]) == 12
 
 
-def test_pbt_exploits_across_devices_and_a_one_device_checkpoint_resumes_on_eight(tmp_path):
-  args = ("experiments.search", "--method", "pbt", "--members", "8", "--pbt-every", "2")
-  _run(*args, "--epochs", "4", "--mesh", "members=8,data=1", "--workdir", str(tmp_path / "eight"))
-  _run(*args, "--epochs", "3", "--devices", "1", "--workdir", str(tmp_path / "moved"))
-  _run(*args, "--epochs", "4", "--mesh", "members=8,data=1", "--workdir", str(tmp_path / "moved"))
+def test_pbt_exploits_on_eight_devices_and_its_checkpoint_resumes_on_one(tmp_path):
+  args = ("experiments.search", "--method", "pbt", "--members", "8", "--pbt-every", "1",
+          "--epochs", "4")
+  _run(*args, "--workdir", str(tmp_path / "eight"))  # 8 members: by default, one a device
+  _rewind(tmp_path / "eight", tmp_path / "moved", "+".join(f"m{i}" for i in range(8)), 2)
+  _run(*args, "--devices", "1", "--workdir", str(tmp_path / "moved"))
   eight = json.load(open(tmp_path / "eight" / "results.json"))
   moved = json.load(open(tmp_path / "moved" / "results.json"))
-  assert eight["mesh"] == moved["mesh"] == {"members": 8, "data": 1}
-  # The same members copied the same donors at epoch 2 (a gather across the devices).
-  lineage = lambda r: [m["lineage"] for m in r["search"]["population"]]  # noqa: E731
+  assert eight["mesh"] == {"members": 8, "data": 1} and moved["mesh"] == {"members": 1, "data": 1}
+  # The same members copied the same donors (exploits after epochs 1-3, the first two on 8
+  # devices in both runs, the third on 8 against 1).
+  lineage = lambda r: [[(e["epoch"], e["copied"]) for e in m["lineage"]]  # noqa: E731
+                       for m in r["search"]["population"]]
   assert lineage(eight) == lineage(moved) and any(lineage(eight))
   assert eight["search"]["winner"]["name"] == moved["search"]["winner"]["name"]
-  # After an exploit the copies train on from copied weights with perturbed rates, so the
-  # last-bit differences compound further than in test above: one member ended 3 of the
-  # 143 held-out images apart here. The decisions (lineage, winner) are the same.
+  # Copies train on from copied weights with perturbed rates, so the last-bit differences
+  # compound further than above: members ended up to 3 of the 143 held-out images apart.
   n = eight["dataset"]["validation_size"]
   for m8, m1 in zip(eight["search"]["population"], moved["search"]["population"]):
     assert round(abs(m8["final_val_accuracy"] - m1["final_val_accuracy"]) * n) <= 4, m8["name"]
