@@ -2,12 +2,12 @@
 same population on one device, PBT's exploit across devices, and checkpoints that move
 between meshes.
 
-How exact: members never interact, so no sum is split across devices as in data
-parallelism. What differs is XLA's CPU code for 2 members a device against 12 on one: the
-batched matmuls and convolutions take other kernels, whose roundings differ in the last bit
-(an epoch's training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout
-compounds that (after epoch 2 one of 12 members' validation loss moved by 1e-4, its
-accuracy by 3 of 360 images). So: epoch 1 within 1e-4, the end within 1e-2; PBT's
+How exact: members never interact, so no sum is split across devices as in data parallelism.
+What differs is XLA's CPU code for 2 members a device against 12 on one: the batched matmuls
+and convolutions take other kernels, whose roundings differ in the last bit (an epoch's
+training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout compounds that
+(after epoch 2 one of 12 members' validation loss moved by 1e-4, its accuracy by 3 of 360
+images). So: an epoch from the same weights within 1e-4, the end within 1e-2; PBT's
 decisions equal and its accuracies within 4 held-out images.
 """
 
