@@ -157,6 +157,8 @@ def test_a_digits_run_adds_a_look_until_its_claim_is_decided(layers_auto):
   assert v["p_holm"] == pytest.approx(auto["looks"][1]["p_holm"]["0"])
   assert "--seeds auto, look 1 of 2 (3 seeds): claim(s) 0 still open; adding seeds 3..5" \
       in first.stdout
+  # The outputs so far after look 1 (a long run shows where it stands), then the final ones.
+  assert first.stdout.count("layers: outputs in") == 2
   summary = open(wd / "summary.md").read()
   assert "6 seeds (--seeds auto: every claim decided)" in summary
   assert "| paired, 2 looks (" in summary and "at 97.5% |" in summary
@@ -187,3 +189,23 @@ def test_auto_where_there_is_nothing_to_decide_is_one_line_and_status_2(tmp_path
   lines = r.stderr.strip().splitlines()
   assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), \
       r.stderr[-2000:]
+
+
+def test_each_look_that_goes_on_writes_the_outputs_so_far():
+  seen = []
+  rng = np.random.default_rng(3)
+
+  def train(batch, suffix):
+    n = next(iter(batch.values())).seeds
+    return [(rng.normal(0.7, 0.01, n), rng.normal(0.7, 0.01, n))]
+
+  def judge(groups, record):
+    a, b = (np.concatenate([g[i] for g in groups]) for i in (0, 1))
+    return verdict.judge_all([(CLAIM, _results(a, b, record))])
+
+  _, record = seeds_auto.run(BASE.replace(max_seeds=9), SELECTED, train, judge, lambda _: None,
+                             verdict.ALPHA, after_look=lambda g, r: seen.append((len(g), r)))
+  assert record["seeds_used"] == 9  # nothing to find here: two looks went on, the third ended
+  assert [(n, r["seeds_used"]) for n, r in seen] == [(1, 3), (2, 6)]
+  assert seen[0][1]["stopped"] == "not yet: look 1 of 3 left claim(s) c open; 6 seeds next"
+  assert [len(r["looks"]) for _, r in seen] == [1, 2]  # each as it stood then

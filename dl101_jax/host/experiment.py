@@ -199,29 +199,32 @@ def _train_and_report(config: Config, variants: dict[str, dict], selected: dict[
   every = {**variants, **(opt_in or {})}
   variants_json = lambda groups: [results_json.variant_json(name, vc, every[name], groups)
                                   for name, vc in selected.items()]
-  auto = None
-  if config.seeds == "auto":  # looks of 3 seeds until the claims are decided
-    judge = lambda groups, record: extra.verdicts({"variants": variants_json(groups),
-                                                   "seeds_auto": record})
-    groups, auto = seeds_auto.run(config, selected, train, judge, console.say, extra.alpha)
-  else:
-    groups = train(selected)
-  signals.phase("finishing")
 
-  # --- results.json, then the outputs.
-  out = results_json.run_json(config, ds, rt, groups)
-  out["variants"] = variants_json(groups)
-  if auto:
-    out["seeds_auto"] = auto
-  if ds.num_classes > 1 and ds.val_size:
-    out.update(results_json.where_it_errs(out, groups, ds, dev))
-  results = Results(out, groups, ds, rt.is_primary, dev)
-  if extra:
-    out.update(extra(results))
-  out["process_seconds"] = round(time.perf_counter() - t_start, 3)
-  if rt.is_primary:
-    write_outputs(results, config, console, plot=plot, draw=draw)
-  return results
+  def finish(groups: list[GroupResult], auto: dict | None) -> Results:
+    """results.json, then the outputs (also after each --seeds auto look that goes on)."""
+    signals.phase("finishing")
+    out = results_json.run_json(config, ds, rt, groups)
+    out["variants"] = variants_json(groups)
+    if auto:
+      out["seeds_auto"] = auto
+    if ds.num_classes > 1 and ds.val_size:
+      out.update(results_json.where_it_errs(out, groups, ds, dev))
+    results = Results(out, groups, ds, rt.is_primary, dev)
+    if extra:
+      out.update(extra(results))
+    out["process_seconds"] = round(time.perf_counter() - t_start, 3)
+    if rt.is_primary:
+      write_outputs(results, config, console, plot=plot, draw=draw)
+    return results
+
+  if config.seeds != "auto":
+    return finish(train(selected), None)
+  # Looks of 3 seeds until the claims are decided; the outputs so far after each look.
+  judge = lambda groups, record: extra.verdicts({"variants": variants_json(groups),
+                                                 "seeds_auto": record})
+  groups, auto = seeds_auto.run(config, selected, train, judge, console.say, extra.alpha,
+                                after_look=finish)
+  return finish(groups, auto)
 
 
 def _check_auto(config: Config, selected: dict[str, Config], extra: Any) -> None:

@@ -54,13 +54,16 @@ def decided(verdicts: list) -> bool:
 
 def run(config: Config, selected: dict[str, Config],
         train: Callable[[dict[str, Config], str], list], judge: Callable[[list, dict], list],
-        say: Callable[[str], None], alpha: float) -> tuple[list, dict]:
+        say: Callable[[str], None], alpha: float,
+        after_look: Callable[[list, dict], object] | None = None) -> tuple[list, dict]:
   """Train look after look; return every look's groups and results.json's "seeds_auto".
 
   `train(batch_configs, suffix)` trains one look's new seeds (suffix: its checkpoint
   folder's, '' for the first look, as a plain --seeds 3 run's); `judge(groups, record)`
   judges the claims on every group so far (dl101_jax.verdict's Verdicts), under `record`'s
-  planned looks; `alpha`: the error rate the looks share.
+  planned looks; `alpha`: the error rate the looks share. `after_look(groups, record)`,
+  after each look that does not end the run: the outputs so far (record's "stopped" says
+  the run goes on).
   """
   looks = plan(config, len(selected))
   record = {"planned_looks": len(looks), "seeds_per_look": looks,
@@ -84,6 +87,10 @@ def run(config: Config, selected: dict[str, Config],
            f"{config.seed + looks[k + 1] - 1}"))
     if stop:
       break
+    if after_look:
+      after_look(groups, {**record, "looks": list(record["looks"]), "seeds_used": n,
+                          "stopped": f"not yet: look {k + 1} of {len(looks)} left claim(s) "
+                                     f"{', '.join(open_)} open; {looks[k + 1]} seeds next"})
   record["seeds_used"] = done
   cut = bool(config.seed_budget) and looks[-1] < config.max_seeds
   record["stopped"] = ("every claim decided" if decided(verdicts) else
