@@ -207,5 +207,8 @@ def test_each_look_that_goes_on_writes_the_outputs_so_far():
                              verdict.ALPHA, after_look=lambda g, r: seen.append((len(g), r)))
   assert record["seeds_used"] == 9  # nothing to find here: two looks went on, the third ended
   assert [(n, r["seeds_used"]) for n, r in seen] == [(1, 3), (2, 6)]
-  assert seen[0][1]["stopped"] == "not yet: look 1 of 3 left claim(s) c open; 6 seeds next"
+  assert seen[0][1]["stopped"] == "running: look 1 of 3 left claim(s) c open; 6 seeds next"
   assert [len(r["looks"]) for _, r in seen] == [1, 2]  # each as it stood then
+  assert seeds_auto.summary(seen[0][1]).endswith(
+      "At 3 seeds: running: look 1 of 3 left claim(s) c open; 6 seeds next.")
+  assert seeds_auto.summary(record).split(". ")[-1].startswith("Stopped at 9 seeds: ")

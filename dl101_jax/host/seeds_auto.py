@@ -89,7 +89,7 @@ def run(config: Config, selected: dict[str, Config],
       break
     if after_look:
       after_look(groups, {**record, "looks": list(record["looks"]), "seeds_used": n,
-                          "stopped": f"not yet: look {k + 1} of {len(looks)} left claim(s) "
+                          "stopped": f"running: look {k + 1} of {len(looks)} left claim(s) "
                                      f"{', '.join(open_)} open; {looks[k + 1]} seeds next"})
   record["seeds_used"] = done
   cut = bool(config.seed_budget) and looks[-1] < config.max_seeds
@@ -105,5 +105,6 @@ def summary(record: dict) -> str:
       f"({c}) {v}" for c, v in look["verdicts"].items())) for look in record["looks"])
   return (f"--seeds auto planned {record['planned_looks']} look(s) at "
           f"{', '.join(map(str, record['seeds_per_look']))} seeds, each at error "
-          f"{record['alpha_per_look']:.4g}; {looks}. Stopped at {record['seeds_used']} seeds: "
-          f"{record['stopped']}.")
+          f"{record['alpha_per_look']:.4g}; {looks}. "
+          + ("At" if record["stopped"].startswith("running") else "Stopped at")
+          + f" {record['seeds_used']} seeds: {record['stopped']}.")
