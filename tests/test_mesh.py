@@ -47,7 +47,8 @@ def _rewind(src, dst, group, epochs):
 
 
 def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint(tmp_path):
-  args = ("experiments.dropout", "--seeds", "6", "--epochs", "2")  # 12 members: 16 slots
+  args = ("experiments.dropout", "--seeds", "6", "--epochs", "2",  # 12 members: 16 slots
+          "--train-size", "720")  # half of digits: the same program, half the steps
   _run(*args, "--devices", "1", "--workdir", str(tmp_path / "one"))
   # The 1-device checkpoint of epoch 1 resumes on 8 devices, 2 members a device.
   _rewind(tmp_path / "one", tmp_path / "moved", "dropout+no_dropout", 1)
