@@ -105,9 +105,14 @@ def test_the_default_split_and_the_flag():
       c.replace(mesh=bad)
 
 
-def test_a_mesh_that_does_not_fit_the_devices_is_one_line(tmp_path):
-  r = run_module("experiments.dropout", "--dataset", "digits", "--mesh", "members=3,data=3",
-                 "--workdir", str(tmp_path), **EIGHT)
-  assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-      "error: --mesh: members=3,data=3 uses 9 devices, but 8 are used (--devices, or all); "
-      "the two axes must multiply to 8"]
+def test_a_mesh_that_does_not_fit_the_devices_is_one_line(tmp_path, capsys):
+  from dl101_jax.host import cli
+  from experiments import dropout
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(dropout.run, dropout.CONFIG, ["--dataset", "digits", "--mesh", "members=3,data=3",
+                                           "--workdir", str(tmp_path)])
+  n = len(__import__("jax").devices())
+  assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+      f"error: --mesh: members=3,data=3 uses 9 devices, but {n} are used (--devices, or all); "
+      f"the two axes must multiply to {n}"]
