@@ -229,7 +229,7 @@ class TensorBoardRun:
     self._write(sub, self._event_pb2.Event(step=epoch, summary=scalar(tag, value)))
 
   def log_histogram(self, epoch: int, tag: str, s: dict) -> None:
-    """One histogram from its moments and bucket counts (tb_histograms computes them)."""
+    """One histogram from its moments and bucket counts (tb_detail computes them)."""
     from tensorboardX.summary import histogram_raw
 
     h = histogram_raw(tag, float(s["min"]), float(s["max"]), float(s["num"]), float(s["sum"]),
