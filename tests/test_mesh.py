@@ -116,3 +116,26 @@ def test_a_mesh_that_does_not_fit_the_devices_is_one_line(tmp_path, capsys):
   assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
       f"error: --mesh: members=3,data=3 uses 9 devices, but {n} are used (--devices, or all); "
       f"the two axes must multiply to {n}"]
+
+
+def test_padding_fills_the_axis_with_the_last_member_and_drops_it_again():
+  """The chunk runner's moves on one device (the same code as on 8, without the split): a
+  population that shrank (a member diverged) to the same padded size pads and drops anew."""
+  import jax.numpy as jnp
+  import numpy as np
+
+  from dl101_jax.host.chunks import ChunkRunner
+  from dl101_jax.host.parallel import runtime
+
+  runner = ChunkRunner.__new__(ChunkRunner)
+  runner.rt, runner._moves = runtime(Config(name="t", dataset="digits", net="fc8")), {}
+  for m in (3, 2):  # both pad to 4
+    states = {"w": jnp.arange(m * 2.0).reshape(m, 2)}
+    keys = jnp.arange(m)
+    padded, pkeys = runner._move("spread", m, 4)(states, keys)
+    np.testing.assert_array_equal(padded["w"][m:], np.repeat(states["w"][-1:], 4 - m, axis=0))
+    np.testing.assert_array_equal(pkeys, list(range(m)) + [m - 1] * (4 - m))
+    mets = {"loss": jnp.ones((5, 4)), "chunks": jnp.ones((5, 4, 3))}  # E x mp (x K)
+    back, bmets = runner._move("gather", m, 4)(padded, mets)
+    np.testing.assert_array_equal(back["w"], states["w"])
+    assert bmets["loss"].shape == (5, m) and bmets["chunks"].shape == (5, m, 3)

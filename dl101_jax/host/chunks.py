@@ -48,7 +48,7 @@ class ChunkRunner:
     self.compiled: dict[tuple[int, int], Any] = {}
     self.compile_seconds = 0.0
     self.spread_over = rt.axes["members"]  # devices the members are split over
-    self._moves: dict[tuple[str, int], Any] = {}
+    self._moves: dict[tuple[str, int, int], Any] = {}
 
   def _oom(self, e: BaseException, what: str, members: int):
     return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
@@ -94,13 +94,12 @@ class ChunkRunner:
       raise
     return states, mets_ExM, time.perf_counter() - t0
 
-
   def _move(self, way: str, m: int, mp: int) -> Callable:
     """Jitted, so that every process of a multi-host run moves its part. 'spread': the M
     members' states and keys padded to mp (copies of the last member, whose results are
     dropped) and split over the 'members' devices; 'gather': the first M members' states
     and E x M metrics back on every device, as the host side keeps them between chunks."""
-    if (way, mp) not in self._moves:
+    if (way, m, mp) not in self._moves:  # m: a member that diverged leaves fewer
       if way == "spread":
         pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], mp - m, axis=0)])  # noqa: E731
         fn = lambda states, keys: jax.tree.map(pad, (states, keys))  # noqa: E731
@@ -109,8 +108,8 @@ class ChunkRunner:
         fn = lambda states, mets: (jax.tree.map(lambda a: a[:m], states),  # noqa: E731
                                    jax.tree.map(lambda a: a[:, :m], mets))
         out = self.rt.replicated
-      self._moves[way, mp] = jax.jit(fn, out_shardings=out)
-    return self._moves[way, mp]
+      self._moves[way, m, mp] = jax.jit(fn, out_shardings=out)
+    return self._moves[way, m, mp]
 
 
 def _wait(tree: Any) -> Any:
