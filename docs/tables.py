@@ -60,7 +60,9 @@ def claims() -> str:
           "|---|---|---|---|---|"]
   for v in verdicts(results):
     auto = results[v.claim.experiment].get("seeds_auto")
-    seeds = (f"{min(v.n_larger, v.n_smaller)}" + (" (auto)" if auto else "")
+    # A --seeds auto run's K looks share the 5%: its interval is at 1 - 0.05/K.
+    seeds = (f"{min(v.n_larger, v.n_smaller)}"
+             + (f" (auto, {100 * (1 - 0.05 / v.looks):.4g}%)" if auto else "")
              if v.claim.samples == "seeds" else f"{min(v.n_larger, v.n_smaller)} epochs")
     metric = v.claim.larger.metric
     if metric == "steps_per_epoch":
@@ -74,10 +76,6 @@ def claims() -> str:
       diff = f"{v.difference:+.3f} {_ci(v.low, v.high)}"
     rows.append(f"| ({v.claim.id}) {v.claim.short or v.claim.text} | {measured} | {diff} | "
                 f"{seeds} | {_verdict(v.verdict, v.low, v.high, v.p_holm)} |")
-  wider = {(v.claim.experiment, v.looks) for v in verdicts(results) if v.looks > 1}
-  for name, looks in sorted(wider):  # its K looks share the 5%: each interval is wider
-    rows += ["", f"{name}: --seeds auto planned {looks} looks, so its intervals are at "
-                 f"{100 * (1 - 0.05 / looks):.4g}% and its p-values {looks} times the paired t's."]
   return "\n".join(rows)
 
 
