@@ -21,7 +21,8 @@ def _free_port():
 
 
 def test_two_processes_match_one_process(tmp_path):
-  args = ["--dataset", "digits", "--epochs", "1", "--mesh", "members=2,data=2"]
+  args = ["--dataset", "digits", "--epochs", "1", "--train-size", "720",
+          "--mesh", "members=2,data=2"]
   coord = f"127.0.0.1:{_free_port()}"
   wd = str(tmp_path / "mp")
   procs = [popen_module("experiments.dropout", *args, "--workdir", wd, "--coordinator", coord,
