@@ -161,12 +161,9 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       n = chunk_length(c0, decide_every, progress.epoch)
       states, mets_ExM, seconds = runner(states, progress.alive, progress.epoch, data, n)
       # --- Record, log, keep the best, drop the diverged, let a population step act.
-      chunks_ExMxK, first = mets_ExM.pop("train_loss_chunks"), progress.epoch + 1
+      chunks_ExMxK = mets_ExM.pop("train_loss_chunks")  # E x M x K: StepLoss
       dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
-      log_chunk_losses(tb, chunks_ExMxK, progress.alive, first, spe, dead)
-      _log_rates(tb, states, progress, n, c0, spe)  # states: still every member the chunk ran
-      if probe:  # --tensorboard-verbose: the epoch's histograms
-        probe.log(tb, states, progress.alive, progress.epoch, dead)
+      _log_detail(tb, states, progress, n, c0, spe, dead, chunks_ExMxK, probe)
       states, best = _after_chunk(states, best, progress, dead, improved, members, console, rt,
                                   between_chunks)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
@@ -188,6 +185,16 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       if closing:
         closing.close()
   return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
+
+
+def _log_detail(tb: dict, states: Any, progress: Progress, n: int, c0: Config, spe: int,
+                dead: list[int], chunks_ExMxK: np.ndarray, probe: Probe | None) -> None:
+  """TensorBoard past the epoch's scalars, for the chunk just recorded (its states still
+  every member it ran): StepLoss, the learning rate, and --tensorboard-verbose's histograms."""
+  log_chunk_losses(tb, chunks_ExMxK, progress.alive, progress.epoch - n + 1, spe, dead)
+  _log_rates(tb, states, progress, n, c0, spe)
+  if probe:
+    probe.log(tb, states, progress.alive, progress.epoch, dead)
 
 
 def _log_rates(tb: dict, states: Any, progress: Progress, n: int, c0: Config, spe: int) -> None:
