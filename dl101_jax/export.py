@@ -102,7 +102,7 @@ def find_member(workdir: str, variant: str, seed: int) -> tuple[str, int, dict]:
   seen = []
   for group in sorted(os.listdir(root)):
     gdir = os.path.join(root, group)
-    if "." in group or not os.path.isdir(gdir):  # <group>.best, <group>.corrupt
+    if "." in group or not os.path.isdir(gdir):  # <group>.corrupt
       continue
     ckpt = Checkpointer(gdir, 1)
     if not ckpt.steps():
@@ -124,25 +124,26 @@ def find_member(workdir: str, variant: str, seed: int) -> tuple[str, int, dict]:
 
 
 def _source(cfg: "ExportConfig", gdir: str, i: int, seed: int) -> tuple[int, dict, Any]:
-  """(epoch, meta, state) to export: the newest readable training checkpoint holding the
-  member, or with --best the newest readable kept-best one."""
-  if cfg.best:
-    best = Checkpointer(gdir + ".best", 2)
-    if not best.steps():
-      raise ConfigError("best", f"no best-epoch params were kept in {gdir}.best")
-    step, meta, state, why = newest_readable(best, ("best_epoch", "alive"), state=True)
-    if meta is None:
-      raise ConfigError("best", f"the kept best-epoch params in {gdir}.best are unreadable "
-                        f"({why}); export the newest epoch (without --best) instead")
-    epoch = meta["best_epoch"][i] if i < len(meta["best_epoch"]) else None
-  else:
-    step, meta, state, why = newest_readable(Checkpointer(gdir, 1), META_KEYS, state=True)
-    if meta is None:
-      raise ConfigError("workdir", f"no readable checkpoint in {gdir} ({why})")
-    epoch = meta["epoch"]
-  if i not in meta["alive"] or epoch is None:
+  """(epoch, meta, model variables of every alive member) to export from the newest readable
+  checkpoint holding the member: the weights it evaluates, or with --best those of its kept
+  best epoch (held in its state)."""
+  from dl101_jax.core import member_state
+
+  step, meta, state, why = newest_readable(Checkpointer(gdir, 1), META_KEYS, state=True)
+  if meta is None:
+    raise ConfigError("workdir", f"no readable checkpoint in {gdir} ({why})")
+  if i not in meta["alive"]:
     raise ConfigError("variant", f"{cfg.variant} seed {seed} diverged; nothing to export")
-  return epoch, meta, state
+  if not cfg.best:
+    return meta["epoch"], meta, member_state.model_variables(state)
+  if "best_epoch" not in state:
+    raise ConfigError("best", f"the checkpoint in {gdir} predates kept best epochs; export "
+                      f"the newest epoch (without --best), or train again to keep one")
+  epoch = int(np.asarray(state["best_epoch"])[meta["alive"].index(i)])
+  if not epoch:
+    raise ConfigError("best", f"{cfg.variant} seed {seed} has no best epoch kept (its run "
+                      f"validates on nothing); export the newest epoch (without --best)")
+  return epoch, meta, state["best"]
 
 
 def _out_dir(cfg: "ExportConfig", seed: int) -> str:
@@ -169,19 +170,13 @@ def export(cfg: ExportConfig) -> str:
   import jax
   import orbax.checkpoint as ocp
 
-  from dl101_jax.core import member_state
   from dl101_jax.host import files
 
   if not cfg.workdir or not cfg.variant:
     raise ConfigError("workdir" if not cfg.workdir else "variant", "is required")
   gdir, i, meta = find_member(cfg.workdir, cfg.variant, cfg.seed)
   config = meta["configs"][i]
-  epoch, source_meta, state = _source(cfg, gdir, i, config["seed"])
-  # A training checkpoint holds the TrainState; a best one the model variables (or, written
-  # before BatchNorm, the params alone).
-  if "params" not in state:
-    state = {"params": state}
-  variables_all = member_state.model_variables(state)  # what training evaluated
+  epoch, source_meta, variables_all = _source(cfg, gdir, i, config["seed"])
   j = source_meta["alive"].index(i)
   variables = jax.tree.map(lambda a: np.asarray(a)[j], variables_all)
   out = _out_dir(cfg, config["seed"])

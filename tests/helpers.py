@@ -150,7 +150,7 @@ def checkpoint_steps(wd):
   root = os.path.join(wd, "checkpoints")
   steps = []
   for g in os.listdir(root) if os.path.isdir(root) else []:
-    if "." in g:  # <group>.best / <group>.corrupt are not the group's checkpoints
+    if "." in g:  # <group>.corrupt is not the group's checkpoints
       continue
     steps += [int(d) for d in os.listdir(os.path.join(root, g)) if d.isdigit()]
   return steps

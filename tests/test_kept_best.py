@@ -6,6 +6,7 @@ after every epoch and wiped after epoch 2, so its last epoch is its worst: the k
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -40,7 +41,8 @@ def test_best_epoch_weights_are_that_epochs_weights_and_export_best_writes_them(
   assert sorted(seen) == [1, 2, 3]
   for j, (m, h) in enumerate(zip(group.members, group.progress.histories)):
     name = m.variant
-    best = group.progress.best_epoch[j]
+    best = int(group.states.best_epoch[j])
+    assert float(group.states.best_accuracy[j]) == max(h["val_accuracy"])
     assert best == h["epoch"][int(np.argmax(h["val_accuracy"]))] and best in (1, 2), h
     want = jax.tree.map(lambda a: a[j], seen[best]["params"])
     out = export.export(export.ExportConfig(workdir=str(wd), variant=name, best=True,
@@ -62,3 +64,17 @@ def test_normalizer_statistics_are_the_training_splits(run):
   np.testing.assert_allclose(np.asarray(results.data.mean), x.mean(), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(results.data.std), x.std(), rtol=1e-6)
   assert abs(ds.x_val.astype(np.float64).mean() - x.mean()) > 1e-3  # the splits differ
+
+
+def test_keep_best_keeps_exactly_the_members_that_beat_their_best():
+  # Three members: one improves, one ties (a tie is not a new best), one validates NaN.
+  params = {"w": jnp.arange(6, dtype=jnp.float32).reshape(3, 2)}
+  states = member_state.TrainState(
+      step=jnp.zeros(3, jnp.int32), apply_fn=None, params=params, tx=None, opt_state={},
+      dropout_rate=jnp.zeros(3), l2=jnp.zeros(3), best={"params": {"w": -jnp.ones((3, 2))}},
+      best_accuracy=jnp.asarray([0.5, 0.6, 0.7]), best_epoch=jnp.asarray([1, 2, 3], jnp.int32))
+  out = member_state.keep_best(states, jnp.asarray([0.55, 0.6, jnp.nan]), jnp.int32(4))
+  np.testing.assert_array_equal(out.best["params"]["w"], [[0, 1], [-1, -1], [-1, -1]])
+  np.testing.assert_array_equal(out.best_accuracy, np.float32([0.55, 0.6, 0.7]))
+  np.testing.assert_array_equal(out.best_epoch, [4, 2, 3])
+  np.testing.assert_array_equal(out.params["w"], params["w"])  # the weights themselves untouched

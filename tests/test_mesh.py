@@ -37,8 +37,8 @@ def _seeds(path):
 
 
 def _rewind(src, dst, group, epochs):
-  """A copy of workdir `src` as if it had stopped after `epochs`: later checkpoints removed
-  (the kept-best ones after them are dropped on resume, as after a kill)."""
+  """A copy of workdir `src` as if it had stopped after `epochs`: later checkpoints removed,
+  as after a kill (each holds its members' kept bests)."""
   shutil.copytree(src, dst)
   ckpts = dst / "checkpoints" / group
   for step in os.listdir(ckpts):

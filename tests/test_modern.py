@@ -102,24 +102,24 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
   hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
   s0 = member_state.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 1)), hp, ema=True)
-  for a, b in zip(jax.tree.leaves(s0.ema_params), jax.tree.leaves(s0.params)):
+  for a, b in zip(jax.tree.leaves(s0.eval_params), jax.tree.leaves(s0.params)):
     np.testing.assert_array_equal(a, b)  # the average starts at the params
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 1))
   batch = {"x": x, "y": jnp.arange(8) % 3}
   step = jax.jit(train.make_train_step("xent", ema=0.9))
   s1, _ = step(s0, batch, jax.random.PRNGKey(2))
   # Bias-corrected (optax.ema(debias=True)): after one step the average is that step's params.
-  for e, p1 in zip(jax.tree.leaves(s1.ema_params), jax.tree.leaves(s1.params)):
+  for e, p1 in zip(jax.tree.leaves(s1.eval_params), jax.tree.leaves(s1.params)):
     np.testing.assert_allclose(e, p1, rtol=1e-5, atol=1e-7)
   s2, _ = step(s1, batch, jax.random.PRNGKey(3))
-  for e, p1, p2 in zip(*(jax.tree.leaves(t) for t in (s2.ema_params, s1.params, s2.params))):
+  for e, p1, p2 in zip(*(jax.tree.leaves(t) for t in (s2.eval_params, s1.params, s2.params))):
     want = (0.9 * 0.1 * p1 + 0.1 * p2) / (1 - 0.9 ** 2)
     np.testing.assert_allclose(e, want, rtol=1e-5, atol=1e-7)
-  assert not np.allclose(jax.tree.leaves(s2.ema_params)[0], jax.tree.leaves(s2.params)[0])
+  assert not np.allclose(jax.tree.leaves(s2.eval_params)[0], jax.tree.leaves(s2.params)[0])
   s1 = s2
   ev = train.make_eval_step(model.apply, "xent")
   got = ev(member_state.model_variables(s1), batch)["loss"]
-  assert float(got) == float(ev({"params": s1.ema_params}, batch)["loss"])
+  assert float(got) == float(ev({"params": s1.eval_params}, batch)["loss"])
   assert float(got) != float(ev({"params": s1.params}, batch)["loss"])
 
 
@@ -150,14 +150,14 @@ def test_lookahead_is_airbenchs():
       alpha = 1 - 0.95 ** 5 * (t / 12) ** 3
       slow = [w + alpha * (f - w) for w, f in zip(slow, want_fast)]
       want_fast = slow
-    for got, want in zip(jax.tree.leaves((s.ema_params, s.ema_batch_stats)), slow):
+    for got, want in zip(jax.tree.leaves((s.eval_params, s.eval_batch_stats)), slow):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     for got, want in zip(leaves(s), want_fast):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   for a, b in zip(leaves(s), slow):  # 2 fast steps since the sync: weights and statistics
     assert not np.allclose(a, b)
   ev = train.make_eval_step(model.apply, "xent")  # evaluation sees the slow weights and stats
-  slow_vars = {"params": s.ema_params, "batch_stats": s.ema_batch_stats}
+  slow_vars = {"params": s.eval_params, "batch_stats": s.eval_batch_stats}
   assert float(ev(member_state.model_variables(s), batch)["loss"]) == float(
       ev(slow_vars, batch)["loss"])
   assert float(ev({**slow_vars, "batch_stats": s.batch_stats}, batch)["loss"]) != float(

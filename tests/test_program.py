@@ -332,10 +332,10 @@ def test_a_member_without_ema_or_lookahead_keeps_no_averages_and_evaluates_its_p
   one = _probe_state()
   many = _states((0, 1))
   for s in (one, many):
-    assert (s.ema_params, s.ema_state, s.ema_batch_stats) == ({}, {}, {})
+    assert (s.eval_params, s.average_state, s.eval_batch_stats) == ({}, {}, {})
     v = member_state.model_variables(s)
     assert set(v) == {"params"} and v["params"] is s.params
-  v = member_state.model_variables({"params": one.params, "ema_params": {}})  # a restored dict
+  v = member_state.model_variables({"params": one.params, "eval_params": {}})  # a restored dict
   assert v["params"] is one.params
 
 
@@ -345,7 +345,7 @@ def test_with_batchnorm_evaluation_pairs_the_params_with_their_running_statistic
   v = member_state.model_variables(s)
   assert v["batch_stats"] is stats and v["params"] is s.params
   slow = {"bn": {"mean": jnp.zeros(2)}}
-  v = member_state.model_variables(s.replace(ema_params={"w": 1}, ema_batch_stats=slow))
+  v = member_state.model_variables(s.replace(eval_params={"w": 1}, eval_batch_stats=slow))
   assert v == {"params": {"w": 1}, "batch_stats": slow}
 
 
@@ -360,7 +360,7 @@ def test_lookahead_moves_the_slow_weights_by_airbenchs_rising_step(step, total):
   s = s.replace(step=jnp.int32(step), params=fast)
   out = member_state.lookahead_step(s, 1, total)
   alpha = 1.0 - 0.95 ** 5 * min(step / total, 1.0) ** 3
-  for a, b in zip(jax.tree.leaves(out.ema_params), jax.tree.leaves(slow)):
+  for a, b in zip(jax.tree.leaves(out.eval_params), jax.tree.leaves(slow)):
     np.testing.assert_allclose(a, b + alpha, rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(out.ema_params)):
+  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(out.eval_params)):
     np.testing.assert_array_equal(a, b)  # the fast weights restart from the slow

@@ -28,7 +28,7 @@ SPACE = pop.Space(learning_rate=(1e-4, 1e-2), dropout=(0.0, 0.7), weight_decay=(
 
 @functools.lru_cache(maxsize=None)
 def population_states(m: int) -> member_state.TrainState:
-  """m members with distinct params, Adam moments, steps and hyperparameters."""
+  """m members with distinct params, Adam moments, steps, hyperparameters and kept bests."""
   tx = make_optimizer("adamw")
 
   def one(j, hp):
@@ -40,7 +40,9 @@ def population_states(m: int) -> member_state.TrainState:
                                 opt_state=opt, dropout_rate=hp["dropout"], l2=hp["l2"])
     for _ in range(2):  # distinct moments per member
       s = s.apply_gradients(grads=jax.tree.map(lambda p: p * (j + 1.0), params))
-    return s.replace(step=s.step + j)  # and distinct steps
+    # distinct steps, and kept bests (weights, accuracy, epoch) that exploit must copy too
+    return s.replace(step=s.step + j, best={"params": jax.tree.map(lambda p: p - j, params)},
+                     best_accuracy=j / 10.0, best_epoch=j + 1)
 
   hp = pop.sample(jax.random.PRNGKey(0), SPACE, m)
   return jax.jit(jax.vmap(one))(jnp.arange(m), hp)
@@ -74,7 +76,7 @@ def test_exploit_copies_exact_states_from_the_top(m, data, key, fraction):
   old_hp = pop.get_hparams(states)
   for j in range(m):
     assert source[j] in (top if j in bottom else {j})
-    # params, Adam's moments and the step: bit for bit the source's
+    # params, Adam's moments, the step and the kept best: bit for bit the source's
     for a, b in zip(leaves_of(new, j), leaves_of(states, source[j])):
       np.testing.assert_array_equal(a, b)
     if j not in bottom:  # members that did not copy keep their hyperparameters too

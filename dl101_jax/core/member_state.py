@@ -1,9 +1,11 @@
 """One member's state: its pytree, its fresh init and its random keys.
 
 A member is one model of a group (a seed of a variant). Its TrainState carries
-everything that changes during training, the per-member hyperparameters included,
-so a group is these states stacked on a leading axis (`init_states`), and a
-checkpoint, a vmapped step or a sharded program needs no special case.
+everything that changes during training: the per-member hyperparameters, the weights
+it evaluates and its kept best epoch included. So a group is these states stacked on
+a leading axis (`init_states`), and one `select` prunes or reorders them, one gather
+copies them (PBT's exploit), one checkpoint holds them; a vmapped step or a sharded
+program needs no special case.
 """
 
 from __future__ import annotations
@@ -36,11 +38,16 @@ class TrainState(train_state.TrainState):
   # ({} without either flag): with --ema, optax.ema's state (updated every step) and its
   # bias-corrected average (debiased, so a short run is not pulled toward the init);
   # with --lookahead, optax.lookahead's state and its slow weights.
-  ema_state: Any = flax.struct.field(default_factory=dict)
-  ema_params: Any = flax.struct.field(default_factory=dict)
+  average_state: Any = flax.struct.field(default_factory=dict)
+  eval_params: Any = flax.struct.field(default_factory=dict)
   # With --lookahead and BatchNorm: the running statistics averaged with the slow weights
   # (airbench94 averages its BatchNorm buffers too), which evaluation pairs with them.
-  ema_batch_stats: Any = flax.struct.field(default_factory=dict)
+  eval_batch_stats: Any = flax.struct.field(default_factory=dict)
+  # The kept best epoch (`keep_best`): `model_variables` at the epoch of the highest
+  # validation accuracy so far, that accuracy (-inf: none yet) and that epoch (0: none).
+  best: Any = flax.struct.field(default_factory=dict)
+  best_accuracy: jax.Array = flax.struct.field(default_factory=lambda: jnp.float32(-jnp.inf))
+  best_epoch: jax.Array = flax.struct.field(default_factory=lambda: jnp.int32(0))
 
 
 def model_variables(state: TrainState | dict) -> dict:
@@ -48,10 +55,24 @@ def model_variables(state: TrainState | dict) -> dict:
   when kept), and BatchNorm's statistics (the averaged ones with them) when the net has
   them. Works on stacked states too, and on a state restored as a dict (export)."""
   get = state.get if isinstance(state, dict) else lambda k: getattr(state, k, None)
-  out = {"params": get("ema_params") or get("params")}
+  out = {"params": get("eval_params") or get("params")}
   if get("batch_stats"):
-    out["batch_stats"] = get("ema_batch_stats") or get("batch_stats")
+    out["batch_stats"] = get("eval_batch_stats") or get("batch_stats")
   return out
+
+
+@jax.jit
+def keep_best(states: TrainState, val_accuracy_M: jax.Array, epoch: jax.Array) -> TrainState:
+  """Stacked states after an epoch validated at `val_accuracy_M`: each member that beat its
+  best so far keeps the weights it evaluates now as its best, with that accuracy and epoch.
+  NaN never beats a best. On the device; only the M accuracies come from the host."""
+  improved_M = val_accuracy_M > states.best_accuracy
+  pick = lambda new, old: jnp.where(improved_M.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+  return states.replace(best=jax.tree.map(pick, model_variables(states), states.best),
+                        best_accuracy=pick(val_accuracy_M.astype(jnp.float32),
+                                           states.best_accuracy),
+                        best_epoch=pick(jnp.broadcast_to(epoch, improved_M.shape).astype(
+                            jnp.int32), states.best_epoch))
 
 
 def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainState:
@@ -69,12 +90,12 @@ def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainSta
   tx = optax.lookahead(optax.identity(), period, slow_step)
   fast = {"params": state.params, "batch_stats": state.batch_stats}
   both = optax.LookaheadParams(
-      fast=fast, slow={"params": state.ema_params, "batch_stats": state.ema_batch_stats})
-  updates, la_state = tx.update(jax.tree.map(jnp.zeros_like, fast), state.ema_state, both)
+      fast=fast, slow={"params": state.eval_params, "batch_stats": state.eval_batch_stats})
+  updates, la_state = tx.update(jax.tree.map(jnp.zeros_like, fast), state.average_state, both)
   both = optax.apply_updates(both, updates)
   return state.replace(params=both.fast["params"], batch_stats=both.fast["batch_stats"],
-                       ema_params=both.slow["params"], ema_batch_stats=both.slow["batch_stats"],
-                       ema_state=la_state)
+                       eval_params=both.slow["params"],
+                       eval_batch_stats=both.slow["batch_stats"], average_state=la_state)
 
 
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
@@ -95,12 +116,13 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
   elif lookahead:
     average_state = optax.lookahead(optax.identity(), lookahead, 0.0).init(
         optax.LookaheadParams.init_synced({"params": params, "batch_stats": batch_stats}))
-  return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-                    opt_state=opt_state, dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
-                    l2=jnp.asarray(hp["l2"], jnp.float32),
-                    batch_stats=batch_stats, ema_state=average_state,
-                    ema_params=params if ema or lookahead else {},
-                    ema_batch_stats=batch_stats if lookahead else {})
+  state = TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params,
+                     tx=tx, opt_state=opt_state,
+                     dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
+                     l2=jnp.asarray(hp["l2"], jnp.float32), batch_stats=batch_stats,
+                     average_state=average_state, eval_params=params if ema or lookahead else {},
+                     eval_batch_stats=batch_stats if lookahead else {})
+  return state.replace(best=model_variables(state))
 
 
 def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,

@@ -103,8 +103,8 @@ def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
   augmentation, see `training_inputs`). Augmentation (training only) and dropout
   draw from fold_in(key, state.step). With `label_smoothing`, the cross-entropy's
   targets are smoothed (optax.smooth_labels); the reported loss is that objective.
-  With `ema` (a decay per step), state.ema_params is the params' bias-corrected
-  moving average (optax.ema). With `lookahead` (a period in steps), state.ema_params are
+  With `ema` (a decay per step), state.eval_params is the params' bias-corrected
+  moving average (optax.ema). With `lookahead` (a period in steps), state.eval_params are
   airbench94's Lookahead slow weights (`lookahead_step`), over `total_steps`.
   """
 
@@ -135,8 +135,9 @@ def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
         state.params)
     state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
     if ema:
-      average, ema_state = optax.ema(ema, debias=True).update(state.params, state.ema_state)
-      state = state.replace(ema_params=average, ema_state=ema_state)
+      average, average_state = optax.ema(ema, debias=True).update(state.params,
+                                                                  state.average_state)
+      state = state.replace(eval_params=average, average_state=average_state)
     if lookahead:
       state = lookahead_step(state, lookahead, total_steps)
     acc = _masked_mean(per_example_correct(out, y), w)

@@ -9,7 +9,6 @@ restore gives back exactly what the loop carries.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any
 
@@ -43,9 +42,8 @@ class Progress:
   """Where a group stands: the loop's state, and the checkpoint's metadata as is.
 
   `alive` lists the members still training (indices into the group); a member
-  that diverged has its epoch in `diverged` and keeps the history it had.
-  `best_epoch` is each member's epoch of best validation accuracy so far (its
-  params are kept in the group's `.best` checkpoint).
+  that diverged has its epoch in `diverged` and keeps the history it had. Each member's
+  kept best epoch is in its state (`TrainState.best`), not here.
   """
 
   epoch: int
@@ -53,7 +51,6 @@ class Progress:
   histories: list[dict]
   diverged: list[int | None]
   wall_seconds: float
-  best_epoch: list[int | None] = dataclasses.field(default_factory=list)
   # A search's record (hyperparameters per epoch, lineage, stops): JSON, checkpointed
   # with the rest, so a resumed search carries its history on.
   population: dict = dataclasses.field(default_factory=dict)
@@ -61,21 +58,15 @@ class Progress:
   @classmethod
   def fresh(cls, n_members: int) -> "Progress":
     return cls(0, list(range(n_members)), [empty_history() for _ in range(n_members)],
-               [None] * n_members, 0.0, [None] * n_members)
+               [None] * n_members, 0.0)
 
   @classmethod
   def from_meta(cls, meta: dict) -> "Progress":
-    """From a checkpoint's meta; one written before `best_epoch` existed gets Nones."""
-    p = cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
-    p.best_epoch = p.best_epoch or [None] * len(p.histories)
-    return p
+    """From a checkpoint's meta (its other keys are the group's, not the loop's)."""
+    return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls) if f.name in meta})
 
   def to_meta(self, configs: list[dict], extra: dict | None = None) -> dict:
     return {**dataclasses.asdict(self), "configs": configs, **(extra or {})}
-
-  def best_val(self, i: int) -> float:
-    h, e = self.histories[i], self.best_epoch[i]
-    return -math.inf if e is None else h["val_accuracy"][h["epoch"].index(e)]
 
 
 @dataclasses.dataclass
@@ -211,15 +202,12 @@ def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
   return gp.init(progress.alive, rt.replicated), progress
 
 
-def checkpointers(c0: Config, group: str) -> tuple[Any, Any]:
-  """The group's checkpoints and, beside them, its members' best-epoch params (None, None
-  without --checkpoint-every). The best are saved just before each checkpoint, the last 2
-  kept, so a kill between the two saves still finds the one matching the checkpoint."""
+def checkpointer(c0: Config, group: str) -> ckpt_lib.Checkpointer | None:
+  """The group's checkpoints (None without --checkpoint-every)."""
   if not c0.checkpoint_every:
-    return None, None
-  root = os.path.join(c0.run_dir, "checkpoints", group)
-  return (ckpt_lib.Checkpointer(root, c0.keep_checkpoints),
-          ckpt_lib.Checkpointer(root + ".best", 2))
+    return None
+  return ckpt_lib.Checkpointer(os.path.join(c0.run_dir, "checkpoints", group),
+                               c0.keep_checkpoints)
 
 
 def data_spec(ds: Dataset, data: train.DeviceData, whiten: np.ndarray | None = None) -> dict:
@@ -231,22 +219,3 @@ def data_spec(ds: Dataset, data: train.DeviceData, whiten: np.ndarray | None = N
   if whiten is not None:
     out["whiten"] = whiten.tolist()
   return out
-
-
-def restore_best(best_ckpt: ckpt_lib.Checkpointer | None, states: Any, progress: Progress,
-                 rt: Runtime) -> Any:
-  """The kept best model variables (params, and BatchNorm statistics if any) of the alive
-  members; the current ones where none were kept."""
-  if states is None:
-    return None
-  current = member_state.model_variables(states)
-  if best_ckpt is None:  # a copy: the states are donated to the next chunk
-    return jax.tree.map(jnp.copy, current)
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rt.replicated),
-                        current)
-  best_ckpt.drop_after(progress.epoch)  # saved just before a checkpoint that never landed
-  restored = best_ckpt.restore_step(progress.epoch, target) if progress.epoch else None
-  if restored is None or restored[1]["best_epoch"] != progress.best_epoch:
-    progress.best_epoch = [None] * len(progress.histories)  # keep bests from here on
-    return jax.tree.map(jnp.copy, current)
-  return restored[0]

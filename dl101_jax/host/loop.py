@@ -13,21 +13,20 @@ import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax.host import evaluation, files, signals
 from dl101_jax.core import member_state, train
 from dl101_jax.config import RUN, Config, ConfigError, fields_with_role
 from dl101_jax.host.data import Dataset
-from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointers,
-                             data_spec, restore_best, restore_or_init, select)
+from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointer,
+                                  data_spec, restore_or_init, select)
 from dl101_jax.core.optim import LABELS, schedule_factor
 from dl101_jax.host.chunks import ChunkRunner, chunk_length
 from dl101_jax.host.parallel import Runtime, to_host
 from dl101_jax.host.console import Console, EpochTicker
 from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
-from dl101_jax.host.tb_detail import Probe, log_chunk_losses
+from dl101_jax.host.tb_detail import Probe, log_chunk_losses, probe_for
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
 
@@ -63,13 +62,11 @@ def hparams_columns(members: list[Member]) -> dict[str, list]:
 
 def record_chunk(progress: Progress, mets_ExM: dict[str, np.ndarray], seconds: float,
                  c0: Config, steps_per_epoch: int, tb: dict[int, TensorBoardRun],
-                 show: Callable[[int, float, bool], None]) -> tuple[list[int], list[int]]:
+                 show: Callable[[int, float, bool], None]) -> list[int]:
   """Append a chunk's metrics (each E epochs x M alive members) to the histories.
 
-  Returns (newly diverged members, members whose chunk-end validation accuracy is
-  their best so far). A member whose training loss is NaN/inf or above
+  Returns the newly diverged members. A member whose training loss is NaN/inf or above
   --diverge-above is marked diverged at that epoch and gets no more history.
-  Only a chunk's last epoch can be a best epoch: its params are the ones at hand.
   """
   n = next(iter(mets_ExM.values())).shape[0]
   newly_dead: list[int] = []
@@ -95,22 +92,19 @@ def record_chunk(progress: Progress, mets_ExM: dict[str, np.ndarray], seconds: f
         tb[i].log(ep, m)
     show(ep, seconds / n, bool(newly_dead) and e == n - 1)
   progress.epoch += n
-  improved = []
-  for i in progress.alive:
-    h = progress.histories[i]
-    if (i not in newly_dead and h.get("val_accuracy") and h["epoch"][-1] == progress.epoch
-        and h["val_accuracy"][-1] > progress.best_val(i)):
-      progress.best_epoch[i] = progress.epoch
-      improved.append(i)
-  return newly_dead, improved
+  return newly_dead
 
 
-@jax.jit
-def _keep_best(best: Any, params: Any, improved_M: jax.Array) -> Any:
-  # best and params: pytrees whose leaves are stacked M x ... over the alive members.
-  """Per member: the new params where it improved, else the kept ones (on the device)."""
-  pick = lambda b, p: jnp.where(improved_M.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
-  return jax.tree.map(pick, best, params)
+def keep_best(states: Any, mets_ExM: dict[str, np.ndarray], progress: Progress,
+              rt: Runtime) -> Any:
+  """Each member's best epoch so far kept inside its state (`member_state.keep_best`), from
+  the chunk's last validation: only a chunk's last epoch can be a best epoch, its weights
+  are the ones at hand. Nothing to keep without a validation split."""
+  if "val_accuracy" not in mets_ExM:
+    return states
+  val_M, epoch = jax.device_put((np.asarray(mets_ExM["val_accuracy"][-1], np.float32),
+                                  np.int32(progress.epoch)), rt.replicated)
+  return member_state.keep_best(states, val_M, epoch)
 
 
 def prune(states: Any, progress: Progress, dead: list[int]) -> Any:
@@ -139,19 +133,16 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   spe = -(-ds.train_size // c0.batch_size)  # steps per epoch
   ticker = _ticker(console, spe, c0.epochs)
   gp = GroupProgram.build(members, ds, rt, ticker, data)
-  rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
-  console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
+  n_params = _say_layers(console, group, gp, c0)
 
-  # --- Restore or start fresh (states, progress, and each member's best params).
-  ckpt, best_ckpt = checkpointers(c0, group)
+  # --- Restore or start fresh (the members' states, kept bests included, and progress).
+  ckpt = checkpointer(c0, group)
   meta = {"variants": [m.variant for m in members], "data": data_spec(ds, data, gp.whiten)}
   states, progress = restore_or_init(gp, ckpt, rt, meta["data"]["fingerprint"])
-  best = restore_best(best_ckpt, states, progress, rt)
   resumed = _say_resumed(console, group, progress, c0.epochs, spe)
   tb = open_tensorboard(members, c0, resumed, spe) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
-  probe = (Probe(gp.model, c0.loss, c0.tensorboard_verbose, data)
-           if tb and c0.tensorboard_verbose else None)
+  probe = probe_for(gp.model, c0.loss, c0.tensorboard_verbose, data) if tb else None
   console.new_block()  # a group's live block never overwrites the previous group's
   show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0, spe,
                                                 ds, seconds, label_variants), ep, force)
@@ -162,26 +153,23 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       states, mets_ExM, seconds = runner(states, progress.alive, progress.epoch, data, n)
       # --- Record, log, keep the best, drop the diverged, let a population step act.
       chunks_ExMxK = mets_ExM.pop("train_loss_chunks")  # E x M x K: StepLoss
-      dead, improved = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
+      dead = record_chunk(progress, mets_ExM, seconds, c0, spe, tb, show)
       _log_detail(tb, states, progress, n, c0, spe, dead, chunks_ExMxK, probe)
-      states, best = _after_chunk(states, best, progress, dead, improved, members, console, rt,
-                                  between_chunks)
+      states = keep_best(states, mets_ExM, progress, rt)
+      states = _after_chunk(states, progress, dead, members, console, between_chunks)
       for w in tb.values():  # on disk before the checkpoint that covers these epochs
         w.flush()
       # --- Checkpoint; stop if asked. With every member diverged there is no state to
       # save; a resume then recomputes the same divergence from the previous checkpoint.
       stop = should_stop()
       finished = progress.epoch >= c0.epochs or not progress.alive
-      if ckpt and progress.alive and (progress.epoch % c0.checkpoint_every == 0 or finished
-                                      or stop):
-        _save(ckpt, best_ckpt, progress, states, best, members, meta)
+      _save(ckpt, progress, states, members, meta, force=bool(stop) or finished)
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
-      # Still "training" between chunks: a signal now stops the run after the next epoch.
     _end_sessions(tb, progress)
   finally:
     signals.phase("setup")
-    for closing in (ckpt, best_ckpt, *tb.values()):
+    for closing in (ckpt, *tb.values()):
       if closing:
         closing.close()
   return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
@@ -229,12 +217,21 @@ def _ticker(console: Console, spe: int, epochs: int) -> EpochTicker | None:
   return None
 
 
-def _save(ckpt: Any, best_ckpt: Any, progress: Progress, states: Any, best: Any,
-          members: list[Member], meta: dict) -> None:
-  """The kept bests first, then the checkpoint they belong to (restore_best matches them)."""
-  best_ckpt.save(progress.epoch, best, {"best_epoch": progress.best_epoch,
-                                        "alive": progress.alive, **meta})
-  ckpt.save(progress.epoch, states, progress.to_meta([m.config.to_dict() for m in members], meta))
+def _say_layers(console: Console, group: str, gp: GroupProgram, c0: Config) -> int:
+  """Says the group's network as a layer table; returns its parameters per model."""
+  rows, n_params = evaluation.layer_table(gp.model, gp.sample_x)
+  console.say(f"{group}: {c0.net}, {n_params:,} parameters per model\n" + "\n".join(rows))
+  return n_params
+
+
+def _save(ckpt: Any, progress: Progress, states: Any, members: list[Member], meta: dict, *,
+          force: bool) -> None:
+  """A checkpoint every --checkpoint-every epochs, and when the group finishes or is stopped
+  (`force`). Between chunks a signal stops the run after the next epoch: still "training"."""
+  if ckpt and progress.alive and (progress.epoch % members[0].config.checkpoint_every == 0
+                                  or force):
+    ckpt.save(progress.epoch, states,
+              progress.to_meta([m.config.to_dict() for m in members], meta))
 
 
 def _say_resumed(console: Console, group: str, progress: Progress, epochs: int,
@@ -252,29 +249,19 @@ def _say_resumed(console: Console, group: str, progress: Progress, epochs: int,
   return progress.epoch
 
 
-def _after_chunk(states: Any, best: Any, progress: Progress, dead: list[int], improved: set,
-                 members: list[Member], console: Console, rt: Runtime,
-                 between_chunks: Callable | None) -> tuple[Any, Any]:
-  """(states, kept best) after a recorded chunk: the improved members' weights kept, the
-  diverged dropped (and said), then the population step; the bests follow the states."""
-  if improved:
-    mask = np.asarray([i in improved for i in progress.alive])  # stacked order, pre-prune
-    best = _keep_best(best, member_state.model_variables(states),
-                      jax.device_put(mask, rt.replicated))
+def _after_chunk(states: Any, progress: Progress, dead: list[int], members: list[Member],
+                 console: Console, between_chunks: Callable | None) -> Any:
+  """The states after a recorded chunk: the diverged dropped (and said), then the population
+  step (which may reorder or stop members: their kept bests move with their states)."""
   for i in dead:
     c = members[i].config
     console.say(f"{members[i].run_name}: loss is NaN/inf or above --diverge-above "
                 f"({c.diverge_above:g}) at epoch {progress.diverged[i]}; stopped (diverged)")
   if dead:
-    keep = [j for j, i in enumerate(progress.alive) if i not in dead]
-    best = select(best, keep) if keep else None
     states = prune(states, progress, dead)
   if between_chunks and progress.alive:
-    before = list(progress.alive)
     states = between_chunks(states, progress)
-    if progress.alive != before:  # members stopped: their kept bests go too
-      best = select(best, [before.index(i) for i in progress.alive])
-  return states, best
+  return states
 
 
 @dataclasses.dataclass(frozen=True)

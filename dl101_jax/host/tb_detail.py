@@ -124,6 +124,11 @@ def make_probe(model: Any, loss: str, level: int):
   return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
+def probe_for(model: Any, loss: str, level: int, data: train.DeviceData) -> "Probe | None":
+  """A group's Probe at --tensorboard-verbose `level`; None at 0 (scalars only)."""
+  return Probe(model, loss, level, data) if level else None
+
+
 class Probe:
   """The per-epoch histograms of one group's members, written to their TensorBoard runs."""
 
