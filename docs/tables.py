@@ -85,14 +85,15 @@ def search() -> str:
   runs, versus = stored["runs"], {c["method"]: c for c in stored["versus_grid"]}
   labels = {"grid": "grid (all train to the end)", "halving": "successive halving",
             "pbt": "PBT"}
-  rows = ["| method | members | best val acc | winner's test acc | vs grid [95% CI] (Holm p) |",
-          "|---|---|---|---|---|"]
+  rows = ["| method | members | seeds | best val acc | winner's test acc | "
+          "vs grid [95% CI] (Holm p) |", "|---|---|---|---|---|---|"]
   for method, label in labels.items():
     rs = [r for r in runs if r["method"] == method]
     c = versus.get(method)
     vs = (f"{c['difference']:+.3f} {_ci(*c['ci95'])} "
           f"{_verdict(c['verdict'], *c['ci95'], c['p_holm'])}") if c else ""
-    rows.append(f"| {label} | {rs[0]['members']} | {_pm([r['val_accuracy'] for r in rs])} | "
+    rows.append(f"| {label} | {rs[0]['members']} | {len(rs)} | "
+                f"{_pm([r['val_accuracy'] for r in rs])} | "
                 f"{_pm([r['test_accuracy'] for r in rs])} | {vs} |")
   return "\n".join(rows)
 
@@ -113,14 +114,15 @@ def clean() -> str:
 
 def ladder() -> str:
   """Each rung's final validation accuracy, its gain over the row it is compared with."""
-  rows = ["| rung | val acc (mean ± std) | gain [95% CI] | verdict (Holm p) | min |",
-          "|---|---|---|---|---|"]
+  rows = ["| rung | seeds | val acc (mean ± std) | gain [95% CI] | verdict (Holm p) | min |",
+          "|---|---|---|---|---|---|"]
   for r in _load("modern_ladder.json")["ladder"]:
     name = r["rung"] + (f" vs {r['vs']}" if r.get("vs") else "")
     gain = "" if r["gain"] is None else f"{r['gain']:+.3f} {_ci(*r['gain_ci95'])}"
     cost = "same run" if r["rung"] == "+ tta" else f"{r['seconds'] / 60:.0f}"
     verdict = _verdict(r["verdict"], *(r["gain_ci95"] or [None, None]), r.get("p_holm"))
-    rows.append(f"| {name} | {_pm(r['val_accuracy_per_seed'])} | {gain} | {verdict} | "
+    seeds = len(r.get("seeds") or r["val_accuracy_per_seed"])
+    rows.append(f"| {name} | {seeds} | {_pm(r['val_accuracy_per_seed'])} | {gain} | {verdict} | "
                 f"{cost} |")
   return "\n".join(rows)
 

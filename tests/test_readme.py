@@ -68,7 +68,7 @@ def test_a_changed_number_in_docs_results_fails_the_check(tmp_path, monkeypatch)
   assert tables.main(["--check"]) == 1
   new, changed = tables.update(readme.read_text())
   assert changed == ["search"]
-  assert "| grid (all train to the end) | 8 | 0.610 ± 0.009 | 0.617 ± 0.028 |" in new
+  assert "| grid (all train to the end) | 8 | 3 | 0.610 ± 0.009 | 0.617 ± 0.028 |" in new
   assert tables.main([]) == 0 and tables.main(["--check"]) == 0  # rewritten, then in step
 
 
