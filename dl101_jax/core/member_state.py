@@ -103,7 +103,8 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
   """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2 (and
   muon_lr, for --optimizer muon).
   With `ema`, the params' moving average starts at the params; with `lookahead` (its
-  period), so do the slow weights."""
+  period), so do the slow weights. The kept best starts as the initial weights, with no
+  epoch (0) and accuracy -inf, so the first validated epoch replaces it."""
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
   variables = model.init({"params": key}, sample_x, train=False)
   params = variables["params"]
