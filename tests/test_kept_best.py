@@ -71,7 +71,7 @@ def test_keep_best_keeps_exactly_the_members_that_beat_their_best():
   params = {"w": jnp.arange(6, dtype=jnp.float32).reshape(3, 2)}
   states = member_state.TrainState(
       step=jnp.zeros(3, jnp.int32), apply_fn=None, params=params, tx=None, opt_state={},
-      dropout_rate=jnp.zeros(3), l2=jnp.zeros(3), best={"params": {"w": -jnp.ones((3, 2))}},
+      hp={}, best={"params": {"w": -jnp.ones((3, 2))}},
       best_accuracy=jnp.asarray([0.5, 0.6, 0.7]), best_epoch=jnp.asarray([1, 2, 3], jnp.int32))
   out = member_state.keep_best(states, jnp.asarray([0.55, 0.6, jnp.nan]), jnp.int32(4))
   np.testing.assert_array_equal(out.best["params"]["w"], [[0, 1], [-1, -1], [-1, -1]])

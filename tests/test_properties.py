@@ -49,8 +49,8 @@ def _probe(record, n_in):
   params = {"w": jnp.zeros((n_in, 2))}
   tx = optax.sgd(0.0)
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=apply_fn, params=params, tx=tx,
-                    opt_state=tx.init(params), dropout_rate=jnp.float32(0.5),
-                    l2=jnp.float32(0.0))
+                    opt_state=tx.init(params),
+                    hp={"dropout": jnp.float32(0.5), "l2": jnp.float32(0.0)})
 
 
 def _record_epochs(x, *, seed, splits, **prog):
@@ -143,8 +143,8 @@ def test_loss_and_accuracy_are_over_exactly_the_n_examples(n, n_val, batch, seed
       else x.reshape(x.shape[0], -1) @ v["params"]["w"])
   params = {"w": jnp.asarray(w)}
   state = TrainState(step=jnp.zeros((), jnp.int32), apply_fn=apply_fn, params=params, tx=tx,
-                     opt_state=tx.init(params), dropout_rate=jnp.float32(0.0),
-                     l2=jnp.float32(0.0))
+                     opt_state=tx.init(params),
+                     hp={"dropout": jnp.float32(0.0), "l2": jnp.float32(0.0)})
   _, m = _linear_run(batch, 2)(_stacked(state), jnp.stack([jax.random.PRNGKey(0)]),
                                jnp.int32(0), _data(x, y, x_val, y_val), n_epochs=1)
   for split, (xs, ys) in {"train": (x, y), "val": (x_val, y_val)}.items():

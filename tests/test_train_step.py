@@ -52,11 +52,11 @@ def data_loss(state, params, b, key):
   """The loss train_step minimises, written out independently."""
   key = jax.random.fold_in(key, state.step)
   _, k_drop = jax.random.split(key)
-  out = state.apply_fn({"params": params}, b["x"], train=True, dropout_rate=state.dropout_rate,
+  out = state.apply_fn({"params": params}, b["x"], train=True, dropout_rate=state.hp["dropout"],
                        rngs={"dropout": k_drop})
   per = optax.softmax_cross_entropy_with_integer_labels(out, b["y"])
   w = b.get("mask", jnp.ones(len(b["y"])))
-  return jnp.sum(per * w) / jnp.sum(w) + state.l2 * l2_penalty(params)
+  return jnp.sum(per * w) / jnp.sum(w) + state.hp["l2"] * l2_penalty(params)
 
 
 STEP = train.make_train_step("xent")
@@ -146,7 +146,7 @@ def test_l2_adds_exactly_wd_times_w_to_hidden_kernels(shape, n, seed, wd):
   _, s0 = make(shape, seed, "sgd", lr)
   b = batch(shape, n, seed)
   plain, _ = JSTEP(s0, b, KEY)
-  with_l2, _ = JSTEP(s0.replace(l2=jnp.float32(wd)), b, KEY)
+  with_l2, _ = JSTEP(s0.replace(hp={**s0.hp, "l2": jnp.float32(wd)}), b, KEY)
   for name in s0.params:
     for leaf, w in s0.params[name].items():
       diff = with_l2.params[name][leaf] - plain.params[name][leaf]

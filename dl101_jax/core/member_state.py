@@ -26,13 +26,15 @@ INIT, SHUFFLE, STEP, FLIP = 0, 1, 2, 3  # fold_in tags: independent streams per 
 class TrainState(train_state.TrainState):
   """Flax's TrainState plus the per-member values a vmapped group may vary.
 
-  The learning rate and weight decay live in `opt_state.hyperparams`.
+  A member's hyperparameters (its config's VALUE fields but the seed) have two homes: the
+  ones the update rule takes (learning rate, weight decay, ...) in `opt_state.hyperparams`
+  (optax.inject_hyperparams), the rest, which the step reads (dropout, l2, ...), in `hp`.
+  `hparams` and `with_hparams` are the one place that knows which is where.
   `batch_stats`: BatchNorm's running means and variances ({} without BatchNorm),
   part of each member's state, so they vmap, checkpoint and resume with it.
   """
 
-  dropout_rate: jax.Array
-  l2: jax.Array
+  hp: dict[str, jax.Array]
   batch_stats: Any = flax.struct.field(default_factory=dict)
   # The weights evaluation, the kept best epoch and export use, when not the params
   # ({} without either flag): with --ema, optax.ema's state (updated every step) and its
@@ -75,6 +77,23 @@ def keep_best(states: TrainState, val_accuracy_M: jax.Array, epoch: jax.Array) -
                             jnp.int32), states.best_epoch))
 
 
+def hparams(states: TrainState, names: tuple[str, ...]) -> dict[str, jax.Array]:
+  """The named hyperparameters' current values (arrays of M for stacked states)."""
+  injected = states.opt_state.hyperparams
+  return {k: injected[k] if k in injected else states.hp[k] for k in names}
+
+
+def with_hparams(states: TrainState, values: dict[str, jax.Array]) -> TrainState:
+  """The states with the named hyperparameters set to `values`, each in its home."""
+  injected, step_read = dict(states.opt_state.hyperparams), dict(states.hp)
+  for k, v in values.items():
+    home = injected if k in injected else step_read
+    if k not in home:
+      raise KeyError(f"no hyperparameter {k!r} in the state")
+    home[k] = jnp.asarray(v, home[k].dtype)
+  return states.replace(opt_state=states.opt_state._replace(hyperparams=injected), hp=step_read)
+
+
 def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainState:
   """airbench94's Lookahead, after the fast step: at every `period`-th step t of T the slow
   weights move toward the fast ones by 1 - 0.95**5 * (t/T)**3 and the fast restart from them.
@@ -100,16 +119,17 @@ def lookahead_step(state: TrainState, period: int, total_steps: int) -> TrainSta
 
 def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,
                hp: dict[str, jax.Array], ema: bool = False, lookahead: int = 0) -> TrainState:
-  """One member's fresh state; hp holds seed, learning_rate, weight_decay, dropout, l2 (and
-  muon_lr, for --optimizer muon).
+  """One member's fresh state from its hyperparameters `hp` (its config's VALUE fields: seed,
+  learning_rate, weight_decay, dropout, l2, ...): the seed makes its weights, the update
+  rule's are set in its optimizer state, the rest are kept in `hp` for the step to read.
   With `ema`, the params' moving average starts at the params; with `lookahead` (its
   period), so do the slow weights. The kept best starts as the initial weights, with no
   epoch (0) and accuracy -inf, so the first validated epoch replaces it."""
   key = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), INIT)
   variables = model.init({"params": key}, sample_x, train=False)
   params = variables["params"]
-  opt_state = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
-                             weight_decay=hp["weight_decay"], muon_lr=hp.get("muon_lr"))
+  values = {k: v for k, v in hp.items() if k != "seed"}
+  opt_state = init_opt_state(tx, params, **values)
   average_state = {}
   batch_stats = variables.get("batch_stats", {})
   if ema:
@@ -119,8 +139,9 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
         optax.LookaheadParams.init_synced({"params": params, "batch_stats": batch_stats}))
   state = TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params,
                      tx=tx, opt_state=opt_state,
-                     dropout_rate=jnp.asarray(hp["dropout"], jnp.float32),
-                     l2=jnp.asarray(hp["l2"], jnp.float32), batch_stats=batch_stats,
+                     hp={k: jnp.asarray(v, jnp.float32) for k, v in values.items()
+                         if k not in opt_state.hyperparams},
+                     batch_stats=batch_stats,
                      average_state=average_state, eval_params=params if ema or lookahead else {},
                      eval_batch_stats=batch_stats if lookahead else {})
   return state.replace(best=model_variables(state))

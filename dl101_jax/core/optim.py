@@ -130,21 +130,23 @@ def make_optimizer(name: str, schedule: str = "constant", total_steps: int = 0,
   raise ValueError(f"unknown optimizer {name!r}")
 
 
-def init_opt_state(tx: optax.GradientTransformation, params: Any, *,
-                   learning_rate: jax.Array, weight_decay: jax.Array,
-                   muon_lr: jax.Array | None = None) -> Any:
-  """tx.init(params), with this member's learning rate and weight decay (and Muon's
-  learning rate, for muon) set."""
+# The values make_optimizer injects as placeholders: each must come from the member.
+PLACEHOLDERS = ("learning_rate", "weight_decay", "muon_lr")
+
+
+def init_opt_state(tx: optax.GradientTransformation, params: Any, **given: Any) -> Any:
+  """tx.init(params), with every injected hyperparameter that `given` names set to its
+  value (a member's learning rate, weight decay, Muon's learning rate, ...)."""
   state = tx.init(params)
-  given = {"learning_rate": learning_rate, "weight_decay": weight_decay, "muon_lr": muon_lr}
-  # Every injected value is set here, so make_optimizer's placeholders never reach a step:
-  # a rule whose value was not given is refused, not trained with the placeholder.
+  # Every placeholder is set here, so make_optimizer's zeros never reach a step: a rule
+  # whose value was not given is refused, not trained with the placeholder.
   # (optax's own numeric defaults, such as adamw's eps_root, are injected too and kept.)
   hp = dict(state.hyperparams)
-  missing = [k for k in given if k in hp and given[k] is None]
+  missing = [k for k in PLACEHOLDERS if k in hp and given.get(k) is None]
   if missing:
     raise ValueError(f"init_opt_state: no value given for {', '.join(missing)}")
-  hp.update({k: jnp.asarray(v, jnp.float32) for k, v in given.items() if k in hp})
+  hp.update({k: jnp.asarray(v, jnp.float32) for k, v in given.items()
+             if k in hp and v is not None})
   return state._replace(hyperparams=hp)
 
 

@@ -2,9 +2,7 @@
 
 A population is a group's member states stacked on a leading axis M (the same
 stacked `TrainState` that `train.run_epochs` trains). Its hyperparameters are
-values in that state, not program constants: the learning rate and weight decay
-in `opt_state.hyperparams` (optax.inject_hyperparams), dropout and L2 as traced
-scalars. So PBT's exploit is a gather over the member axis and its explore a
+values in that state, not program constants (`member_state.hparams`). So PBT's exploit is a gather over the member axis and its explore a
 rewrite of those leaves, both in one jitted call with no host copy of a state;
 successive halving is `group.select` of the survivors.
 
@@ -24,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from dl101_jax.core.member_state import hparams, with_hparams
 
 HPARAMS = ("learning_rate", "dropout", "weight_decay", "l2")
 LOG_UNIFORM = ("learning_rate",)  # sampled uniformly in log space; the rest uniformly
@@ -67,21 +67,13 @@ def _from_unit(u: jax.Array, name: str, space: Space) -> jax.Array:
 
 
 def get_hparams(states: Any) -> dict[str, jax.Array]:
-  """Each member's current hyperparameters (arrays of M) from the stacked states."""
-  hp = states.opt_state.hyperparams
-  return {"learning_rate": hp["learning_rate"], "dropout": states.dropout_rate,
-          "weight_decay": hp.get("weight_decay", jnp.zeros_like(hp["learning_rate"])),
-          "l2": states.l2}
+  """Each member's current searched hyperparameters (arrays of M) from the stacked states."""
+  return hparams(states, HPARAMS)
 
 
 def set_hparams(states: Any, hp_M: dict[str, jax.Array]) -> Any:
-  """The states with each member's hyperparameters replaced by `hp_M`'s."""
-  inner = dict(states.opt_state.hyperparams)
-  inner["learning_rate"] = hp_M["learning_rate"]
-  if "weight_decay" in inner:
-    inner["weight_decay"] = hp_M["weight_decay"]
-  return states.replace(opt_state=states.opt_state._replace(hyperparams=inner),
-                        dropout_rate=hp_M["dropout"], l2=hp_M["l2"])
+  """The states with each member's searched hyperparameters replaced by `hp_M`'s."""
+  return with_hparams(states, {k: hp_M[k] for k in HPARAMS})
 
 
 def explore(key: jax.Array, hp_M: dict[str, jax.Array], space: Space,

@@ -126,10 +126,10 @@ def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
       # Training mode: BatchNorm normalizes with this batch's statistics (over the global
       # batch when it is sharded: the mean is a reduction over the whole batch axis) and
       # returns its updated running averages. A padded last batch's repeats count in them.
-      out, updates = state.apply_fn(variables, x, train=True, dropout_rate=state.dropout_rate,
+      out, updates = state.apply_fn(variables, x, train=True, dropout_rate=state.hp["dropout"],
                                     rngs={"dropout": k_drop}, mutable=["batch_stats"])
       data_loss = _masked_mean(per_example_loss(loss, out, y, label_smoothing), w)
-      return data_loss + state.l2 * l2_penalty(params), (data_loss, out, updates)
+      return data_loss + state.hp["l2"] * l2_penalty(params), (data_loss, out, updates)
 
     (_, (data_loss, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params)

@@ -192,7 +192,7 @@ def _log_rates(tb: dict, states: Any, progress: Progress, n: int, c0: Config, sp
   members are pruned: the states' axis is still progress.alive."""
   if not tb:
     return
-  rate_M = np.asarray(to_host(states.opt_state.hyperparams["learning_rate"]))
+  rate_M = np.asarray(to_host(member_state.hparams(states, ("learning_rate",))["learning_rate"]))
   factor = schedule_factor(c0.schedule, c0.epochs * spe)
   for j, i in enumerate(progress.alive):
     h = progress.histories[i]
