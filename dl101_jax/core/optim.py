@@ -37,6 +37,12 @@ def l2_penalty(params: Any) -> jax.Array:
   return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
 
 
+def penalty(params: Any, hp: dict[str, jax.Array]) -> jax.Array:
+  """The loss terms a member's hyperparameters add to its data loss: TFLearn's L2
+  (tflearn.regularizers.L2, wd * tf.nn.l2_loss) at hp["l2"]."""
+  return hp["l2"] * l2_penalty(params)
+
+
 def schedule_factor(name: str, total_steps: int) -> optax.Schedule | None:
   """The learning-rate multiplier per step (None: constant).
 

@@ -25,7 +25,7 @@ from dl101_jax.core.augment import augment, tta_logits
 from dl101_jax.core.augment import cutout as cut_square
 from dl101_jax.core.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
                                     model_variables)
-from dl101_jax.core.optim import l2_penalty
+from dl101_jax.core.optim import penalty
 
 Metrics = dict[str, jax.Array]
 CUTOUT = 4  # fold_in tag of cutout's draws within a step's augmentation key (augment uses 3)
@@ -129,7 +129,7 @@ def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
       out, updates = state.apply_fn(variables, x, train=True, dropout_rate=state.hp["dropout"],
                                     rngs={"dropout": k_drop}, mutable=["batch_stats"])
       data_loss = _masked_mean(per_example_loss(loss, out, y, label_smoothing), w)
-      return data_loss + state.hp["l2"] * l2_penalty(params), (data_loss, out, updates)
+      return data_loss + penalty(params, state.hp), (data_loss, out, updates)
 
     (_, (data_loss, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params)
