@@ -143,6 +143,8 @@ class Config:
   """Dropout rate before the last layer (TFLearn's dropout(0.5) keeps 50%); 0 disables."""
   l2: float = _field(0.0, VALUE, "training")
   """TFLearn-style L2 loss term l2 * sum(w**2) / 2 over conv and hidden fc kernels."""
+  l1: float = _field(0.0, VALUE, "training")
+  """TFLearn-style L1 loss term l1 * sum(|w|) over the same kernels (sparse weights); 0 disables."""
   batch_norm: bool = _field(False, SHAPE, "training")
   """BatchNorm after every conv, before its ReLU (its running statistics are part of each model's state; the convs then have no bias)."""
   optimizer: Optimizer = _field("adam", SHAPE, "training")
@@ -271,6 +273,7 @@ class Config:
                "a finite number > 0")
     self._need(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout", "in [0, 1)")
     self._need(_finite(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0")
+    self._need(_finite(self.l1) and self.l1 >= 0, "l1", "a finite number >= 0")
     self._need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
                "a finite number >= 0")
     self._need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov", "muon"),

@@ -28,6 +28,7 @@ EDGES = {
     "learning_rate": ([EPS], [0.0, -EPS, float("inf"), float("nan")]),
     "dropout": ([0.0, 1 - EPS], [1.0, -EPS, float("nan")]),
     "l2": ([0.0], [-EPS, float("inf")]),
+    "l1": ([0.0], [-EPS, float("nan")]),
     "weight_decay": ([0.0, 5.0], [-EPS, float("nan")]),
     "muon_lr": ([EPS], [0.0, float("inf")]),
     "rotate": ([0.0, 180.0], [-EPS, 180 + 1e-6, float("nan")]),

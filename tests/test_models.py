@@ -165,7 +165,7 @@ def test_batchnorm_trains_on_the_batch_and_evaluates_on_running_averages():
   from dl101_jax.core.optim import make_optimizer
 
   model = make_model(Config(net="conv4-pool-fc8", batch_norm=True), 3, platform="cpu")
-  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0, "l1": 0.0}
   s0 = member_state.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 2)), hp)
   assert "bias" not in s0.params["conv0_0"]  # BatchNorm's shift replaces the conv bias
   stats = s0.batch_stats["bn0_0"]

@@ -100,7 +100,7 @@ def test_ema_follows_the_params_and_is_what_evaluation_uses():
   from dl101_jax.core.models import ConvNet
 
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True)
-  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0, "l1": 0.0}
   s0 = member_state.init_state(model, make_optimizer("sgd"), jnp.zeros((1, 6, 6, 1)), hp, ema=True)
   for a, b in zip(jax.tree.leaves(s0.eval_params), jax.tree.leaves(s0.params)):
     np.testing.assert_array_equal(a, b)  # the average starts at the params
@@ -130,7 +130,7 @@ def test_lookahead_is_airbenchs():
   from dl101_jax.core.models import ConvNet
 
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, im2col=True, batch_norm=True)
-  hp = {"seed": 0, "learning_rate": 0.3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  hp = {"seed": 0, "learning_rate": 0.3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0, "l1": 0.0}
   tx = make_optimizer("nesterov", momentum=0.5)
   s = member_state.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp, lookahead=5)
   plain = member_state.init_state(model, tx, jnp.zeros((1, 6, 6, 1)), hp)

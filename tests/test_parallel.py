@@ -30,7 +30,7 @@ def _init(opt, bn=False):
 member = st.fixed_dictionaries({
     "seed": st.integers(0, 1000), "learning_rate": st.sampled_from([1e-3, 3e-3, 1e-2]),
     "weight_decay": st.sampled_from([0.0, 0.05]), "dropout": st.sampled_from([0.0, 0.5]),
-    "l2": st.sampled_from([0.0, 1e-3])})
+    "l2": st.sampled_from([0.0, 1e-3]), "l1": st.sampled_from([0.0, 1e-4])})
 
 
 @pytest.mark.parametrize("opt,bn", [("sgd", False), ("adamw", True)], ids=["sgd", "adamw-bn"])

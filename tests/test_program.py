@@ -43,7 +43,8 @@ class Linear(nn.Module):
 
 def _hp(seed=0, lr=0.5):
   return {"seed": jnp.int32(seed), "learning_rate": jnp.float32(lr),
-          "weight_decay": jnp.float32(0.0), "dropout": jnp.float32(0.0), "l2": jnp.float32(0.0)}
+          "weight_decay": jnp.float32(0.0), "dropout": jnp.float32(0.0), "l2": jnp.float32(0.0),
+          "l1": jnp.float32(0.0)}
 
 
 def _data(n=N, targets="ones", seed=0):

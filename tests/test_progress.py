@@ -18,7 +18,7 @@ DATA, MODEL = small_group_data()
 def _states(m):
   hp = {"seed": jnp.arange(m, dtype=jnp.int32),
         **{k: jnp.full((m,), v, jnp.float32) for k, v in
-           dict(learning_rate=1e-2, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
+           dict(learning_rate=1e-2, weight_decay=0.0, dropout=0.5, l2=0.0, l1=0.0).items()}}
   return member_state.init_states(MODEL, make_optimizer("adam"), jnp.zeros((1, 6, 6, 1)), hp)
 
 

@@ -50,7 +50,8 @@ def _probe(record, n_in):
   tx = optax.sgd(0.0)
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=apply_fn, params=params, tx=tx,
                     opt_state=tx.init(params),
-                    hp={"dropout": jnp.float32(0.5), "l2": jnp.float32(0.0)})
+                    hp={"dropout": jnp.float32(0.5), "l2": jnp.float32(0.0),
+                        "l1": jnp.float32(0.0)})
 
 
 def _record_epochs(x, *, seed, splits, **prog):
@@ -144,7 +145,8 @@ def test_loss_and_accuracy_are_over_exactly_the_n_examples(n, n_val, batch, seed
   params = {"w": jnp.asarray(w)}
   state = TrainState(step=jnp.zeros((), jnp.int32), apply_fn=apply_fn, params=params, tx=tx,
                      opt_state=tx.init(params),
-                     hp={"dropout": jnp.float32(0.0), "l2": jnp.float32(0.0)})
+                     hp={"dropout": jnp.float32(0.0), "l2": jnp.float32(0.0),
+                         "l1": jnp.float32(0.0)})
   _, m = _linear_run(batch, 2)(_stacked(state), jnp.stack([jax.random.PRNGKey(0)]),
                                jnp.int32(0), _data(x, y, x_val, y_val), n_epochs=1)
   for split, (xs, ys) in {"train": (x, y), "val": (x_val, y_val)}.items():
@@ -246,7 +248,8 @@ def test_one_epoch_of_the_tutorial_net_equals_a_reference_sgd_epoch():
   model = make_model(config, 10, platform="cpu")
   tx = make_optimizer("sgd")
   hp = {"seed": jnp.int32(seed), "learning_rate": jnp.float32(lr),
-        "weight_decay": jnp.float32(0), "dropout": jnp.float32(0), "l2": jnp.float32(0)}
+        "weight_decay": jnp.float32(0), "dropout": jnp.float32(0), "l2": jnp.float32(0),
+        "l1": jnp.float32(0)}
   state = init_state(model, tx, jnp.zeros((1, 8, 8, 1)), hp)
   mean, std = x.mean(dtype=np.float64), x.std(dtype=np.float64)  # featurewise: one scalar
   prog = train.Program(loss="xent", batch_size=batch, eval_batch_size=batch)

@@ -103,7 +103,7 @@ def test_muon_lr_is_a_per_member_value():
   from dl101_jax.core import member_state
   from dl101_jax.core.models import ConvNet
 
-  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0, "l1": 0.0}
   net = ConvNet(layer_sets=((2,),), fc=(), num_classes=2, im2col=True)
   for lr in (0.05, 0.3):
     s0 = member_state.init_state(net, tx, jnp.zeros((1, 4, 4, 1)), {**hp, "muon_lr": lr})

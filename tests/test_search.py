@@ -37,7 +37,8 @@ def population_states(m: int) -> member_state.TrainState:
     opt = init_opt_state(tx, params, learning_rate=hp["learning_rate"],
                          weight_decay=hp["weight_decay"])
     s = member_state.TrainState(step=jnp.int32(0), apply_fn=None, params=params, tx=tx,
-                                opt_state=opt, hp={"dropout": hp["dropout"], "l2": hp["l2"]})
+                                opt_state=opt,
+                                hp={"dropout": hp["dropout"], "l2": hp["l2"], "l1": 0.0})
     for _ in range(2):  # distinct moments per member
       s = s.apply_gradients(grads=jax.tree.map(lambda p: p * (j + 1.0), params))
     # distinct steps, and kept bests (weights, accuracy, epoch) that exploit must copy too

@@ -162,7 +162,8 @@ def _member(net="conv4-pool-fc8", **kw):
   y = jnp.arange(16) % 10
   tx = optim.make_optimizer("sgd", "constant", 10, 0.9, 1.0, 0)
   hp = {k: jnp.asarray([v]) for k, v in
-        {"learning_rate": 0.1, "dropout": 0.0, "l2": 0.0, "weight_decay": 0.0}.items()}
+        {"learning_rate": 0.1, "dropout": 0.0, "l2": 0.0, "l1": 0.0,
+         "weight_decay": 0.0}.items()}
   states = member_state.init_states(model, tx, x[:1], {**hp, "seed": jnp.asarray([0])})
   return model, states, x, y
 

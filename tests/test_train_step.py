@@ -32,10 +32,11 @@ def _init_fn(shape, optimizer, im2col):
   return model, jax.jit(lambda hp: member_state.init_state(model, tx, jnp.zeros((1, *shape)), hp))
 
 
-def make(shape, seed, optimizer="sgd", lr=0.1, wd=0.0, dropout=0.0, l2=0.0, im2col=True):
+def make(shape, seed, optimizer="sgd", lr=0.1, wd=0.0, dropout=0.0, l2=0.0, l1=0.0,
+         im2col=True):
   model, init = _init_fn(shape, optimizer, im2col)
   hp = {"seed": jnp.int32(seed), **{k: jnp.float32(v) for k, v in dict(
-      learning_rate=lr, weight_decay=wd, dropout=dropout, l2=l2).items()}}
+      learning_rate=lr, weight_decay=wd, dropout=dropout, l2=l2, l1=l1).items()}}
   return model, init(hp)
 
 
@@ -56,7 +57,9 @@ def data_loss(state, params, b, key):
                        rngs={"dropout": k_drop})
   per = optax.softmax_cross_entropy_with_integer_labels(out, b["y"])
   w = b.get("mask", jnp.ones(len(b["y"])))
-  return jnp.sum(per * w) / jnp.sum(w) + state.hp["l2"] * l2_penalty(params)
+  hidden = [v["kernel"] for k, v in params.items() if k != "head" and "kernel" in v]
+  l1 = sum(jnp.sum(jnp.abs(k)) for k in hidden)
+  return jnp.sum(per * w) / jnp.sum(w) + state.hp["l2"] * l2_penalty(params) + state.hp["l1"] * l1
 
 
 STEP = train.make_train_step("xent")
@@ -108,7 +111,7 @@ def test_same_key_bit_identical_other_key_differs(shape, n, seed, rate):
 @SETTINGS
 @given(shapes, batches, seeds, lrs)
 def test_sgd_is_params_minus_lr_grad(shape, n, seed, lr):
-  _, s0 = make(shape, seed, "sgd", lr, l2=0.01)
+  _, s0 = make(shape, seed, "sgd", lr, l2=0.01, l1=0.001)
   b = batch(shape, n, seed)
   _, grads = LOSS_GRAD(s0, s0.params, b, KEY)
   s1, _ = JSTEP(s0, b, KEY)
@@ -154,6 +157,23 @@ def test_l2_adds_exactly_wd_times_w_to_hidden_kernels(shape, n, seed, wd):
         np.testing.assert_allclose(diff, -lr * wd * w, rtol=2e-3, atol=1e-7)
       else:  # biases and the output layer carry no L2
         np.testing.assert_allclose(diff, 0.0, atol=1e-7)
+
+
+@SETTINGS
+@given(shapes, batches, seeds, st.floats(1e-4, 0.1))
+def test_l1_adds_exactly_l1_times_sign_w_to_hidden_kernels(shape, n, seed, l1):
+  # TFLearn's L1 term l1 * sum(|w|): one SGD step moves each hidden kernel weight by a further
+  # -lr * l1 * sign(w), and leaves biases and the output layer as they were.
+  lr = 0.1
+  _, s0 = make(shape, seed, "sgd", lr)
+  b = batch(shape, n, seed)
+  plain, _ = JSTEP(s0, b, KEY)
+  with_l1, _ = JSTEP(s0.replace(hp={**s0.hp, "l1": jnp.float32(l1)}), b, KEY)
+  for name in s0.params:
+    for leaf, w in s0.params[name].items():
+      diff = with_l1.params[name][leaf] - plain.params[name][leaf]
+      expect = -lr * l1 * jnp.sign(w) if leaf == "kernel" and name != "head" else 0.0
+      np.testing.assert_allclose(diff, expect, rtol=2e-3, atol=1e-7)
 
 
 @SETTINGS
@@ -250,7 +270,8 @@ def test_golden_one_step():
 
 def test_bf16_computes_in_bf16_keeps_params_f32():
   model = ConvNet(layer_sets=((4,),), fc=(8,), num_classes=3, dtype=jnp.bfloat16, im2col=True)
-  hp = {"seed": 0, "learning_rate": 1e-3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  hp = {"seed": 0, "learning_rate": 1e-3, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0,
+        "l1": 0.0}
   s0 = member_state.init_state(model, make_optimizer("adam"), jnp.zeros((1, 6, 6, 3)), hp)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s0.params))
   s1, m = JSTEP(s0, batch((6, 6, 3), 4, 0), KEY)
@@ -274,7 +295,8 @@ class _BatchNormProbe(nn.Module):
 def test_batchnorm_running_averages_follow_every_step():
   # Step t: mean <- 0.9 mean + 0.1 batch mean, var <- 0.9 var + 0.1 batch var (biased), from
   # the state's running averages, not from a fresh start (which would match at step 1 only).
-  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0}
+  hp = {"seed": 0, "learning_rate": 0.1, "weight_decay": 0.0, "dropout": 0.0, "l2": 0.0,
+        "l1": 0.0}
   state = member_state.init_state(_BatchNormProbe(), make_optimizer("sgd"),
                                   jnp.zeros((1, 4, 4, 2)), hp)
   mean, var = np.zeros(2), np.ones(2)

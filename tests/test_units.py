@@ -14,8 +14,8 @@ from dl101_jax.config import RUN, SCHEDULE, SHAPE, VALUE, Config, fields_with_ro
 def test_every_field_has_exactly_one_known_role():
   roles = {f.name: f.metadata.get("role") for f in dataclasses.fields(Config)}
   assert set(roles.values()) <= {VALUE, SHAPE, SCHEDULE, RUN}
-  assert fields_with_role(VALUE) == ("dropout", "l2", "learning_rate", "weight_decay", "muon_lr",
-                                     "seed")
+  assert fields_with_role(VALUE) == ("dropout", "l2", "l1", "learning_rate", "weight_decay",
+                                     "muon_lr", "seed")
   assert fields_with_role(SCHEDULE) == ("epochs",)
 
 

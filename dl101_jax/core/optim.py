@@ -37,10 +37,18 @@ def l2_penalty(params: Any) -> jax.Array:
   return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
 
 
+def l1_penalty(params: Any) -> jax.Array:
+  """sum(|w|) over the same kernels as l2_penalty."""
+  mask = kernel_mask(params, include_head=False)
+  leaves = [jnp.sum(jnp.abs(p.astype(jnp.float32)))
+            for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
+  return sum(leaves) if leaves else jnp.zeros((), jnp.float32)
+
+
 def penalty(params: Any, hp: dict[str, jax.Array]) -> jax.Array:
-  """The loss terms a member's hyperparameters add to its data loss: TFLearn's L2
-  (tflearn.regularizers.L2, wd * tf.nn.l2_loss) at hp["l2"]."""
-  return hp["l2"] * l2_penalty(params)
+  """The loss terms a member's hyperparameters add to its data loss: TFLearn's L2 and L1
+  (tflearn.regularizers: wd * tf.nn.l2_loss(w), wd * reduce_sum(|w|)) at hp["l2"], hp["l1"]."""
+  return hp["l2"] * l2_penalty(params) + hp["l1"] * l1_penalty(params)
 
 
 def schedule_factor(name: str, total_steps: int) -> optax.Schedule | None:
