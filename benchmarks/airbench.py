@@ -40,16 +40,16 @@ class JaxAirbench:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (self.n, 32, 32, 3), np.uint8)
     mean, std = np.float32(120.0), np.float32(64.0)
-    cfg = Config(dataset="cifar10", net="airbench")
+    cfg = Config(dataset="cifar10", net="airbench", optimizer="nesterov", learning_rate=1.5,
+                 weight_decay=1.33e-3, momentum=0.85)
     model = make_model(cfg, 10, whiten=whitening_kernel((x[:512] - mean) / std))
     model = model.clone(im2col=im2col and jax.default_backend() == "cpu")
     self.data = jax.device_put(train.DeviceData(x, rng.integers(0, 10, self.n).astype(np.int32),
                                                 None, None, mean, std))
     tx = make_optimizer("nesterov", "warmup_linear", 10 * steps, momentum=0.85,
                         norm_bias_lr=64.0, whiten_bias_steps=3 * steps, decay="all")
-    hp = {"seed": jnp.zeros(1, jnp.int32), "learning_rate": jnp.full(1, 1.5),
-          "weight_decay": jnp.full(1, 1.33e-3), "dropout": jnp.zeros(1), "l2": jnp.zeros(1)}
-    self.states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp, lookahead=5)
+    self.states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)),
+                                           member_state.hparams_of([cfg]), lookahead=5)
     prog = train.Program("xent", batch_size, 1000, flip=True, alternate_flip=True, translate=2,
                          label_smoothing=0.2, lookahead=5, total_steps=10 * steps)
     self.keys = member_state.member_keys([0])

@@ -45,8 +45,7 @@ def main(argv=None) -> dict:
       rng.integers(0, 10, a.images).astype(np.int32), None, None, np.float32(120.0),
       np.float32(64.0)))
   model, tx = make_model(cfg, 10, dropout=True), make_optimizer("adam")
-  hp = {"seed": jnp.zeros((1,), jnp.int32), **{k: jnp.full((1,), v, jnp.float32) for k, v in
-        dict(learning_rate=1e-3, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
+  hp = member_state.hparams_of([cfg])
   steps = -(-a.images // a.batch_size)
   ticks = []
   base = train.Program("xent", a.batch_size, 1000, flip=True, rotate=25.0)

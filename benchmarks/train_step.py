@@ -70,9 +70,7 @@ def _jax_setup(batch_size: int, seeds: int = 1, steps: int = 0, augment: bool = 
       None, None, np.float32(120.0), np.float32(64.0)))
   model = make_model(cfg, 10, dropout=True)
   tx = make_optimizer("adam")
-  hp = {"seed": jnp.arange(seeds, dtype=jnp.int32),
-        **{k: jnp.full((seeds,), v, jnp.float32) for k, v in
-           dict(learning_rate=1e-3, weight_decay=0.0, dropout=0.5, l2=0.0).items()}}
+  hp = member_state.hparams_of([cfg.replace(seed=s) for s in range(seeds)])
   states = member_state.init_states(model, tx, jnp.zeros((1, 32, 32, 3)), hp)
   prog = train.Program("xent", batch_size, 1000, flip=augment, rotate=25.0 if augment else 0)
   run = train.compile_run_epochs(prog)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from dl101_jax.config import Config, NetSpec, parse_net
+from dl101_jax.config import Config
+from dl101_jax.net_spec import NetSpec, parse_net
 from dl101_jax.core.models import (ConvNet, Perceptron, dropout, im2col_conv, make_model,
                                    max_pool_2x2)
 

@@ -12,7 +12,7 @@ import pytest
 from flax import traverse_util
 from hypothesis import given, settings, strategies as st
 
-from dl101_jax.core import augment, member_state, train
+from dl101_jax.core import augment, losses, member_state, train
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.core.optim import init_opt_state, make_optimizer, schedule_factor
 
@@ -48,7 +48,7 @@ def test_translate_fills_from_the_reflection_and_stays_in_bounds():
 def test_label_smoothing_is_cross_entropy_against_smoothed_targets(a, seed):
   out = jax.random.normal(jax.random.PRNGKey(seed), (5, 4))
   y = jnp.arange(5) % 4
-  got = train.per_example_loss("xent", out, y, a)
+  got = losses.per_example_loss("xent", out, y, a)
   target = (1 - a) * np.eye(4)[np.asarray(y)] + a / 4
   want = -(target * np.asarray(jax.nn.log_softmax(out))).sum(-1)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dl101_jax.core import member_state, train
+from dl101_jax.core import losses, member_state, train
 from dl101_jax.core.augment import augment
 from dl101_jax.core.member_state import SHUFFLE, STEP
 from dl101_jax.core.optim import make_optimizer
@@ -168,7 +168,7 @@ def test_mse_is_the_per_example_mean_square_and_ignores_label_smoothing():
   out, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
   want = ((out - y) ** 2).mean(-1)
   for smoothing in (0.0, 0.2):
-    got = train.per_example_loss("mse", jnp.asarray(out), jnp.asarray(y), smoothing)
+    got = losses.per_example_loss("mse", jnp.asarray(out), jnp.asarray(y), smoothing)
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
@@ -179,29 +179,29 @@ def test_cross_entropy_with_smoothing_is_against_smoothed_one_hot_targets():
   logp = out - np.log(np.exp(out).sum(-1, keepdims=True))
   for a in (0.0, 0.2):
     targets = np.eye(4)[y] * (1 - a) + a / 4
-    got = train.per_example_loss("xent", jnp.asarray(out), jnp.asarray(y), a)
+    got = losses.per_example_loss("xent", jnp.asarray(out), jnp.asarray(y), a)
     np.testing.assert_allclose(got, -(targets * logp).sum(-1), rtol=1e-5)
 
 
 def test_one_sigmoid_output_is_right_when_it_falls_on_the_labels_side_of_one_half():
   out = jnp.asarray([[0.2], [0.5], [0.7], [1.7], [0.9], [0.4]])
   y = jnp.asarray([[0.0], [0.0], [1.0], [1.0], [0.0], [1.0]])
-  assert np.asarray(train.per_example_correct(out, y)).tolist() == [1, 1, 1, 1, 0, 0]
+  assert np.asarray(losses.per_example_correct(out, y)).tolist() == [1, 1, 1, 1, 0, 0]
 
 
 def test_two_or_more_outputs_are_right_when_the_argmax_is_the_label():
   out = jnp.asarray([[0.6, 0.9], [0.9, 0.6], [0.2, 0.1]])
   y = jnp.asarray([1, 1, 0])
-  assert np.asarray(train.per_example_correct(out, y)).tolist() == [1, 0, 1]
+  assert np.asarray(losses.per_example_correct(out, y)).tolist() == [1, 0, 1]
   out3 = jnp.asarray([[0.1, 0.7, 0.2], [3.0, 1.0, 2.0]])
-  assert np.asarray(train.per_example_correct(out3, jnp.asarray([1, 2]))).tolist() == [1, 0]
+  assert np.asarray(losses.per_example_correct(out3, jnp.asarray([1, 2]))).tolist() == [1, 0]
 
 
 def test_a_batch_with_one_real_example_reports_that_examples_loss():
   rng = np.random.default_rng(2)
   out = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
-  per = train.per_example_loss("xent", out, jnp.asarray([2, 0, 1]))
-  got = train._masked_mean(per, jnp.asarray([0.0, 1.0, 0.0]))
+  per = losses.per_example_loss("xent", out, jnp.asarray([2, 0, 1]))
+  got = losses.masked_mean(per, jnp.asarray([0.0, 1.0, 0.0]))
   np.testing.assert_allclose(got, per[1], rtol=1e-6)
 
 

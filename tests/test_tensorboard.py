@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from dl101_jax.config import Config
-from dl101_jax.core import member_state, models, optim, train
+from dl101_jax.core import losses, member_state, models, optim, train
 from dl101_jax.host import tb_detail
 from helpers import env, run_module
 
@@ -186,7 +186,7 @@ def test_each_level_adds_tflearns_next_kind_and_the_numbers_are_the_tensors():
   assert (s["num"], s["min"], s["max"]) == (w.size, w.min(), w.max())
   np.testing.assert_allclose([s["sum"], s["sum_squares"]], [w.sum(), (w * w).sum()], rtol=1e-5)
   # Gradients: the probe loss's gradient, computed here apart.
-  loss = lambda p: jnp.mean(train.per_example_loss("xent", model.apply({"params": p}, x), y))
+  loss = lambda p: jnp.mean(losses.per_example_loss("xent", model.apply({"params": p}, x), y))
   g = np.asarray(jax.grad(loss)(params)["conv0_0"]["kernel"]).ravel()
   sg = jax.tree.map(lambda a: np.asarray(a[0]), out["Gradients/conv0_0/kernel"])
   np.testing.assert_allclose([sg["min"], sg["max"], sg["sum"]], [g.min(), g.max(), g.sum()],

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from dl101_jax.config import VALUE, fields_with_role
 from dl101_jax.core.optim import init_opt_state
 
 INIT, SHUFFLE, STEP, FLIP = 0, 1, 2, 3  # fold_in tags: independent streams per purpose
@@ -145,6 +146,14 @@ def init_state(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array
                      average_state=average_state, eval_params=params if ema or lookahead else {},
                      eval_batch_stats=batch_stats if lookahead else {})
   return state.replace(best=model_variables(state))
+
+
+def hparams_of(configs: list[Any]) -> dict[str, jax.Array]:
+  """The members' hyperparameters as `init_states` takes them: one array over the configs
+  per VALUE field (the seed int32, the rest float32)."""
+  return {k: jnp.asarray([getattr(c, k) for c in configs],
+                         jnp.int32 if k == "seed" else jnp.float32)
+          for k in fields_with_role(VALUE)}
 
 
 def init_states(model: Any, tx: optax.GradientTransformation, sample_x: jax.Array,

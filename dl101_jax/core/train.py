@@ -25,6 +25,7 @@ from dl101_jax.core.augment import augment, tta_logits
 from dl101_jax.core.augment import cutout as cut_square
 from dl101_jax.core.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
                                     model_variables)
+from dl101_jax.core.losses import masked_mean, per_example_correct, per_example_loss
 from dl101_jax.core.optim import penalty
 
 Metrics = dict[str, jax.Array]
@@ -46,29 +47,6 @@ class DeviceData:
     # mean/std are a scalar or one value per channel: align them with x's last axis.
     shape = (1,) * (x.ndim - self.mean.ndim) + self.mean.shape
     return (x.astype(jnp.float32) - self.mean.reshape(shape)) / self.std.reshape(shape)
-
-
-def per_example_loss(kind: str, out: jax.Array, y: jax.Array,
-                     label_smoothing: float = 0.0) -> jax.Array:
-  if kind == "xent" and label_smoothing:
-    targets = optax.smooth_labels(jax.nn.one_hot(y, out.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(out, targets)
-  if kind == "xent":
-    return optax.softmax_cross_entropy_with_integer_labels(out, y)
-  return jnp.mean(jnp.square(out - y), axis=-1)
-
-
-def per_example_correct(out: jax.Array, y: jax.Array) -> jax.Array:
-  """argmax for several classes; a 0.5 threshold for one sigmoid output."""
-  if out.shape[-1] == 1:
-    return ((out[..., 0] > 0.5) == (y[..., 0] > 0.5)).astype(jnp.float32)
-  return (jnp.argmax(out, axis=-1) == y).astype(jnp.float32)
-
-
-def _masked_mean(v_B: jax.Array, w_B: jax.Array) -> jax.Array:
-  # Padded examples have weight 0; dividing by the real count keeps a padded
-  # last batch exactly equal to the smaller unpadded one.
-  return jnp.sum(v_B * w_B) / jnp.maximum(jnp.sum(w_B), 1.0)
 
 
 def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, rotate: float,
@@ -128,7 +106,7 @@ def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
       # returns its updated running averages. A padded last batch's repeats count in them.
       out, updates = state.apply_fn(variables, x, train=True, dropout_rate=state.hp["dropout"],
                                     rngs={"dropout": k_drop}, mutable=["batch_stats"])
-      data_loss = _masked_mean(per_example_loss(loss, out, y, label_smoothing), w)
+      data_loss = masked_mean(per_example_loss(loss, out, y, label_smoothing), w)
       return data_loss + penalty(params, state.hp), (data_loss, out, updates)
 
     (_, (data_loss, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
@@ -140,7 +118,7 @@ def make_train_step(loss: str, *, flip: bool = False, rotate: float = 0.0,
       state = state.replace(eval_params=average, average_state=average_state)
     if lookahead:
       state = lookahead_step(state, lookahead, total_steps)
-    acc = _masked_mean(per_example_correct(out, y), w)
+    acc = masked_mean(per_example_correct(out, y), w)
     return state, {"loss": data_loss, "accuracy": acc, "count": jnp.sum(w)}
 
   return train_step
@@ -155,8 +133,8 @@ def make_eval_step(apply_fn: Callable, loss: str, tta: int = 0) -> Callable:
   def eval_step(variables: dict, batch: dict) -> Metrics:
     out = tta_logits(lambda x: apply_fn(variables, x, train=False), batch["x"], tta)
     w = batch.get("mask", jnp.ones(batch["x"].shape[0], jnp.float32))
-    return {"loss": _masked_mean(per_example_loss(loss, out, batch["y"]), w),
-            "accuracy": _masked_mean(per_example_correct(out, batch["y"]), w),
+    return {"loss": masked_mean(per_example_loss(loss, out, batch["y"]), w),
+            "accuracy": masked_mean(per_example_correct(out, batch["y"]), w),
             "count": jnp.sum(w), "pred": jnp.argmax(out, axis=-1).astype(jnp.int32)}
 
   return eval_step

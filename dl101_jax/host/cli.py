@@ -243,11 +243,7 @@ def _refused(module) -> frozenset[str]:
 
 def main(run: Callable[[C], object], default: C, args: list[str] | None = None) -> None:
   """Parse flags, run, and turn expected failures into one-line errors."""
-  from dl101_jax.host import console, signals
-  from dl101_jax.host.checkpoint import CheckpointError, SaveError
-  from dl101_jax.config import ConfigError
-  from dl101_jax.host.data import DataError
-  from dl101_jax.host.parallel import OutOfMemory
+  from dl101_jax.host import console
 
   module = sys.modules.get(run.__module__)
   doc = describe(module.__doc__ or "") if module else None
@@ -258,19 +254,39 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
     raise SystemExit(1) from None
   sys.stdout = stdout = console.PipeSafeStdout(sys.stdout)
   try:
-    preflight(config)
-    signals.install()
-    run(config)
-    late = signals.pending()
-    if late:  # arrived after the last epoch: the outputs are written; now stop as asked
-      raise SystemExit(signals.exit_code(late))
-    if stdout.lost:
-      say_error(f"note: stdout was closed before the run ended; it finished anyway, with "
-                f"its outputs in {config.run_dir}/")
-      raise SystemExit(EXIT_PIPE)
-  except ConfigError as e:
-    fail(str(e), 2)
-  except CheckpointError as e:
+    with _one_line_errors(config):
+      _run(run, config, stdout)
+  finally:
+    sys.stdout = stdout.inner  # main may run again in this process (tests, notebooks)
+
+
+def _run(run: Callable[[C], object], config: C, stdout: Any) -> None:
+  from dl101_jax.host import signals
+
+  preflight(config)
+  signals.install()
+  run(config)
+  late = signals.pending()
+  if late:  # arrived after the last epoch: the outputs are written; now stop as asked
+    raise SystemExit(signals.exit_code(late))
+  if stdout.lost:
+    say_error(f"note: stdout was closed before the run ended; it finished anyway, with "
+              f"its outputs in {config.run_dir}/")
+    raise SystemExit(EXIT_PIPE)
+
+
+@contextlib.contextmanager
+def _one_line_errors(config: Any):
+  """Each expected failure as one line and its exit status, with how to go on."""
+  from dl101_jax.host import signals
+  from dl101_jax.host.checkpoint import CheckpointError, SaveError
+  from dl101_jax.config import ConfigError
+  from dl101_jax.host.data import DataError
+  from dl101_jax.host.parallel import OutOfMemory
+
+  try:
+    yield
+  except (ConfigError, CheckpointError) as e:
     fail(str(e), 2)
   except DataError as e:
     fail(str(e), 1)
@@ -296,5 +312,3 @@ def main(run: Callable[[C], object], default: C, args: list[str] | None = None) 
     say_error(f"\nInterrupted before a checkpoint. To resume from the last one: "
               f"{resume_command()}")
     raise SystemExit(130) from None
-  finally:
-    sys.stdout = stdout.inner  # main may run again in this process (tests, notebooks)

@@ -258,8 +258,33 @@ def _load(config: Config, selected: dict[str, Config], members: list[Member], rt
 
 def write_outputs(results: Results, config: Config, console: console_lib.Console, *,
                   plot: bool = True, draw: Callable[[Results], list[str]] | None = None) -> None:
+  """results.json, summary.md, the pictures (`draw`: an experiment's own, too) and
+  TensorBoard's pages; then the summary on the console and where everything went."""
   wd = config.run_dir
   files.write_json(os.path.join(wd, "results.json"), results.json)
+  header, table = _summary(results, config)
+  files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
+  drawn = _pictures(results, wd) if plot else []
+  if draw:
+    drawn += draw(results)
+  # TensorBoard: the pictures, the summary and the config; a mean run per variant.
+  pictures = {name.removesuffix(".png"): os.path.join(wd, name) for name in drawn}
+  sample = tb_pages.augmented_samples(results.dataset.x_train, config)
+  if sample is not None:
+    pictures["augmented"] = sample
+  tb_pages.write_pages(wd, {"summary": header + table, "config": "```\n" + json.dumps(
+      config.to_dict(), indent=1) + "\n```"}, pictures)
+  tb_pages.write_mean_runs(wd, results.json["variants"])
+  console.say("\n" + table)
+  kept = ["TensorBoard runs"] + (["checkpoints"] if os.path.isdir(os.path.join(wd, "checkpoints"))
+                                 else [])  # only what is there
+  console.say(f"\n{config.name}: outputs in {wd}/ ("
+              + ", ".join(["results.json", "summary.md", *drawn, *kept]) + ")")
+
+
+def _summary(results: Results, config: Config) -> tuple[str, str]:
+  """summary.md's header (data, epochs, seeds, devices) and its tables: variants, per-class
+  accuracy, the experiment's claims judged, and how --seeds auto stopped."""
   table = report.summary_table(results.json)
   d = results.json["dataset"]
   auto = results.json.get("seeds_auto")
@@ -280,32 +305,20 @@ def write_outputs(results: Results, config: Config, console: console_lib.Console
     table += "\n\n" + claims["table"]
   if auto:
     table += "\n\n" + seeds_auto.summary(auto)
-  files.write_text(os.path.join(wd, "summary.md"), header + table + "\n")
-  drawn = []
-  if plot:
-    from dl101_jax.host import plots
+  return header, table
 
-    plots.comparison(results.json, os.path.join(wd, "comparison.png"))
-    drawn.append("comparison.png")
-    if errors:
-      plots.confusion(errors, os.path.join(wd, "confusion.png"))
-      ds = results.dataset
-      plots.predictions(ds.x_val[:results_json.PICTURED], ds.y_val[:results_json.PICTURED],
-                        errors["predictions_first_seed"], errors["classes"],
-                        f"{errors['best_variant']}, first seed", os.path.join(wd, "predictions.png"))
-      drawn += ["confusion.png", "predictions.png"]
-  if draw:
-    drawn += draw(results)
-  # TensorBoard: the pictures, the summary and the config; a mean run per variant.
-  pictures = {name.removesuffix(".png"): os.path.join(wd, name) for name in drawn}
-  sample = tb_pages.augmented_samples(results.dataset.x_train, config)
-  if sample is not None:
-    pictures["augmented"] = sample
-  tb_pages.write_pages(wd, {"summary": header + table, "config": "```\n" + json.dumps(
-      config.to_dict(), indent=1) + "\n```"}, pictures)
-  tb_pages.write_mean_runs(wd, results.json["variants"])
-  console.say("\n" + table)
-  kept = ["TensorBoard runs"] + (["checkpoints"] if os.path.isdir(os.path.join(wd, "checkpoints"))
-                                 else [])  # only what is there
-  console.say(f"\n{config.name}: outputs in {wd}/ ("
-              + ", ".join(["results.json", "summary.md", *drawn, *kept]) + ")")
+
+def _pictures(results: Results, wd: str) -> list[str]:
+  """comparison.png, and with per-example errors confusion.png and predictions.png."""
+  from dl101_jax.host import plots
+
+  plots.comparison(results.json, os.path.join(wd, "comparison.png"))
+  errors = results.json.get("errors")
+  if not errors:
+    return ["comparison.png"]
+  plots.confusion(errors, os.path.join(wd, "confusion.png"))
+  ds = results.dataset
+  plots.predictions(ds.x_val[:results_json.PICTURED], ds.y_val[:results_json.PICTURED],
+                    errors["predictions_first_seed"], errors["classes"],
+                    f"{errors['best_variant']}, first seed", os.path.join(wd, "predictions.png"))
+  return ["comparison.png", "confusion.png", "predictions.png"]

@@ -18,7 +18,7 @@ import numpy as np
 
 from dl101_jax.host import checkpoint as ckpt_lib
 from dl101_jax.core import member_state, train
-from dl101_jax.config import VALUE, Config, fields_with_role
+from dl101_jax.config import Config
 from dl101_jax.host.data import Dataset, fingerprint
 from dl101_jax.core.models import make_model, whitening_kernel
 from dl101_jax.core.optim import make_optimizer
@@ -159,9 +159,7 @@ class GroupProgram:
 
   def hparams(self, idx: list[int]) -> dict[str, jax.Array]:
     """One array per VALUE field: the per-member hyperparameters of `init_state`."""
-    cs = [self.members[i].config for i in idx]
-    return {k: jnp.asarray([getattr(c, k) for c in cs], jnp.int32 if k == "seed" else jnp.float32)
-            for k in fields_with_role(VALUE)}
+    return member_state.hparams_of([self.members[i].config for i in idx])
 
   def init(self, idx: list[int], sharding: Any = None) -> member_state.TrainState:
     return member_state.init_states(self.model, self.tx, self.sample_x, self.hparams(idx),

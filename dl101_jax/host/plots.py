@@ -22,8 +22,6 @@ def comparison(results: dict, path: str) -> None:
   steps and wall-clock seconds.
   """
   plt = _plt()
-  from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
   has_val = any(v["history"].get("val_accuracy") for v in results["variants"])
   x_keys = [("epoch", "epoch")]
   if results["experiment"] == "batch_size":
@@ -34,39 +32,8 @@ def comparison(results: dict, path: str) -> None:
     for col, what in enumerate(("accuracy", "loss")):
       ax = axes[row][col]
       for k, v in enumerate(results["variants"]):
-        c = colors[k % len(colors)]
-        label = v["name"] + (f" (diverged @ {v['diverged_epoch']})" if v["diverged"] else "")
-        if has_val:
-          x, mu, sd = over_seeds(v["per_seed"], f"val_{what}", x_key)
-          if len(x):  # a few epochs: dots too, so that two-point curves read as points
-            ax.plot(x, mu, color=c, label=f"{label} val", marker="o" if len(x) <= 12 else "",
-                    markersize=3)
-            if v["seeds"] > 1:
-              ax.fill_between(x, mu - sd, mu + sd, color=c, alpha=0.2)
-        x, mu, _ = over_seeds(v["per_seed"], f"train_{what}", x_key)
-        if len(x):
-          ax.plot(x, mu, color=c, linestyle="--", label=f"{label} train",
-                  marker="o" if len(x) <= 12 else "", markersize=3)
-        if v["diverged"] and len(x):
-          ax.plot(x[-1], mu[-1], "x", color=c, markersize=10)
-      ax.set_xlabel(x_label)
-      ax.set_ylabel(what)
-      drawn = "validation (solid) and training (dashed)" if has_val else "training"
-      ax.set_title(f"{what.capitalize()}: {drawn}, by {x_label}")
-      ax.grid(alpha=0.3)
-      if x_key == "epoch":
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-      elif x_key == "step":
-        ax.set_xscale("log")  # batch 2000's few steps per epoch stay visible beside batch 50's
-      if what == "loss":
-        # Log scale, labelled in plain decimals (0.5, 1, 2), never as 2×10⁰.
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-        lo, hi = ax.get_ylim()
-        # Minor labels only within a decade: over several they pile up near 1 and 0.1.
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}") if hi / lo < 10
-                                     else NullFormatter())
-      ax.legend(fontsize=8)
+        _curves(ax, v, what, x_key, has_val, colors[k % len(colors)])
+      _style(ax, what, x_key, x_label, has_val)
   d = results["dataset"]
   seeds = max(v["seeds"] for v in results["variants"])
   spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed"
@@ -75,6 +42,48 @@ def comparison(results: dict, path: str) -> None:
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
+
+
+def _curves(ax, v: dict, what: str, x_key: str, has_val: bool, c: str) -> None:
+  """One variant's curves of `what` against `x_key`: validation solid (with its spread over
+  seeds), training dashed, an x where it diverged."""
+  label = v["name"] + (f" (diverged @ {v['diverged_epoch']})" if v["diverged"] else "")
+  if has_val:
+    x, mu, sd = over_seeds(v["per_seed"], f"val_{what}", x_key)
+    if len(x):  # a few epochs: dots too, so that two-point curves read as points
+      ax.plot(x, mu, color=c, label=f"{label} val", marker="o" if len(x) <= 12 else "",
+              markersize=3)
+      if v["seeds"] > 1:
+        ax.fill_between(x, mu - sd, mu + sd, color=c, alpha=0.2)
+  x, mu, _ = over_seeds(v["per_seed"], f"train_{what}", x_key)
+  if len(x):
+    ax.plot(x, mu, color=c, linestyle="--", label=f"{label} train",
+            marker="o" if len(x) <= 12 else "", markersize=3)
+  if v["diverged"] and len(x):
+    ax.plot(x[-1], mu[-1], "x", color=c, markersize=10)
+
+
+def _style(ax, what: str, x_key: str, x_label: str, has_val: bool) -> None:
+  from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+  ax.set_xlabel(x_label)
+  ax.set_ylabel(what)
+  drawn = "validation (solid) and training (dashed)" if has_val else "training"
+  ax.set_title(f"{what.capitalize()}: {drawn}, by {x_label}")
+  ax.grid(alpha=0.3)
+  if x_key == "epoch":
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  elif x_key == "step":
+    ax.set_xscale("log")  # batch 2000's few steps per epoch stay visible beside batch 50's
+  if what == "loss":
+    # Log scale, labelled in plain decimals (0.5, 1, 2), never as 2×10⁰.
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    lo, hi = ax.get_ylim()
+    # Minor labels only within a decade: over several they pile up near 1 and 0.1.
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}") if hi / lo < 10
+                                 else NullFormatter())
+  ax.legend(fontsize=8)
 
 
 def _save(fig, path: str) -> None:

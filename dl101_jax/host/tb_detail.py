@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax.core import train
+from dl101_jax.core import losses, train
 from dl101_jax.host.parallel import to_host
 
 BUCKETS = 30
@@ -106,7 +106,7 @@ def make_probe(model: Any, loss: str, level: int):
     if level >= 1:
       def probe_loss(p):
         logits = model.apply({**variables, "params": p}, x, train=False)
-        return jnp.mean(train.per_example_loss(loss, logits, y))
+        return jnp.mean(losses.per_example_loss(loss, logits, y))
 
       grads = jax.grad(probe_loss)(state.params)
       out.update({k: _stats(v) for k, v in _flat(grads, "Gradients").items()})
