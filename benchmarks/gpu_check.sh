@@ -54,6 +54,7 @@ step() {
 if [[ $TINY == 1 ]]; then
   TESTS=${GPU_CHECK_TESTS:-tests/test_models.py -k parameter_counts}
   DATA=(--dataset digits --train-size 300)  # 300 of digits' 1437: seconds, not half a minute
+  NET=(--net conv8-pool-fc16)  # the same path as the tutorial's CNN, compiled in a few seconds
   EPOCHS=1
   MODERN=(--variants tutorial)
   BENCH=(--batch-sizes 32 --images 64 --repeats 1 --vmap-seeds 1 --no-compile-times)
@@ -61,6 +62,8 @@ if [[ $TINY == 1 ]]; then
 else
   TESTS=${GPU_CHECK_TESTS:-tests/test_train_step.py tests/test_augment.py tests/test_models.py tests/test_record_recipes.py}
   DATA=(--data-dir "$DATA_DIR")
+  NET=()
+  export DL101_TEST_OPTIMIZE=1  # the tests compile as users' runs do (tests/helpers.py)
   EPOCHS=10
   MODERN=()
   BENCH=(--batch-sizes 96,2000 --repeats 3 --vmap-seeds 1,8)
@@ -70,7 +73,7 @@ fi
 # shellcheck disable=SC2086  # TESTS is a list of test paths
 step tests 120 "$PY" -m pytest -q -n 0 $TESTS
 step start_here 30 "$PY" -m experiments.start_here --workdir "$WORK/start_here"
-step dropout 120 "$PY" -m experiments.dropout "${DATA[@]}" --seeds 3 --epochs "$EPOCHS" \
+step dropout 120 "$PY" -m experiments.dropout "${DATA[@]}" "${NET[@]}" --seeds 3 --epochs "$EPOCHS" \
   --workdir "$WORK/dropout"
 step modern 120 "$PY" -m experiments.modern "${DATA[@]}" --seeds 1 --epochs "$EPOCHS" \
   "${MODERN[@]}" --workdir "$WORK/modern"

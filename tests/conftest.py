@@ -7,6 +7,11 @@ os.environ.setdefault("DL101_OFFLINE", "1")
 # error in the tests, in this process and in the subprocesses helpers.env() starts.
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 
+# This process compiles as the subprocesses do (helpers.TEST_XLA_FLAGS), set before JAX starts.
+from helpers import TEST_XLA_FLAGS  # noqa: E402
+
+os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS) if f)
+
 
 # xdist (--dist loadfile) hands whole files to the 2 workers in collection order; with the
 # slowest files last, one worker idles while the other finishes them. So the slowest go

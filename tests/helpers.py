@@ -15,9 +15,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-subset")
 
 
+# The suite's programs are small and run a step or two, so compiling them is most of its time:
+# XLA's backend at optimization level 0 compiles a digits CNN about a third sooner and computes
+# the same numbers (the goldens hold). DL101_TEST_OPTIMIZE=1 tests with full optimization, as
+# users run (benchmarks/gpu_check.sh does, on an accelerator).
+TEST_XLA_FLAGS = "" if os.environ.get("DL101_TEST_OPTIMIZE") else "--xla_backend_optimization_level=0"
+
+
 def env(**extra) -> dict:
+  """The environment of a subprocess run as a user would: the suite's XLA flags plus the
+  test's own (`XLA_FLAGS=...`, such as a device count), nothing inherited."""
   e = dict(os.environ, PYTHONPATH=ROOT, DL101_OFFLINE="1", PYTHONUNBUFFERED="1")
   e.pop("XLA_FLAGS", None)
+  flags = " ".join(f for f in (TEST_XLA_FLAGS, extra.pop("XLA_FLAGS", "")) if f)
+  if flags:
+    e["XLA_FLAGS"] = flags
   e.update(extra)
   return e
 
