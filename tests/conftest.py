@@ -8,9 +8,11 @@ os.environ.setdefault("DL101_OFFLINE", "1")
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 
 # This process compiles as the subprocesses do (helpers.TEST_XLA_FLAGS), set before JAX starts.
-from helpers import TEST_XLA_FLAGS  # noqa: E402
+from helpers import TEST_XLA_FLAGS, _optimized  # noqa: E402
 
-os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS) if f)
+if not _optimized({}):
+  os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS)
+                                     if f)
 
 
 # xdist (--dist loadfile) hands whole files to the 2 workers in collection order; with the
