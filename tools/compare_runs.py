@@ -1,0 +1,100 @@
+"""How far apart two workdirs of the same experiments ended: per seed, per metric, per epoch.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+      python -m experiments --dataset digits --epochs 3 --seeds 3 --mesh members=8,data=1 \
+      --workdir /tmp/eight
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+      python -m experiments --dataset digits --epochs 3 --seeds 3 --devices 1 --workdir /tmp/one
+    python tools/compare_runs.py /tmp/eight /tmp/one --out docs/results/mesh_protocol_digits
+
+Both workdirs hold one results.json per experiment (WORKDIR/NAME/results.json, or one at the
+top). Every seed of every variant is matched by (experiment, variant, seed index); the
+largest absolute difference of each metric is reported for epoch 1 and for the last epoch,
+with the mesh each run used. Writes OUT.json and OUT.md; exits 1 if a seed is missing on
+one side or a history differs in length (those runs did not train the same models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def _results(workdir: str) -> dict[str, dict]:
+  paths = sorted(glob.glob(os.path.join(workdir, "*", "results.json")))
+  paths = paths or [os.path.join(workdir, "results.json")]
+  return {json.load(open(p))["experiment"]: json.load(open(p)) for p in paths if os.path.exists(p)}
+
+
+def _seeds(res: dict) -> dict[tuple[str, int], dict]:
+  return {(v["name"], i): h for v in res["variants"] for i, h in enumerate(v["per_seed"])}
+
+
+def compare(a_dir: str, b_dir: str) -> dict:
+  a, b = _results(a_dir), _results(b_dir)
+  out = {"a": a_dir, "b": b_dir, "experiments": {}, "problems": []}
+  for name in sorted(set(a) | set(b)):
+    if name not in a or name not in b:
+      out["problems"].append(f"{name}: only in {'b' if name in b else 'a'}")
+      continue
+    sa, sb = _seeds(a[name]), _seeds(b[name])
+    if sa.keys() != sb.keys():
+      out["problems"].append(f"{name}: different seeds")
+      continue
+    row = {"mesh": [a[name].get("mesh"), b[name].get("mesh")], "seeds": len(sa)}
+    for m in METRICS:
+      first = last = 0.0
+      for k in sa:
+        ha, hb = sa[k].get(m, []), sb[k].get(m, [])
+        if len(ha) != len(hb):
+          out["problems"].append(f"{name} {k}: {m} has {len(ha)} vs {len(hb)} epochs")
+          continue
+        if ha:
+          first, last = max(first, abs(ha[0] - hb[0])), max(last, abs(ha[-1] - hb[-1]))
+      row[m] = {"epoch_1": first, "last_epoch": last}
+    out["experiments"][name] = row
+  return out
+
+
+def markdown(c: dict) -> str:
+  lines = [f"# {c['a']} against {c['b']}", "",
+           "Largest absolute difference over every seed of every variant, at epoch 1 and at "
+           "the last epoch.", "",
+           "| experiment | models | mesh | " + " | ".join(METRICS) + " |",
+           "|---|---|---|" + "---|" * len(METRICS)]
+  for name, r in c["experiments"].items():
+    mesh = " vs ".join(f"{m['members']}×{m['data']}" if m else "?" for m in r["mesh"])
+    cells = [f"{r[m]['epoch_1']:.1e} / {r[m]['last_epoch']:.1e}" for m in METRICS]
+    lines.append(f"| {name} | {r['seeds']} | {mesh} | " + " | ".join(cells) + " |")
+  lines += ["", "Cells: epoch 1 / last epoch."]
+  if c["problems"]:
+    lines += ["", "Problems:", *[f"- {p}" for p in c["problems"]]]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("a")
+  p.add_argument("b")
+  p.add_argument("--out", help="write OUT.json and OUT.md (default: print the table)")
+  args = p.parse_args(argv)
+  for d in (args.a, args.b):
+    if not _results(d):
+      p.error(f"{d}: no results.json in it or in its subfolders")
+  c = compare(args.a, args.b)
+  if args.out:
+    with open(args.out + ".json", "w") as f:
+      json.dump(c, f, indent=1)
+    with open(args.out + ".md", "w") as f:
+      f.write(markdown(c))
+  print(markdown(c), end="")
+  return 1 if c["problems"] else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
