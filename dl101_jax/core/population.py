@@ -2,9 +2,10 @@
 
 A population is a group's member states stacked on a leading axis M (the same
 stacked `TrainState` that `train.run_epochs` trains). Its hyperparameters are
-values in that state, not program constants (`member_state.hparams`). So PBT's exploit is a gather over the member axis and its explore a
-rewrite of those leaves, both in one jitted call with no host copy of a state;
-successive halving is `group.select` of the survivors.
+values in that state, not program constants (`member_state.hparams`). So PBT's
+exploit is a gather over the member axis and its explore a rewrite of those
+leaves, both in one jitted call with no host copy of a state; successive halving
+is `group.select` of the survivors.
 
 No library does this: Ray Tune, Optuna and KerasTuner schedule each trial as its
 own process or actor, so their exploit copies checkpoints between processes.
