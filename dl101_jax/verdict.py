@@ -111,8 +111,6 @@ def _exact(d: float) -> tuple[float, float, float]:
 def paired_interval(a: list[float], b: list[float], confidence: float = 0.95
                     ) -> tuple[float, float, float]:
   """(low, high, p) for mean(a - b) over matched pairs (paired t); nan with under 2 pairs."""
-  from scipy import stats
-
   if len(a) != len(b):
     raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
   diff = np.asarray(a, float) - np.asarray(b, float)
@@ -122,6 +120,8 @@ def paired_interval(a: list[float], b: list[float], confidence: float = 0.95
   # in the last bit): the difference is exact, as a count fixed by the config is.
   if np.ptp(diff) <= 1e-12 * np.max(np.abs(diff)):
     return _exact(float(np.mean(diff)))
+  from scipy import stats  # here, not above: importing it costs a one-seed run a second
+
   res = stats.ttest_rel(a, b)
   ci = res.confidence_interval(confidence)
   return float(ci.low), float(ci.high), float(res.pvalue)
@@ -135,12 +135,12 @@ def welch_interval(a: list[float], b: list[float], confidence: float = 0.95) -> 
 def welch_test(a: list[float], b: list[float], confidence: float = 0.95
                ) -> tuple[float, float, float]:
   """(low, high, p) for mean(a) - mean(b), unpaired (Welch's t); nan where unknowable."""
-  from scipy import stats
-
   if len(a) < 2 or len(b) < 2:
     return math.nan, math.nan, math.nan
   if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread on either side: the difference is exact
     return _exact(float(np.mean(a) - np.mean(b)))
+  from scipy import stats  # as in paired_interval: only when a test is run
+
   res = stats.ttest_ind(a, b, equal_var=False)
   ci = res.confidence_interval(confidence)
   return float(ci.low), float(ci.high), float(res.pvalue)

@@ -59,11 +59,14 @@ def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None 
   c = group.members[0].config
   prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,
                        eval_batch_size=min(c.eval_batch_size, data.x_val.shape[0]))
-  variables = jax.tree.map(lambda a: a[np.asarray(idx)],
-                           member_state.model_variables(group.states))
   apply_fn = group.states.apply_fn
-  fn = jax.jit(jax.vmap(lambda v: train.evaluate(prog, apply_fn, v, data, predictions=True)))
-  return to_host(fn(variables))
+
+  @jax.jit  # the members' selection inside: one program, not a gather per leaf
+  def fn(states, ix_M):
+    variables = jax.tree.map(lambda a: a[ix_M], member_state.model_variables(states))
+    return jax.vmap(lambda v: train.evaluate(prog, apply_fn, v, data, predictions=True))(variables)
+
+  return to_host(fn(group.states, np.asarray(idx, np.int32)))
 
 
 def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:

@@ -100,9 +100,14 @@ def group_name(members: list[Member]) -> str:
   return "+".join(dict.fromkeys(m.variant for m in members))
 
 
+@jax.jit
+def _take(tree: Any, ix_M: jax.Array) -> Any:  # one program, not an eager gather per leaf
+  return jax.tree.map(lambda a: a[ix_M], tree)
+
+
 def select(tree: Any, idx: list[int]) -> Any:
-  ix = np.asarray(idx, np.int32)  # uncommitted: works on global multi-process arrays too
-  return jax.tree.map(lambda a: a[ix], tree)
+  """The members `idx` of a stacked pytree, in that order."""
+  return _take(tree, np.asarray(idx, np.int32))  # uncommitted: global multi-process arrays too
 
 
 def device_data(ds: Dataset, normalizer, rt: Runtime) -> train.DeviceData:

@@ -6,6 +6,7 @@ so writing the outputs again replaces them instead of piling up."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -51,8 +52,10 @@ def augmented_samples(x_NxHxWxC: np.ndarray, config, n: int = 8) -> np.ndarray |
   from dl101_jax.core.augment import augment
 
   x = np.asarray(x_NxHxWxC[:n], np.float32)
-  aug = np.asarray(augment(jax.random.PRNGKey(config.seed), x, flip=config.flip,
-                           max_degrees=config.rotate, max_shift=config.translate))
+  # Jitted: one program, not a compile for each of the dozen eager ops inside.
+  draw = jax.jit(functools.partial(augment, flip=config.flip, max_degrees=config.rotate,
+                                   max_shift=config.translate))
+  aug = np.asarray(draw(jax.random.PRNGKey(config.seed), x))
   lo, hi = float(x.min()), float(x.max())
   framed = lambda im: np.pad(im, ((1, 1), (1, 1), (0, 0)), constant_values=(lo + hi) / 2)  # noqa: E731
   grid = np.concatenate([np.concatenate([framed(im) for im in row], axis=1)
