@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dl101_jax.core import member_state, train
 from dl101_jax.host.parallel import to_host
@@ -60,13 +61,23 @@ def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None 
   prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,
                        eval_batch_size=min(c.eval_batch_size, data.x_val.shape[0]))
   apply_fn = group.states.apply_fn
+  mesh = getattr(jax.tree.leaves(group.states)[0].sharding, "mesh", None)
+  k = int(dict(mesh.shape).get("members", 1)) if mesh is not None else 1
+  ix_M = np.asarray(idx + idx[-1:] * (-len(idx) % k), np.int32)  # padded to k's multiple
 
-  @jax.jit  # the members' selection inside: one program, not a gather per leaf
+  # The members' selection inside: one program, not a gather per leaf. On a mesh with a
+  # 'members' axis each device evaluates its own members (the states arrive replicated:
+  # unconstrained, every device would evaluate all of them); the metrics come back
+  # replicated, as to_host reads them.
   def fn(states, ix_M):
     variables = jax.tree.map(lambda a: a[ix_M], member_state.model_variables(states))
-    return jax.vmap(lambda v: train.evaluate(prog, apply_fn, v, data, predictions=True))(variables)
+    if k > 1:
+      variables = jax.lax.with_sharding_constraint(variables, NamedSharding(mesh, P("members")))
+    return jax.vmap(lambda v: train.evaluate(prog, apply_fn, v, data, predictions=True),
+                    spmd_axis_name="members" if k > 1 else None)(variables)
 
-  return to_host(fn(group.states, np.asarray(idx, np.int32)))
+  out = jax.jit(fn, out_shardings=NamedSharding(mesh, P()) if k > 1 else None)
+  return jax.tree.map(lambda a: a[:len(idx)], to_host(out(group.states, ix_M)))
 
 
 def confusion(pred_N: np.ndarray, y_N: np.ndarray, k: int) -> np.ndarray:
