@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import re
 import typing
 from typing import Literal
 
+from dl101_jax.config_checks import (
+    AIRBENCH_NETS, AUTO_MAX_SEEDS, IMAGE_SIDES, MAX_EPOCHS, MAX_SEED, MUON_LR, TRAIN_SIZES,
+    ConfigError, check_batch_size, check_counts, check_net, check_pairs, check_values, flag)
 from dl101_jax.net_spec import NetSpec, parse_net
+
+# What other modules import from here, the checks' constants and error among them.
+__all__ = ["Config", "ConfigError", "flag", "fields_with_role", "group_key", "check_batch_size",
+           "VALUE", "SHAPE", "SCHEDULE", "RUN", "AIRBENCH_NETS", "AUTO_MAX_SEEDS", "IMAGE_SIDES",
+           "MAX_EPOCHS", "MAX_SEED", "MUON_LR", "TRAIN_SIZES", "DATASETS", "OPTIMIZERS",
+           "SCHEDULES"]
 
 # Each choice field's choices, written once as its type: tyro shows them in --help and
 # parses them; __post_init__ checks them (for configs built in code) from the same type.
@@ -27,28 +34,6 @@ Init = Literal["tflearn", "lecun"]
 Precision = Literal["f32", "bf16"]
 Platform = Literal["auto", "cpu", "gpu", "tpu"]
 DATASETS, OPTIMIZERS, SCHEDULES = (typing.get_args(t) for t in (Dataset, Optimizer, Schedule))
-AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 only
-# Largest --cutout square per dataset (its images' side).
-MAX_SEED = 2**31 - 1  # the largest int32: seeds and step counts are int32 on the device
-MAX_EPOCHS = 1_000_000
-AUTO_MAX_SEEDS = 12  # --max-seeds' default
-IMAGE_SIDES = {"digits": 8, "cifar10": 32}
-MUON_LR = 0.24  # airbench94_muon's; --muon-lr's default, refused off it without --optimizer muon
-# Known training-set sizes, so a batch larger than the data is caught before loading.
-TRAIN_SIZES = {"or": 4, "digits": 1437, "cifar10": 50_000}
-
-
-class ConfigError(ValueError):
-  """A bad configuration value; `field` is the dataclass field at fault."""
-
-  def __init__(self, field: str, message: str):
-    self.field = field
-    super().__init__(f"{flag(field)}: {message}")
-
-
-def flag(field: str) -> str:
-  return "--" + field.replace("_", "-")
-
 
 # Each Config field's role, declared once (the `role` tag of its field) and read by
 # everything that must treat fields differently:
@@ -185,123 +170,11 @@ class Config:
   compilation_cache: bool = _field(True, RUN, "run control")
   """Keep compiled programs in JAX's persistent cache (~/.cache/dl101_jax/jax)."""
 
-  def __post_init__(self):
-    self._check_values()
-    self._check_pairs()
-    self._check_counts()
-    self._check_net()
-
-  def _need(self, ok: bool, field: str, allowed: str) -> None:
-    if not ok:
-      raise ConfigError(field, f"must be {allowed}, got {getattr(self, field)!r}")
-
-  def _check_values(self) -> None:
-    """Each field's own range and choices."""
-    self._need(bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)), "name",
-               "letters, digits, '_', '.', '+' or '-'")
-    for name, choices in _choices().items():
-      self._need(getattr(self, name) in choices, name, f"one of {', '.join(choices)}")
-    # Ranges first, so no value reaches int32 or schedule arithmetic that cannot hold it.
-    self._need(_int_in(self.epochs, 1, MAX_EPOCHS), "epochs", f"an integer in [1, {MAX_EPOCHS}]")
-    self._need(self.seeds == "auto" or _int_in(self.seeds, 1, MAX_SEED + 1), "seeds",
-               "an integer >= 1, or auto")
-    self._need(_int_in(self.max_seeds, 3, MAX_SEED + 1), "max_seeds",
-               "an integer >= 3 (--seeds auto's first look trains 3)")
-    self._need(_int_in(self.seed_budget, 0, 2**62), "seed_budget",
-               "an integer >= 0 model-epochs (0 = no limit)")
-    # Seeds run seed, seed + 1, ..., each a PRNGKey of an int32.
-    n = self.max_seeds if self.seeds == "auto" else self.seeds
-    self._need(_int_in(self.seed, 0, MAX_SEED + 1 - n), "seed",
-               f"an integer in [0, {MAX_SEED + 1 - n}] (with --seeds {self.seeds}, "
-               f"the last seed must fit in int32)")
-    self._need(self.batch_size >= 1, "batch_size", "an integer >= 1")
-    self._need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
-    self._need(_finite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-               "a finite number > 0")
-    self._need(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout", "in [0, 1)")
-    self._need(_finite(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0")
-    self._need(_finite(self.l1) and self.l1 >= 0, "l1", "a finite number >= 0")
-    self._need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
-               "a finite number >= 0")
-    self._need(self.weight_decay == 0 or self.optimizer in ("adamw", "nesterov", "muon"),
-               "weight_decay", "0 unless --optimizer adamw, nesterov or muon")
-    self._need(_finite(self.muon_lr) and self.muon_lr > 0, "muon_lr", "a finite number > 0")
-    self._need(self.muon_lr == MUON_LR or self.optimizer == "muon", "muon_lr",
-               f"{MUON_LR} (the default) unless --optimizer muon")
-    self._need(_finite(self.rotate) and 0 <= self.rotate <= 180, "rotate", "in [0, 180] degrees")
-    self._need(isinstance(self.translate, int) and 0 <= self.translate <= 8, "translate",
-               "an integer in [0, 8] pixels")
-    self._need(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
-               "in [0, 1)")
-    self._need(self.label_smoothing == 0 or self.loss == "xent", "label_smoothing",
-               "0 unless --loss xent")
-    self._need(_finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)")
-    self._need(isinstance(self.lookahead, int) and self.lookahead >= 0, "lookahead",
-               "an integer >= 0 (steps between synchronizations; 0 = none)")
-    self._need(self.lookahead == 0 or self.ema == 0, "lookahead",
-               "0 with --ema (both choose the weights that are evaluated)")
-    self._need(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
-    self._need(_finite(self.norm_bias_lr) and self.norm_bias_lr > 0, "norm_bias_lr", "a number > 0")
-    self._need(_int_in(self.whiten_bias_epochs, 0, MAX_EPOCHS), "whiten_bias_epochs",
-               f"an integer in [0, {MAX_EPOCHS}]")
-
-  def _check_pairs(self) -> None:
-    """Flags that only mean something with another flag: refused, never silently ignored."""
-    self._need(self.momentum == 0.9 or self.optimizer in ("nesterov", "muon"), "momentum",
-               "0.9 (the default) unless --optimizer nesterov or muon")
-    self._need(self.whiten_bias_epochs == 0 or self.is_airbench, "whiten_bias_epochs",
-               "0 unless --net airbench or airbench_muon")
-    self._need(self.norm_bias_lr == 1.0 or self.batch_norm or self.is_airbench, "norm_bias_lr",
-               "1 unless the net has BatchNorm (--batch-norm or --net airbench*)")
-    self._need(isinstance(self.cutout, int) and 0 <= self.cutout <= IMAGE_SIDES.get(self.dataset, 0),
-               "cutout", f"an integer in [0, {IMAGE_SIDES.get(self.dataset, 0)}] pixels for "
-               f"--dataset {self.dataset}")
-    self._need(self.data_dir is None or self.dataset == "cifar10", "data_dir",
-               f"unset for --dataset {self.dataset} (only CIFAR-10 is read from a data dir)")
-    self._need(not self.alternate_flip or self.flip, "alternate_flip", "off with --no-flip")
-    self._need(self.translate == 0 or self.dataset != "or", "translate", "0 for --dataset or")
-    self._need(self.tta in (0, 1, 2), "tta", "0, 1 or 2")
-    self._need(self.tta == 0 or self.dataset != "or", "tta", "0 for --dataset or (no images)")
-    for f in ("max_seeds", "seed_budget"):
-      self._need(self.seeds == "auto" or getattr(self, f) == _default(f), f,
-                 f"{_default(f)} (the default) unless --seeds auto")
-
-  def _check_counts(self) -> None:
-    """Sizes, cadences and process counts."""
-    self._need(self.train_size >= 0, "train_size", "an integer >= 0 (0 = all)")
-    self._need(self.test_size >= 0, "test_size", "an integer >= 0 (0 = all)")
-    self._need(self.val_size >= 0, "val_size", "an integer >= 0 (0 = validate on the test split)")
-    self._need(_finite(self.diverge_above) and self.diverge_above >= 0, "diverge_above",
-               "a finite number >= 0")
-    self._need(self.log_every >= 0, "log_every", "an integer >= 0 (0 = auto)")
-    self._need(self.tensorboard_verbose in (0, 1, 2, 3), "tensorboard_verbose",
-               "0, 1, 2 or 3 (TFLearn's levels)")
-    self._need(self.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0 = never)")
-    self._need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
-    self._need(self.devices >= 0, "devices", "an integer >= 0 (0 = all)")
-    self._need(self.num_processes >= 1, "num_processes", "an integer >= 1")
-    self._need(not self.mesh or bool(re.fullmatch(r"members=[1-9]\d*,data=[1-9]\d*", self.mesh)),
-               "mesh", "members=M,data=D with positive integers (e.g. members=4,data=2), or empty")
-    self._need(0 <= self.process_id < self.num_processes, "process_id",
-               f"in [0, {self.num_processes})")
-
-  def _check_net(self) -> None:
-    """The network against the dataset, and the batch against the known training-set size."""
-    if self.is_airbench:  # models.AirbenchNet: three pools after a 2x2 conv need 16+ px
-      self._need(self.dataset == "cifar10", "net",
-                 f"a conv/fc network, not {self.net}, for small images")
-      return check_batch_size(self, TRAIN_SIZES[self.dataset])
-    try:
-      spec = parse_net(self.net)
-    except ValueError as e:
-      raise ConfigError("net", f"{e}; got {self.net!r}") from None
-    if self.dataset == "or":
-      self._need(spec.is_perceptron, "net", "'perceptron' for --dataset or")
-    else:
-      self._need(not spec.is_perceptron, "net", "a conv/fc network for image datasets")
-    # Known sizes catch a too-large batch before loading; a prepared CIFAR-10 dir may
-    # hold fewer images, so the experiment checks again with the loaded size.
-    check_batch_size(self, TRAIN_SIZES[self.dataset])
+  def __post_init__(self):  # every check in config_checks.py, in this order
+    check_values(self, _choices())
+    check_pairs(self, _default)
+    check_counts(self)
+    check_net(self)
 
   @property
   def is_airbench(self) -> bool:
@@ -348,35 +221,6 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 def _default(field: str):
   return next(f.default for f in dataclasses.fields(Config) if f.name == field)
-
-
-def _int_in(v, lo: int, hi: int) -> bool:
-  return isinstance(v, int) and lo <= v <= hi
-
-
-def _finite(v) -> bool:
-  return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def check_batch_size(config: Config, n_available: int, variant: str | None = None) -> None:
-  """The one batch-size check: at most the training-set size (after --train-size and --val-size).
-
-  `n_available`: the training examples before --val-size is held out.
-  """
-  n = min(config.train_size, n_available) if config.train_size else n_available
-  if config.val_size and config.dataset != "or" and config.val_size >= n:
-    raise ConfigError("val_size", f"must be below the training-set size ({n}), "
-                      f"got {config.val_size}")
-  n -= config.val_size if config.dataset != "or" else 0
-  who = f"variant {variant}: " if variant else ""
-  if config.batch_size > n:
-    raise ConfigError("batch_size", f"{who}must be at most the training-set size ({n}), "
-                      f"got {config.batch_size}")
-  steps = config.epochs * -(-n // config.batch_size)  # the step counter is an int32
-  if steps > MAX_SEED:
-    raise ConfigError("epochs", f"{who}must be at most {MAX_SEED // -(-n // config.batch_size)} "
-                      f"for {n} examples in batches of {config.batch_size} (the step count "
-                      f"must fit in int32), got {config.epochs}")
 
 
 def fields_with_role(*roles: str) -> tuple[str, ...]:

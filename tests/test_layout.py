@@ -1,7 +1,8 @@
 """The package's layers, as docs/code.md draws them: imports only run downward.
 
-config.py imports only net_spec.py, which imports nothing of the project; core/ (compiled,
-pure) imports only those and core; host/ never imports the tools on top (export, predict, tuning, verdict)."""
+config.py imports only config_checks.py and net_spec.py (config_checks.py only net_spec.py,
+which imports nothing of the project); core/ (compiled, pure) imports only those and core;
+host/ never imports the tools on top (export, predict, tuning, verdict)."""
 
 import ast
 import os
@@ -43,6 +44,9 @@ def test_imports_run_downward(name):
   if name == "dl101_jax.net_spec":
     assert imported == set()
   elif name == "dl101_jax.config":
+    assert {i for i in imported if not i.startswith(
+        ("dl101_jax.net_spec", "dl101_jax.config_checks"))} == set()
+  elif name == "dl101_jax.config_checks":  # knows no Config: config imports it, not back
     assert {i for i in imported if not i.startswith("dl101_jax.net_spec")} == set()
   elif name.startswith("dl101_jax.core"):
     assert {i for i in imported if not i.startswith(
