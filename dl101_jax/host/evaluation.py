@@ -57,26 +57,28 @@ def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None 
   if split is not None:
     data = dataclasses.replace(data, x_val=jax.device_put(split[0]),
                                y_val=jax.device_put(split[1]))
-  c = group.members[0].config
-  prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,
-                       eval_batch_size=min(c.eval_batch_size, data.x_val.shape[0]))
-  apply_fn = group.states.apply_fn
-  mesh = getattr(jax.tree.leaves(group.states)[0].sharding, "mesh", None)
-  k = int(dict(mesh.shape).get("members", 1)) if mesh is not None else 1
-  ix_M = np.asarray(idx + idx[-1:] * (-len(idx) % k), np.int32)  # padded to k's multiple
-
-  # The members' selection inside: one program, not a gather per leaf. On a mesh with a
-  # 'members' axis each device evaluates its own members (the states arrive replicated:
-  # unconstrained, every device would evaluate all of them); the metrics come back
+  # The mesh the states live on (replicated between chunks): each device evaluates its own
+  # members (axis 'members', k of them) on its part of each batch (axis 'data', d), as in
+  # training; unconstrained, every device would evaluate everything. The metrics come back
   # replicated, as to_host reads them.
-  def fn(states, ix_M):
+  mesh = getattr(jax.tree.leaves(group.states)[0].sharding, "mesh", None)
+  k, d = (int(dict(mesh.shape).get(a, 1)) if mesh is not None else 1 for a in ("members", "data"))
+  ix_M = np.asarray(idx + idx[-1:] * (-len(idx) % k), np.int32)  # padded to k's multiple
+  c = group.members[0].config
+  bs = -(-min(c.eval_batch_size, data.x_val.shape[0]) // d) * d  # as group.py's, d's multiple
+  prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,
+                       eval_batch_size=bs,
+                       batch_sharding=NamedSharding(mesh, P("data")) if d > 1 else None)
+  apply_fn = group.states.apply_fn
+
+  def fn(states, ix_M):  # the members' selection inside: one program, not a gather per leaf
     variables = jax.tree.map(lambda a: a[ix_M], member_state.model_variables(states))
     if k > 1:
       variables = jax.lax.with_sharding_constraint(variables, NamedSharding(mesh, P("members")))
     return jax.vmap(lambda v: train.evaluate(prog, apply_fn, v, data, predictions=True),
                     spmd_axis_name="members" if k > 1 else None)(variables)
 
-  out = jax.jit(fn, out_shardings=NamedSharding(mesh, P()) if k > 1 else None)
+  out = jax.jit(fn, out_shardings=NamedSharding(mesh, P()) if k * d > 1 else None)
   return jax.tree.map(lambda a: a[:len(idx)], to_host(out(group.states, ix_M)))
 
 
