@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
 import compare_runs  # noqa: E402
 
@@ -44,3 +46,16 @@ def test_a_missing_seed_or_a_shorter_history_fails(tmp_path):
   _write(tmp_path / "b", "layers", [_seed([1.0, 0.5]), _seed([1.0])], None)
   c = compare_runs.compare(str(tmp_path / "a"), str(tmp_path / "b"))
   assert c["problems"] == ["layers ('v', 1): val_loss has 2 vs 1 epochs"]
+
+
+def test_common_seeds_compares_the_seeds_both_ran(tmp_path):
+  _write(tmp_path / "a", "learning_rate", [_seed([1.0, 0.5]), _seed([1.0, 0.5])], None)
+  _write(tmp_path / "b", "learning_rate", [_seed([1.0, 0.5 + 1e-2]), _seed([1.0, 0.5]),
+                                           _seed([9.0, 9.0])], None)
+  assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1  # seed 2: only b
+  c = compare_runs.compare(str(tmp_path / "a"), str(tmp_path / "b"), common_seeds=True)
+  row = c["experiments"]["learning_rate"]
+  assert not c["problems"] and row["seeds"] == 2  # b's third seed is left out, not compared
+  assert row["val_loss"] == {"epoch_1": 0.0, "last_epoch": pytest.approx(1e-2)}
+  _write(tmp_path / "b", "learning_rate", [], None)  # nothing in common: a problem, not a 0
+  assert compare_runs.compare(str(tmp_path / "a"), str(tmp_path / "b"), True)["problems"]

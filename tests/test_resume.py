@@ -11,7 +11,7 @@ from helpers import kill_after_checkpoint, read_scalars, run_module
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_and_exits(tmp_path, sig, code):
-  args = ["--dataset", "digits", "--epochs", "40"]
+  args = ["--dataset", "digits", "--epochs", "40", "--train-size", "300"]  # ARGS' programs
   got, _, err = kill_after_checkpoint(args, tmp_path, sig)
   assert got == code, err
   assert "To resume: python -m experiments.dropout" in err and "Traceback" not in err

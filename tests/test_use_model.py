@@ -14,7 +14,8 @@ from dl101_jax import export, predict
 from experiments import dropout
 from helpers import popen_module, run_module
 
-ARGS = ["--dataset", "digits", "--epochs", "3"]
+# 300 images, as test_resume and test_faults: the same programs, compiled once (the cache).
+ARGS = ["--dataset", "digits", "--epochs", "3", "--train-size", "300"]
 
 
 @pytest.fixture(scope="module")

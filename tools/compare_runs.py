@@ -12,6 +12,14 @@ top). Every seed of every variant is matched by (experiment, variant, seed index
 largest absolute difference of each metric is reported for epoch 1 and for the last epoch,
 with the mesh each run used. Writes OUT.json and OUT.md; exits 1 if a seed is missing on
 one side or a history differs in length (those runs did not train the same models).
+
+--common-seeds compares only the seeds both ran: a noise floor without a second mesh, e.g.
+`--seeds 3` against `--seeds 4` on one device, where the same seeds train in programs of
+different widths (9 members vmapped against 12), so XLA tiles and rounds them differently:
+
+    python -m experiments.learning_rate --dataset digits --epochs 3 --seeds 3 --workdir /tmp/s3
+    python -m experiments.learning_rate --dataset digits --epochs 3 --seeds 4 --workdir /tmp/s4
+    python tools/compare_runs.py /tmp/s3 /tmp/s4 --common-seeds
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ def _seeds(res: dict) -> dict[tuple[str, int], dict]:
   return {(v["name"], i): h for v in res["variants"] for i, h in enumerate(v["per_seed"])}
 
 
-def compare(a_dir: str, b_dir: str) -> dict:
+def compare(a_dir: str, b_dir: str, common_seeds: bool = False) -> dict:
   a, b = _results(a_dir), _results(b_dir)
   out = {"a": a_dir, "b": b_dir, "experiments": {}, "problems": []}
   for name in sorted(set(a) | set(b)):
@@ -43,7 +51,9 @@ def compare(a_dir: str, b_dir: str) -> dict:
       out["problems"].append(f"{name}: only in {'b' if name in b else 'a'}")
       continue
     sa, sb = _seeds(a[name]), _seeds(b[name])
-    if sa.keys() != sb.keys():
+    if common_seeds:
+      sa, sb = ({k: s[k] for k in s if k in sa and k in sb} for s in (sa, sb))
+    if sa.keys() != sb.keys() or not sa:
       out["problems"].append(f"{name}: different seeds")
       continue
     row = {"mesh": [a[name].get("mesh"), b[name].get("mesh")], "seeds": len(sa)}
@@ -82,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("a")
   p.add_argument("b")
   p.add_argument("--out", help="write OUT.json and OUT.md (default: print the table)")
+  p.add_argument("--common-seeds", action="store_true",
+                 help="compare only the seeds both ran (runs with different --seeds)")
   args = p.parse_args(argv)
   for d in (args.a, args.b):
     if not _results(d):
       p.error(f"{d}: no results.json in it or in its subfolders")
-  c = compare(args.a, args.b)
+  c = compare(args.a, args.b, args.common_seeds)
   if args.out:
     with open(args.out + ".json", "w") as f:
       json.dump(c, f, indent=1)
