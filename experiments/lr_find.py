@@ -111,9 +111,9 @@ def run(config: LrFindConfig = CONFIG) -> Results:
   base = plain_config(config)
 
   def draw(results: Results) -> list[str]:
-    from dl101_jax.host import plots
+    from dl101_jax.host import plots_search
 
-    plots.lr_find(results.json["lr_find"], os.path.join(config.run_dir, "lr_find.png"))
+    plots_search.lr_find(results.json["lr_find"], os.path.join(config.run_dir, "lr_find.png"))
     return ["lr_find.png"]
 
   results = run_experiment(base, points, plot=False, extra=block(config, points), draw=draw)

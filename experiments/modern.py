@@ -190,9 +190,9 @@ def run(config: Config = CONFIG) -> Results:
     path = os.path.join(config.run_dir, "summary.md")
     with open(path) as f:
       files.write_text(path, f.read() + text)
-    from dl101_jax.host import plots
+    from dl101_jax.host import plots_search
 
-    plots.ladder(results.json["ladder"], os.path.join(config.run_dir, "ladder.png"))
+    plots_search.ladder(results.json["ladder"], os.path.join(config.run_dir, "ladder.png"))
   return results
 
 

@@ -195,11 +195,11 @@ def draw(config: SearchConfig):
     block = results.json["search"]
     if not block["winner"]:
       return []
-    from dl101_jax.host import plots
+    from dl101_jax.host import plots_search
 
     hs = [v["per_seed"][0] for v in results.json["variants"]]
-    plots.search(block, hs, os.path.join(config.run_dir, "search.png"))
-    plots.schedule(block, os.path.join(config.run_dir, "schedule.png"))
+    plots_search.search(block, hs, os.path.join(config.run_dir, "search.png"))
+    plots_search.schedule(block, os.path.join(config.run_dir, "schedule.png"))
     return ["search.png", "schedule.png"]
 
   return pictures

@@ -115,10 +115,10 @@ def run(config: SweepConfig = CONFIG) -> Results:
   base = plain_config(config)
 
   def draw(results: Results) -> list[str]:
-    from dl101_jax.host import plots
+    from dl101_jax.host import plots_search
 
     swept = [a for a, vals in config.axes.items() if len(vals) > 1] or ["learning_rate"]
-    plots.sweep(results.json["sweep"]["points"], swept, os.path.join(config.run_dir, "sweep.png"))
+    plots_search.sweep(results.json["sweep"]["points"], swept, os.path.join(config.run_dir, "sweep.png"))
     return ["sweep.png"]
 
   results = run_experiment(base, points_cfg, plot=False, extra=best_of(config, points_cfg),
