@@ -11,7 +11,9 @@
 #
 # The steps: the tests that exercise the compiled core on the accelerator; start_here;
 # dropout on the full 50k, 3 seeds vmapped, 10 epochs; modern's full recipe, 1 seed; the
-# train-step benchmark (images/s and MFU against the chip's peak) in f32 and bf16.
+# train-step benchmark (images/s and MFU against the chip's peak) in f32 and bf16; the
+# (members, data) mesh rows of benchmarks.mesh on every accelerator there is (skipped, and
+# the row says so, on one; GPU_CHECK_PLATFORM=tpu on a TPU host).
 #
 # GPU_CHECK_TINY=1 runs the same steps at toy sizes on any machine (digits instead of
 # CIFAR-10, 1 epoch, the benchmark in bf16 only; DATA_DIR unused), which is how the test suite keeps this script from
@@ -59,6 +61,7 @@ if [[ $TINY == 1 ]]; then
   MODERN=(--variants tutorial)
   BENCH=(--batch-sizes 32 --images 64 --repeats 1 --vmap-seeds 1 --no-compile-times)
   PRECISIONS=(bf16)  # f32 is the same path with the default dtype; one keeps the test short
+  MESH_PLATFORM=cpu  # one CPU device: the step records why it is skipped
 else
   TESTS=${GPU_CHECK_TESTS:-tests/test_train_step.py tests/test_augment.py tests/test_models.py tests/test_record_recipes.py}
   DATA=(--data-dir "$DATA_DIR")
@@ -68,6 +71,7 @@ else
   MODERN=()
   BENCH=(--batch-sizes 96,2000 --repeats 3 --vmap-seeds 1,8)
   PRECISIONS=(f32 bf16)
+  MESH_PLATFORM=${GPU_CHECK_PLATFORM:-gpu}
 fi
 
 # shellcheck disable=SC2086  # TESTS is a list of test paths
@@ -81,5 +85,10 @@ for p in "${PRECISIONS[@]}"; do
   step "train_step_$p" 45 "$PY" -m benchmarks.train_step --frameworks dl101_jax "${BENCH[@]}" \
     --precision "$p" --json "$WORK/train_step_$p.json"
 done
+
+# The (members, data) mesh rows: every accelerator there is (benchmarks.mesh --devices 0);
+# on one chip, or on the CPU of a tiny check, the row says it was skipped and why.
+step mesh 900 "$PY" -m benchmarks.mesh --platform "$MESH_PLATFORM" --devices 0 \
+  --out "$WORK/mesh.json"
 
 "$PY" -m benchmarks.gpu_report "$WORK" "$OUT_DIR"

@@ -63,6 +63,10 @@ def report(work: str) -> dict:
     out["tests"] = {"passed": int(m.group(1)) if m else 0, "failed": int(f.group(1)) if f else 0}
   for name in ("dropout", "modern", "start_here"):
     out[name] = _run_summary(_load(os.path.join(work, name, "results.json")))
+  mesh = _load(os.path.join(work, "mesh.json"))
+  if mesh:
+    out["mesh"] = mesh.get("skipped") or {
+        f"{r['mesh']['members']}x{r['mesh']['data']}": r["images_per_s"] for r in mesh["rows"]}
   for precision in ("f32", "bf16"):
     bench = _load(os.path.join(work, f"train_step_{precision}.json"))
     if bench:
@@ -97,6 +101,9 @@ def markdown(r: dict) -> str:
               f", MFU {b['mfu_chip_peak']:.3f} of the chip's {b['chip_peak_tflops']:.0f} TFLOP/s")
       result = (f"images/s {ips}; {b['mfu']:.2f} of the measured matmul peak "
                 f"({b['matmul_peak_gflops']:.0f} GFLOP/s){chip}")
+    elif s["name"] == "mesh" and r.get("mesh"):
+      result = r["mesh"] if isinstance(r["mesh"], str) else "images/s " + ", ".join(
+          f"{k}: {v:.0f}" for k, v in r["mesh"].items()) + " (members x data)"
     elif s["rc"] != 0:
       result = " / ".join(s["log_tail"])[-200:].replace("|", "\\|")
     lines.append(f"| {s['name']} | {s['rc']} | {s['seconds']} | {result} |")

@@ -1,6 +1,7 @@
 """A population of 16 on 8 devices: members on 'members', on 'data', or a mix, side by side.
 
     python -m benchmarks.mesh [--devices 8] [--members 16] [--epochs 3] [--out F.json]
+    python -m benchmarks.mesh --platform gpu --devices 0     # every GPU there is (gpu_check.sh)
 
 Runs experiments.dropout on digits (`--seeds members/2`: its two variants make one
 program of `--members` models) once per mesh, each in a fresh process that sees
@@ -8,7 +9,9 @@ program of `--members` models) once per mesh, each in a fresh process that sees
 reports training images per second (every member's images; compiling excluded: the
 program's wall seconds in results.json) and the ratio to the data-parallel row. On a
 machine with that many accelerators (a TPU v2-8, 8 GPUs), pass --platform to use them.
-About 3 minutes on 2 CPU cores. Results: benchmarks/results/mesh_*.json.
+About 3 minutes on 2 CPU cores. Results: benchmarks/results/mesh_*.json. With fewer than 2
+devices there is no mesh to compare: it says so, writes {"skipped": why} and exits 0, so the
+GPU check's row on a one-chip machine says why it has no numbers.
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ def once(mesh: str, args: argparse.Namespace, workdir: str) -> dict:
           "images_per_s": round(images / group["wall_seconds"], 1)}
 
 
+def _count(platform: str) -> int:
+  import jax
+
+  try:
+    return len(jax.devices(platform))
+  except RuntimeError as e:  # no such backend here
+    raise SystemExit(f"error: --platform {platform}: {str(e).splitlines()[0]}") from None
+
+
 def table(rows: list[dict]) -> str:
   base = next(r for r in rows if r["mesh"]["members"] == 1)["images_per_s"]
   out = ["| mesh (members x data) | images/s | vs data only | training s | compile s |",
@@ -67,15 +79,26 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--devices", type=int, default=8)
+  ap.add_argument("--devices", type=int, default=8,
+                  help="devices to compare meshes on; 0: every device of --platform (a CPU: 1)")
   ap.add_argument("--members", type=int, default=16)
   ap.add_argument("--epochs", type=int, default=3)
   ap.add_argument("--platform", default="cpu", choices=("cpu", "gpu", "tpu"))
   ap.add_argument("--out", default="")
   ap.add_argument("--note", default="", help="what else ran on the machine meanwhile")
   args = ap.parse_args(argv)
-  if args.members % 2 or args.devices < 2:
-    ap.error("--members: an even number (two variants), --devices: 2 or more")
+  if args.members % 2 or args.devices < 0:
+    ap.error("--members: an even number (two variants), --devices: 0 (all) or more")
+  out = args.out or os.path.join("benchmarks", "results",
+                                 f"mesh_{args.platform}{args.devices}_{datetime.date.today()}.json")
+  if args.devices == 0:  # on a CPU only XLA's flag makes more than one (what --devices N sets)
+    args.devices = 1 if args.platform == "cpu" else _count(args.platform)
+  if args.devices < 2:
+    why = f"skipped: {args.devices} {args.platform} device(s); the mesh rows need 2 or more"
+    print(why)
+    with open(out, "w") as f:
+      json.dump({"benchmark": "mesh", "skipped": why}, f)
+    return 0
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for i, mesh in enumerate(meshes(args.devices)):
@@ -88,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             "population": args.members, "epochs": args.epochs, "dataset": "digits",
             "note": args.note, "rows": rows, "table": table(rows)}
   print(report["table"])
-  out = args.out or os.path.join("benchmarks", "results",
-                                 f"mesh_{args.platform}{args.devices}_{report['date']}.json")
   with open(out, "w") as f:
     json.dump(report, f, indent=1)
   print(f"wrote {out}")

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import gpu_report
 from helpers import ROOT, env
 
@@ -28,7 +30,7 @@ def test_tiny_check_runs_every_step_and_writes_the_json_and_the_table(tmp_path):
   (js,) = tmp_path.glob("gpu_check_cpu_*.json")
   report = json.loads(js.read_text())
   assert [s["name"] for s in report["steps"]] == [
-      "tests", "start_here", "dropout", "modern", "train_step_bf16"]
+      "tests", "start_here", "dropout", "modern", "train_step_bf16", "mesh"]
   assert all(s["rc"] == 0 for s in report["steps"])
   assert report["tests"]["passed"] > 0 and report["tests"]["failed"] == 0
   assert set(report["dropout"]["val_accuracy"]) == {"dropout", "no_dropout"}
@@ -37,7 +39,10 @@ def test_tiny_check_runs_every_step_and_writes_the_json_and_the_table(tmp_path):
   assert bench["images_per_s"]["32"] > 0 and 0 < bench["mfu"] < 1
   assert bench["chip_peak_tflops"] is None  # a CPU has no published peak in the table
   md = js.with_suffix(".md").read_text()
-  assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 5  # header, 5 steps
+  # One CPU device: no mesh to compare, and the row says why rather than staying empty.
+  assert report["mesh"] == "skipped: 1 cpu device(s); the mesh rows need 2 or more"
+  assert "| mesh | 0 |" in md and report["mesh"] in md
+  assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 6  # header, 6 steps
   assert "| dropout | 0 |" in md and "val acc dropout" in md
 
 
@@ -72,3 +77,28 @@ def test_the_chip_table_matches_jax_device_kinds():
   assert chip_peak_tflops("Tesla T4") == 65.0
   assert chip_peak_tflops("TPU v5 lite") == 197.0
   assert chip_peak_tflops("cpu") is None
+
+
+def test_mesh_rows_on_several_devices_are_one_row_of_images_per_second(tmp_path):
+  work, out = tmp_path / "work", tmp_path / "out"
+  work.mkdir()
+  out.mkdir()
+  (work / "steps.jsonl").write_text(
+      json.dumps({"name": "mesh", "rc": 0, "seconds": 60, "command": ["python"]}) + "\n")
+  (work / "mesh.log").write_text("done\n")
+  rows = [{"mesh": {"members": m, "data": d}, "images_per_s": ips}
+          for m, d, ips in ((2, 1, 900.4), (1, 2, 600.0))]
+  (work / "mesh.json").write_text(json.dumps({"benchmark": "mesh", "rows": rows}))
+  assert gpu_report.main([str(work), str(out)]) == 0
+  (md,) = out.glob("gpu_check_unknown_*.md")
+  assert "| mesh | 0 | 60 | images/s 2x1: 900, 1x2: 600 (members x data) |" in md.read_text()
+
+
+def test_the_mesh_benchmark_on_one_device_says_it_is_skipped(tmp_path, capsys):
+  from benchmarks import mesh
+
+  path = tmp_path / "mesh.json"
+  assert mesh.main(["--devices", "0", "--out", str(path)]) == 0  # a CPU: one device
+  assert json.loads(path.read_text())["skipped"] == capsys.readouterr().out.strip()
+  with pytest.raises(SystemExit):  # an odd population cannot be split into two variants
+    mesh.main(["--members", "3", "--out", str(path)])
