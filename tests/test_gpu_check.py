@@ -56,13 +56,19 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path):
       "CIFAR-10)"]
 
 
-def test_a_failed_step_is_a_row_with_its_exit_status_and_log(tmp_path, capsys):
+def _one_step(tmp_path, name, rc, seconds, log):
+  """A gpu_check work dir holding one recorded step and its log; (work, out) dirs."""
   work, out = tmp_path / "work", tmp_path / "out"
   work.mkdir()
   out.mkdir()
   (work / "steps.jsonl").write_text(
-      json.dumps({"name": "modern", "rc": 124, "seconds": 120, "command": ["python"]}) + "\n")
-  (work / "modern.log").write_text("epoch 3/10\nkilled by timeout\n")
+      json.dumps({"name": name, "rc": rc, "seconds": seconds, "command": ["python"]}) + "\n")
+  (work / f"{name}.log").write_text(log)
+  return work, out
+
+
+def test_a_failed_step_is_a_row_with_its_exit_status_and_log(tmp_path, capsys):
+  work, out = _one_step(tmp_path, "modern", 124, 120, "epoch 3/10\nkilled by timeout\n")
   assert gpu_report.main([str(work), str(out)]) == 1
   (md,) = out.glob("gpu_check_unknown_*.md")
   assert "| modern | 124 | 120 | epoch 3/10 / killed by timeout |" in md.read_text()
@@ -80,12 +86,7 @@ def test_the_chip_table_matches_jax_device_kinds():
 
 
 def test_mesh_rows_on_several_devices_are_one_row_of_images_per_second(tmp_path):
-  work, out = tmp_path / "work", tmp_path / "out"
-  work.mkdir()
-  out.mkdir()
-  (work / "steps.jsonl").write_text(
-      json.dumps({"name": "mesh", "rc": 0, "seconds": 60, "command": ["python"]}) + "\n")
-  (work / "mesh.log").write_text("done\n")
+  work, out = _one_step(tmp_path, "mesh", 0, 60, "done\n")
   rows = [{"mesh": {"members": m, "data": d}, "images_per_s": ips}
           for m, d, ips in ((2, 1, 900.4), (1, 2, 600.0))]
   (work / "mesh.json").write_text(json.dumps({"benchmark": "mesh", "rows": rows}))
