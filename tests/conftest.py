@@ -17,14 +17,12 @@ if not _optimized({}):
 
 # xdist (--dist loadfile) hands whole files to the 2 workers in collection order; with the
 # slowest files last, one worker idles while the other finishes them. So the slowest go
-# first (longest-processing-time scheduling). Seconds per file from `pytest --durations=80`
-# on the idle 2-core CPU with an empty compilation cache, 2026-12-06; only the order of
-# files changes, never what runs.
-SLOWEST_FIRST = ("test_experiments", "test_mesh", "test_use_model", "test_search", "test_faults",
-                 "test_hostile", "test_parallel", "test_resume", "test_gpu_check",
-                 "test_tensorboard", "test_train_step", "test_resume_kill", "test_seeds_auto",
-                 "test_multihost", "test_modern", "test_properties", "test_signals",
-                 "test_models", "test_data", "test_notebook", "test_cli", "test_record_recipes")
+# first (longest-processing-time scheduling). Seconds per file from `pytest --durations=0`
+# on the idle 2-core CPU, 2026-12-03; only the order of files changes, never what runs.
+SLOWEST_FIRST = ("test_resume", "test_faults", "test_search", "test_experiments",
+                 "test_gpu_check", "test_use_model", "test_parallel", "test_models",
+                 "test_train_step", "test_modern", "test_multihost", "test_resume_kill",
+                 "test_record_recipes", "test_signals")
 
 
 def pytest_collection_modifyitems(items):
