@@ -14,11 +14,10 @@ from typing import Any, Callable
 from dl101_jax.net_spec import parse_net
 
 AIRBENCH_NETS = ("airbench", "airbench_muon")  # models.AirbenchNet; CIFAR-10 only
-# Largest --cutout square per dataset (its images' side).
 MAX_SEED = 2**31 - 1  # the largest int32: seeds and step counts are int32 on the device
 MAX_EPOCHS = 1_000_000
 AUTO_MAX_SEEDS = 12  # --max-seeds' default
-IMAGE_SIDES = {"digits": 8, "cifar10": 32}
+IMAGE_SIDES = {"digits": 8, "cifar10": 32}  # the largest --cutout square per dataset
 MUON_LR = 0.24  # airbench94_muon's; --muon-lr's default, refused off it without --optimizer muon
 # Known training-set sizes, so a batch larger than the data is caught before loading.
 TRAIN_SIZES = {"or": 4, "digits": 1437, "cifar10": 50_000}
