@@ -10,8 +10,8 @@ reports training images per second (every member's images; compiling excluded: t
 program's wall seconds in results.json) and the ratio to the data-parallel row. On a
 machine with that many accelerators (a TPU v2-8, 8 GPUs), pass --platform to use them.
 About 3 minutes on 2 CPU cores. Results: benchmarks/results/mesh_*.json. With fewer than 2
-devices there is no mesh to compare: it says so, writes {"skipped": why} and exits 0, so the
-GPU check's row on a one-chip machine says why it has no numbers.
+devices there is no mesh to compare: it says so, writes {"skipped": why} to --out if given,
+and exits 0, so the GPU check's row on a one-chip machine says why it has no numbers.
 """
 
 from __future__ import annotations
@@ -89,15 +89,16 @@ def main(argv: list[str] | None = None) -> int:
   args = ap.parse_args(argv)
   if args.members % 2 or args.devices < 0:
     ap.error("--members: an even number (two variants), --devices: 0 (all) or more")
-  out = args.out or os.path.join("benchmarks", "results",
-                                 f"mesh_{args.platform}{args.devices}_{datetime.date.today()}.json")
   if args.devices == 0:  # on a CPU only XLA's flag makes more than one (what --devices N sets)
     args.devices = 1 if args.platform == "cpu" else _count(args.platform)
+  out = args.out or os.path.join("benchmarks", "results",
+                                 f"mesh_{args.platform}{args.devices}_{datetime.date.today()}.json")
   if args.devices < 2:
     why = f"skipped: {args.devices} {args.platform} device(s); the mesh rows need 2 or more"
     print(why)
-    with open(out, "w") as f:
-      json.dump({"benchmark": "mesh", "skipped": why}, f)
+    if args.out:  # the GPU check's record; no results file of nothing otherwise
+      with open(args.out, "w") as f:
+        json.dump({"benchmark": "mesh", "skipped": why}, f)
     return 0
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
