@@ -17,12 +17,12 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 from dl101_jax.core.augment import augment, tta_logits
 from dl101_jax.core.augment import cutout as cut_square
+from dl101_jax.core.device_data import DeviceData
 from dl101_jax.core.member_state import (FLIP, SHUFFLE, STEP, TrainState, lookahead_step,
                                     model_variables)
 from dl101_jax.core.losses import masked_mean, per_example_correct, per_example_loss
@@ -30,23 +30,6 @@ from dl101_jax.core.optim import penalty
 
 Metrics = dict[str, jax.Array]
 CUTOUT = 4  # fold_in tag of cutout's draws within a step's augmentation key (augment uses 3)
-
-
-@flax.struct.dataclass
-class DeviceData:
-  """A dataset on the device: uint8 images (or float features) and labels."""
-
-  x_train: jax.Array
-  y_train: jax.Array
-  x_val: jax.Array | None
-  y_val: jax.Array | None
-  mean: jax.Array  # normalization statistics from the training split
-  std: jax.Array
-
-  def normalize(self, x: jax.Array) -> jax.Array:
-    # mean/std are a scalar or one value per channel: align them with x's last axis.
-    shape = (1,) * (x.ndim - self.mean.ndim) + self.mean.shape
-    return (x.astype(jnp.float32) - self.mean.reshape(shape)) / self.std.reshape(shape)
 
 
 def training_inputs(key: jax.Array, x_BxHxWxC: jax.Array, *, flip: bool, rotate: float,

@@ -8,82 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import io
 import os
-import re
 import shlex
 import sys
 from typing import Any, Callable, TypeVar
 
+from dl101_jax.host.cli_tyro import Rejected, event_message, flags_of, tyro_message
+
 C = TypeVar("C")
-
-_BOX = re.compile(r"[│╭╮╰╯─┌┐└┘]")
-
-
-def _tyro_message(text: str) -> str:
-  """The body of tyro's boxed error (title and help hints dropped), on one line."""
-  body = []
-  for raw in text.splitlines():
-    if "╭" in raw or "╰" in raw:  # top border holds the title; bottom ends the box
-      continue
-    line = _BOX.sub("", raw).strip()
-    if not line and body:
-      break
-    if "─" in raw and not line:  # a separator rule: the message is over
-      if body:
-        break
-      continue
-    if line.startswith(("For full helptext", "Argument helptext")):
-      break
-    if line:
-      body.append(line)
-  msg = " ".join(body) or " ".join(_BOX.sub("", text).split())[:300]
-  # "Error parsing Config: --epochs: must be ..." / "Error parsing --epochs: ..." -> "--epochs: ..."
-  return re.sub(r"^Error parsing (?:[A-Za-z_]+: )?", "", msg)
-
-
-class _Rejected(Exception):
-  """tyro rejected the command line; the message is our one line."""
-
-
-def _flags(config_type: type) -> list[str]:
-  out = []
-  for f in dataclasses.fields(config_type):
-    out.append("--" + f.name.replace("_", "-"))
-    if f.type in (bool, "bool"):
-      out.append("--no-" + f.name.replace("_", "-"))
-  return out
-
-
-def _event_message(event: Any, flags: list[str]) -> str | None:
-  """One line from tyro's structured parse-error event (None: let tyro report it)."""
-  kind = type(event).__name__
-  try:
-    flag = event.argument.lowered.name_or_flags[0]
-  except Exception:  # no argument on this event, or tyro's internals moved
-    flag = None
-  if kind == "UnrecognizedArgs":
-    opts = [t.split("=")[0] for t in event.tokens if t.startswith("-")]
-    if not opts:
-      return f"unexpected value {event.tokens[0]!r} (each flag takes one value; see --help)"
-    near = difflib.get_close_matches(opts[0], flags, n=1, cutoff=0.6)
-    return f"{opts[0]}: unrecognized flag; " + (f"did you mean {near[0]}?" if near
-                                                 else "see --help for the flags")
-  if kind == "InvalidChoice":
-    return f"{flag}: must be one of {', '.join(event.choices)}, got {event.value!r}"
-  if kind == "InstantiationFailure":
-    msg = event.message.strip().splitlines()[0] if event.message.strip() else "invalid value"
-    union = re.match(r"no type matching (\S+) could be instantiated from \[(.*)\]", msg)
-    if union:  # a flag of several types (--seeds INT|{auto}): say them as the help does
-      kinds = {"INT": "an integer", "FLOAT": "a number", "STR": "a string"}
-      allowed = [kinds.get(k, k.strip("{}")) for k in union.group(1).split("|")]
-      msg = f"must be {' or '.join(allowed)}, got {union.group(2)}"
-    return msg if msg.startswith("--") or not flag else f"{flag}: {msg}"
-  if kind == "BadValue":
-    return f"{flag}: cannot take the value {event.offending_value!r}" if flag else None
-  return None
-
 
 _given: set[str] = set()
 
@@ -158,12 +91,12 @@ def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
     sys.stdout.flush()
     raise SystemExit(0)
   _record_given(type(default), argv)
-  flags = _flags(type(default))
+  flags = flags_of(type(default))
 
   def hook(event):
-    msg = _event_message(event, flags)
+    msg = event_message(event, flags)
     if msg:
-      raise _Rejected(msg)
+      raise Rejected(msg)
 
   # tyro >= 1.0 reports parse failures as structured events; older ones only as text.
   errors = getattr(getattr(tyro, "_errors", None), "on_parse_error", None)
@@ -172,13 +105,13 @@ def parse(default: C, args: list[str] | None = None, *, prog: str | None = None,
     with contextlib.redirect_stderr(err), (errors(hook) if errors else contextlib.nullcontext()):
       return tyro.cli(type(default), default=default, args=argv, prog=prog,
                       description=description)
-  except _Rejected as e:
+  except Rejected as e:
     fail(str(e), 2)
   except ConfigError as e:  # older tyro lets __post_init__'s error through
     fail(str(e), 2)
   except SystemExit as e:
     if e.code not in (0, None):
-      fail(_tyro_message(err.getvalue()), 2)
+      fail(tyro_message(err.getvalue()), 2)
     raise
 
 

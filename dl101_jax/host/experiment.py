@@ -19,7 +19,8 @@ from dl101_jax.host import console as console_lib
 from dl101_jax.host import data as data_lib
 from dl101_jax.host import files, report, results_json, seeds_auto, signals
 from dl101_jax.host.group import GroupResult, Member, device_data, group_name
-from dl101_jax.host.loop import fit, hparams_columns
+from dl101_jax.host.loop import fit
+from dl101_jax.host.tb_pages import hparams_columns
 from dl101_jax.host.outputs import Results, write_outputs
 from dl101_jax.host.parallel import configure_jax, runtime
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from dl101_jax.host import evaluation, files, signals
 from dl101_jax.core import member_state, train
-from dl101_jax.config import RUN, Config, ConfigError, fields_with_role
+from dl101_jax.config import Config, ConfigError
 from dl101_jax.host.data import Dataset
 from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointer,
                                   data_spec, restore_or_init, select)
@@ -27,6 +27,7 @@ from dl101_jax.host.parallel import Runtime, to_host
 from dl101_jax.host.console import Console, EpochTicker
 from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
 from dl101_jax.host.tb_detail import Probe, log_chunk_losses, probe_for
+from dl101_jax.host.tb_pages import logged_fields
 
 PROGRESS_MIN_STEPS = 20  # fewer steps per epoch: an epoch is quick, no in-epoch line
 
@@ -39,25 +40,9 @@ def open_tensorboard(members: list[Member], c0: Config, resumed: int,
       files.remove_tree(os.path.join(c0.run_dir, m.run_name))
   return {i: TensorBoardRun(os.path.join(c0.run_dir, m.run_name),
                             {"variant": m.variant,
-                             **{k: getattr(m.config, k) for k in _logged(c0)}},
+                             **{k: getattr(m.config, k) for k in logged_fields(c0)}},
                             resume_epoch=resumed, steps_per_epoch=spe)
           for i, m in enumerate(members)}
-
-
-def _logged(c0: Config) -> list[str]:
-  """The config fields a TensorBoard session records: all but the run options."""
-  return [k for k in c0.to_dict() if k not in fields_with_role(RUN)]
-
-
-def hparams_columns(members: list[Member]) -> dict[str, list]:
-  """The HParams dashboard's columns for an experiment: the variant, then each recorded
-  field whose value differs between its runs (constant ones are in results.json)."""
-  columns = {"variant": list(dict.fromkeys(m.variant for m in members))}
-  for k in _logged(members[0].config):
-    values = list(dict.fromkeys(getattr(m.config, k) for m in members))
-    if len(values) > 1:
-      columns[k] = values
-  return columns
 
 
 def record_chunk(progress: Progress, mets_ExM: dict[str, np.ndarray], seconds: float,

@@ -277,26 +277,6 @@ def aggregate(histories: list[dict]) -> dict:
   return {k: v for k, v in out.items() if v or k in ("epoch", "step", "seconds")}
 
 
-def variant_result(name: str, histories: list[dict], diverged: list[int | None],
-                   wall_seconds: float) -> dict:
-  """One entry of results.json 'variants' from its seeds' histories."""
-  finals = [{k: h[k][-1] for k in METRICS if h.get(k)} for h in histories if h["epoch"]]
-  # None where nothing was measured (no validation split, or diverged in epoch 1).
-  have = lambda k: bool(finals) and all(k in f for f in finals)
-  final = {k: float(np.mean([f[k] for f in finals])) if have(k) else None for k in METRICS}
-  final_std = {k: float(np.std([f[k] for f in finals])) if have(k) else None for k in METRICS}
-  hist = aggregate(histories) if any(h["epoch"] for h in histories) else empty_history()
-  div = [e for e in diverged if e is not None]
-  best = None
-  if hist.get("val_accuracy"):
-    i = int(np.argmax(hist["val_accuracy"]))
-    best = {"val_accuracy": hist["val_accuracy"][i], "epoch": hist["epoch"][i]}
-  return {"name": name, "seeds": len(histories), "diverged": bool(div),
-          "diverged_epoch": min(div) if div else None, "diverged_seeds": len(div),
-          "wall_seconds": round(wall_seconds, 3), "final": final, "final_std": final_std,
-          "best": best, "history": hist, "per_seed": histories}
-
-
 def summary_table(results: dict) -> str:
   rows = ["| variant | train acc | val acc (mean ± std) | best val acc (epoch) | wall s | diverged |",
           "|---|---|---|---|---|---|"]

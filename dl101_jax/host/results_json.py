@@ -14,6 +14,7 @@ from dl101_jax.config import Config
 from dl101_jax.host import data as data_lib
 from dl101_jax.host import evaluation, report
 from dl101_jax.host.group import GroupResult, group_name
+from dl101_jax.host.report import METRICS
 
 PICTURED = 32  # validation images drawn in predictions.png
 
@@ -59,6 +60,27 @@ def run_json(config: Config, ds: data_lib.Dataset, rt: Any,
   }
 
 
+def variant_result(name: str, histories: list[dict], diverged: list[int | None],
+                   wall_seconds: float) -> dict:
+  """One entry of results.json 'variants' from its seeds' histories."""
+  finals = [{k: h[k][-1] for k in METRICS if h.get(k)} for h in histories if h["epoch"]]
+  # None where nothing was measured (no validation split, or diverged in epoch 1).
+  have = lambda k: bool(finals) and all(k in f for f in finals)
+  final = {k: float(np.mean([f[k] for f in finals])) if have(k) else None for k in METRICS}
+  final_std = {k: float(np.std([f[k] for f in finals])) if have(k) else None for k in METRICS}
+  trained = any(h["epoch"] for h in histories)
+  hist = report.aggregate(histories) if trained else report.empty_history()
+  div = [e for e in diverged if e is not None]
+  best = None
+  if hist.get("val_accuracy"):
+    i = int(np.argmax(hist["val_accuracy"]))
+    best = {"val_accuracy": hist["val_accuracy"][i], "epoch": hist["epoch"][i]}
+  return {"name": name, "seeds": len(histories), "diverged": bool(div),
+          "diverged_epoch": min(div) if div else None, "diverged_seeds": len(div),
+          "wall_seconds": round(wall_seconds, 3), "final": final, "final_std": final_std,
+          "best": best, "history": hist, "per_seed": histories}
+
+
 def variant_json(name: str, vc: Config, overrides: dict, groups: list[GroupResult]) -> dict:
   """One variant's entry in results.json: its seeds' histories, costs and configs."""
   hs, div, wall, comp = [], [], 0.0, 0.0
@@ -69,7 +91,7 @@ def variant_json(name: str, vc: Config, overrides: dict, groups: list[GroupResul
     if mine:  # members of one group share its wall time (training, compile excluded);
       wall += g.wall_seconds  # --seeds auto trains a variant's seeds in several groups
       comp += g.compile_seconds
-  v = report.variant_result(name, hs, div, wall)
+  v = variant_result(name, hs, div, wall)
   v["compile_seconds"] = round(comp, 3)
   v["parameters"] = next(g.parameters for g in groups if any(m.variant == name
                                                               for m in g.members))

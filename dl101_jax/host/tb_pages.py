@@ -1,5 +1,6 @@
 """What TensorBoard shows of a workdir beyond each run's per-epoch scalars: the pictures
-(Images), the summary and the config (Text), and one mean run per variant with several seeds.
+(Images), the summary and the config (Text), one mean run per variant with several seeds, and
+which config fields a session records and the HParams dashboard compares.
 
 Each is written when the outputs are, into event files replaced whole (report.replace_events),
 so writing the outputs again replaces them instead of piling up."""
@@ -11,6 +12,7 @@ import os
 
 import numpy as np
 
+from dl101_jax.config import RUN, Config, fields_with_role
 from dl101_jax.host import files
 from dl101_jax.host.report import OVERLAY, TAGS, import_tensorboardx, replace_events
 
@@ -94,3 +96,19 @@ def write_mean_runs(logdir: str, variants: list[dict]) -> list[str]:
                      steps=[e for e, _ in points])
     written.append(run)
   return written
+
+
+def logged_fields(c0: Config) -> list[str]:
+  """The config fields a TensorBoard session records: all but the run options."""
+  return [k for k in c0.to_dict() if k not in fields_with_role(RUN)]
+
+
+def hparams_columns(members: list) -> dict[str, list]:
+  """The HParams dashboard's columns for an experiment: the variant, then each recorded
+  field whose value differs between its runs (constant ones are in results.json)."""
+  columns = {"variant": list(dict.fromkeys(m.variant for m in members))}
+  for k in logged_fields(members[0].config):
+    values = list(dict.fromkeys(getattr(m.config, k) for m in members))
+    if len(values) > 1:
+      columns[k] = values
+  return columns
