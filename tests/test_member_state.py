@@ -44,5 +44,6 @@ def test_with_hparams_sets_each_in_its_home_and_refuses_a_name_it_does_not_hold(
   s = member_state.with_hparams(state, {"learning_rate": 0.25, "dropout": 0.125})
   assert float(s.opt_state.hyperparams["learning_rate"]) == 0.25
   assert float(s.hp["dropout"]) == 0.125 and s.hp["dropout"].dtype == jnp.float32
-  with pytest.raises(KeyError, match="no hyperparameter 'nope' in the state"):
+  with pytest.raises(KeyError) as refused:
     member_state.with_hparams(state, {"nope": 1.0})
+  assert refused.value.args == ("no hyperparameter 'nope' in the state",)

@@ -42,6 +42,8 @@ import subprocess
 import sys
 import time
 
+from mutation_map import tests_by_line  # tools/ is this script's path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P, TS, M, R, S = ("tests/test_properties.py", "tests/test_train_step.py", "tests/test_modern.py",
                   "tests/test_record_recipes.py", "tests/test_search.py")
@@ -144,69 +146,6 @@ def collect(copy: str) -> dict:
   return {"ids": out, "survivors": survivors}
 
 
-# Coverage's own per-test contexts (dynamic_context = test_function) credit the first
-# function named test* that a test enters: for a hypothesis test, that is hypothesis's inner
-# `test`, and its lines were credited to no test at all (the first rejudge's L2 sign survived
-# so). This plugin names the context after pytest's node id instead, as pytest-cov's
-# --cov-context=test does. And jit traces a function once per shape, then runs the cached
-# program: without clearing the caches, a line inside a jitted step would be credited only
-# to the first test that traced it.
-FRESH_TRACES = '''"""pytest plugin (tools/mutation.py): each test its own coverage context,
-and its jitted code traced anew."""
-import coverage
-import jax
-
-
-def pytest_runtest_setup(item):
-  jax.clear_caches()
-  coverage.Coverage.current().switch_context(item.nodeid.split("[")[0])
-
-
-def pytest_runtest_teardown(item):
-  coverage.Coverage.current().switch_context("")
-'''
-
-
-def tests_by_line(copy: str, path: str) -> dict[str, list[str]]:
-  """{line: the tests that execute it} for `path`, from one coverage run of its TESTS with
-  per-test contexts. Lines run at import (constants, defaults, decorators) have no test of
-  their own and are left out: their mutants get the module's whole selection."""
-  import coverage
-
-  rc = os.path.join(copy, ".coveragerc-mutation")
-  with open(rc, "w") as f:
-    f.write(f"[run]\nsource = dl101_jax\n"
-            f"data_file = {os.path.join(copy, '.coverage-mutation')}\n")
-  with open(os.path.join(copy, "mutation_fresh_traces.py"), "w") as f:
-    f.write(FRESH_TRACES)
-  subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m", "pytest",
-                  "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "mutation_fresh_traces",
-                  *dict.fromkeys(TESTS[path])],
-                 cwd=copy, env=_env(copy), capture_output=True, check=True)
-  data = coverage.CoverageData(os.path.join(copy, ".coverage-mutation"))
-  data.read()
-  source = next(f for f in data.measured_files() if f.endswith(path))
-  by_line = {line: sorted(c for c in contexts if "::" in c)
-             for line, contexts in data.contexts_by_lineno(source).items() if "" not in contexts}
-  real = _collected(copy, sorted({t for tests in by_line.values() for t in tests}))
-  out = {}
-  for line, tests in by_line.items():
-    tests = [t for t in tests if t in real]
-    if tests:
-      out[str(line)] = tests
-  return out
-
-
-def _collected(copy: str, node_ids: list[str]) -> set[str]:
-  """The node ids pytest can run. A mutant whose selection names one it cannot would end
-  in pytest's usage error (exit 4), which mutmut 2 counts as a pass: a false survivor."""
-  out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0",
-                        "-p", "no:cacheprovider", *node_ids], cwd=copy, env=_env(copy),
-                       capture_output=True, text=True, check=True).stdout
-  collected = {ln.split("[")[0] for ln in out.splitlines() if "::" in ln}
-  return {n for n in node_ids if any(c == n or c.startswith(n + "::") for c in collected)}
-
-
 HOOK = '''"""mutmut's hook (written by tools/mutation.py): each mutant runs the tests that execute
 its line (coverage's per-test contexts); lines run at import get the whole selection."""
 import json
@@ -228,7 +167,7 @@ def run_module(path: str, scratch: str, rev: str) -> dict:
   copy_tree(copy, rev)
   t0 = time.time()
   with open(os.path.join(copy, "tests_by_line.json"), "w") as f:
-    json.dump(tests_by_line(copy, path), f)
+    json.dump(tests_by_line(copy, path, TESTS[path], _env(copy)), f)
   with open(os.path.join(copy, "mutmut_config.py"), "w") as f:
     f.write(HOOK.format(prefix=PREFIX))
   with open(copy + ".log", "w") as log:
@@ -252,7 +191,7 @@ def rejudge_module(prev: dict, scratch: str, rev: str) -> dict:
   copy = os.path.join(scratch, path.replace("/", "_").removesuffix(".py"))
   copy_tree(copy, rev)
   t0 = time.time()
-  by_line = tests_by_line(copy, path)
+  by_line = tests_by_line(copy, path, TESTS[path], _env(copy))
   timeout = max(120.0, 5 * (time.time() - t0))  # the coverage run is the baseline
   target = os.path.join(copy, path)
   with open(target) as f:
