@@ -30,8 +30,7 @@ import numpy as np
 
 from dl101_jax.host.checkpoint import Checkpointer
 from dl101_jax.config import ConfigError
-
-FORMAT = "dl101_jax.export/3"  # 3: + manifest.json; 2: variables/ (params, batch_stats); 1: params/
+from dl101_jax.host.files import EXPORT_FORMAT as FORMAT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,9 +25,8 @@ import numpy as np
 import tyro
 
 from dl101_jax.config import Config, ConfigError
-from dl101_jax.host import images
-
-OLD_FORMATS = ("dl101_jax.export/2", "dl101_jax.export/1")  # read unverified (no manifest)
+from dl101_jax.host import files, images
+from dl101_jax.host.files import EXPORT_FORMAT as FORMAT, OLD_EXPORT_FORMATS as OLD_FORMATS
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
@@ -56,8 +55,7 @@ class Model:
 
   @property
   def class_names(self) -> list[str]:
-    d = self.spec["data"]
-    return d["class_names"] or [str(k) for k in range(d["num_classes"])]
+    return class_names(self.spec)
 
   def probabilities(self, x_NxF: np.ndarray) -> np.ndarray:
     """N x K class probabilities for raw inputs (uint8 images, or OR features)."""
@@ -78,14 +76,14 @@ class Model:
     return np.asarray(jax.nn.softmax(out, axis=-1))
 
 
-def load(model_dir: str) -> Model:
-  """An exported model, checked against its manifest, or ConfigError naming what is wrong."""
-  import orbax.checkpoint as ocp
+def class_names(spec: dict) -> list[str]:
+  d = spec["data"]
+  return d["class_names"] or [str(k) for k in range(d["num_classes"])]
 
-  from dl101_jax.export import FORMAT
-  from dl101_jax.core.models import make_model
-  from dl101_jax.host import files
 
+def read_spec(model_dir: str) -> dict:
+  """The export's model.json, checked against its manifest, or ConfigError naming what is
+  wrong. No JAX yet: a damaged or mistyped export is refused at once."""
   path = os.path.join(model_dir, "model.json")
   try:
     spec = json.load(open(path))
@@ -101,6 +99,16 @@ def load(model_dir: str) -> Model:
   else:
     print(f"note: {model_dir} was exported before manifests ({spec['format']}); its files "
           f"are not verified", file=sys.stderr)
+  return spec
+
+
+def load(model_dir: str, spec: dict | None = None) -> Model:
+  """An exported model, checked against its manifest, or ConfigError naming what is wrong."""
+  spec = read_spec(model_dir) if spec is None else spec
+  import orbax.checkpoint as ocp
+
+  from dl101_jax.core.models import make_model
+
   try:
     fields = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in spec["config"].items() if k in fields})
@@ -118,11 +126,13 @@ def load(model_dir: str) -> Model:
   return Model(spec, module, variables)
 
 
-def classify(model: Model, cfg: PredictConfig, notes: set[str] | None = None) -> list[dict]:
-  """Top classes per input; `notes` gathers what was converted (one sentence per kind)."""
-  notes = set() if notes is None else notes
-  names = model.class_names
-  shape = model.spec["data"]["input_shape"]
+def read_inputs(spec: dict, cfg: PredictConfig,
+                notes: set[str]) -> tuple[list[str], np.ndarray, list[str]]:
+  """What to classify, as the model takes it: (names of the inputs, N x ... batch, class
+  names), or ConfigError. Only the spec is needed, so bad inputs are refused before the
+  model is loaded."""
+  names = class_names(spec)
+  shape = spec["data"]["input_shape"]
   if cfg.top < 1:
     raise ConfigError("top", f"must be an integer >= 1 (more than the model's classes lists "
                       f"them all), got {cfg.top}")
@@ -135,19 +145,29 @@ def classify(model: Model, cfg: PredictConfig, notes: set[str] | None = None) ->
       raise ConfigError("inputs", f"must be finite numbers, got {cfg.inputs!r}")
     if x.shape[1:] != tuple(shape):
       raise ConfigError("inputs", f"this model takes {shape[0]} numbers, got {x.shape[1]}")
-    files, batch = [cfg.inputs], x
-    names = ["1", "0"] if model.spec["data"]["num_classes"] == 1 else names
-  else:
-    if len(shape) != 3:
-      raise ConfigError("inputs", "this model takes numbers, not images: use --inputs")
-    files = images.image_files(cfg.images)
-    batch = np.stack([images.read_image(f, shape, notes) for f in files])
-  probs = model.probabilities(batch)
+    names = ["1", "0"] if spec["data"]["num_classes"] == 1 else names
+    return [cfg.inputs], x, names
+  if len(shape) != 3:
+    raise ConfigError("inputs", "this model takes numbers, not images: use --inputs")
+  paths = images.image_files(cfg.images)
+  return paths, np.stack([images.read_image(f, shape, notes) for f in paths]), names
+
+
+def top_classes(model: Model, inputs: tuple[list[str], np.ndarray, list[str]],
+                top: int) -> list[dict]:
+  """[{"file": ..., "top": [[class_name, probability], ...]}, ...] for read_inputs' batch."""
+  paths, batch, names = inputs
   out = []
-  for f, p in zip(files, probs):
-    order = np.argsort(-p)[: cfg.top]
+  for f, p in zip(paths, model.probabilities(batch)):
+    order = np.argsort(-p)[:top]
     out.append({"file": f, "top": [[names[k], float(p[k])] for k in order]})
   return out
+
+
+def classify(model: Model, cfg: PredictConfig, notes: set[str] | None = None) -> list[dict]:
+  """Top classes per input; `notes` gathers what was converted (one sentence per kind)."""
+  notes = set() if notes is None else notes
+  return top_classes(model, read_inputs(model.spec, cfg, notes), cfg.top)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -157,7 +177,9 @@ def main(args: list[str] | None = None) -> None:
                   description=__doc__.split("\n\n")[0])
   notes: set[str] = set()
   try:
-    results = classify(load(cfg.model_dir), cfg, notes)
+    spec = read_spec(cfg.model_dir)
+    inputs = read_inputs(spec, cfg, notes)  # every refusal before JAX is imported
+    results = top_classes(load(cfg.model_dir, spec), inputs, cfg.top)
   except ConfigError as e:
     cli.fail(str(e), 2)
   for n in sorted(notes):

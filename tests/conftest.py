@@ -15,14 +15,19 @@ if not _optimized({}):
                                      if f)
 
 
-# xdist (--dist loadfile) hands whole files to the 2 workers in collection order; with the
-# slowest files last, one worker idles while the other finishes them. So the slowest go
-# first (longest-processing-time scheduling). Seconds per file from `pytest --durations=0`
-# on the idle 2-core CPU, 2026-12-03; only the order of files changes, never what runs.
-SLOWEST_FIRST = ("test_resume", "test_faults", "test_search", "test_experiments",
-                 "test_gpu_check", "test_use_model", "test_parallel", "test_models",
-                 "test_train_step", "test_modern", "test_multihost", "test_resume_kill",
-                 "test_record_recipes", "test_signals")
+# xdist (--dist loadfile) hands whole files to the 2 workers in the order of its work queue;
+# with the slowest files last, one worker idles while the other finishes them. So the slowest
+# go first (longest-processing-time scheduling), and pyproject's addopts pass
+# --no-loadscope-reorder: xdist 3.8 otherwise reorders the files by their number of tests,
+# which put the slow few-test files (mesh, gpu_check, multihost) last. Ranked by cold plus
+# warm seconds per file from `pytest --durations=0` on the idle 2-core CPU, 2026-12-06; only
+# the order of files changes, never what runs.
+SLOWEST_FIRST = ("test_experiments", "test_hostile", "test_use_model", "test_mesh", "test_search",
+                 "test_faults", "test_resume", "test_seeds_auto", "test_parallel",
+                 "test_gpu_check", "test_train_step", "test_tensorboard", "test_multihost",
+                 "test_resume_kill", "test_models", "test_cli", "test_signals", "test_program",
+                 "test_modern", "test_properties", "test_data", "test_record_recipes",
+                 "test_notebook", "test_augment", "test_verdict", "test_progress")
 
 
 def pytest_collection_modifyitems(items):

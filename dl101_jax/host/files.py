@@ -17,6 +17,12 @@ from typing import Any, Iterator
 
 from dl101_jax.config import ConfigError
 
+# What python -m dl101_jax.export writes and predict reads. 3: + manifest.json (checked before
+# use); 2: variables/ (params, batch_stats); 1: params/. Here, beside the manifest, so that
+# predict can refuse a damaged export before it imports JAX or orbax.
+EXPORT_FORMAT = "dl101_jax.export/3"
+OLD_EXPORT_FORMATS = ("dl101_jax.export/2", "dl101_jax.export/1")  # read unverified
+
 
 def cache_root() -> str:
   """The project's cache (compiled programs, the digits split): $XDG_CACHE_HOME/dl101_jax."""
