@@ -1,4 +1,5 @@
-"""comparison.png says what it draws: titles, whole epochs, plain loss labels, seeds, step axis."""
+"""The pictures say what they draw: comparison.png's titles, whole epochs, plain loss labels,
+seeds and step axis; predictions.png's images and labels."""
 
 import numpy as np
 
@@ -79,3 +80,23 @@ def test_a_mean_run_follows_the_seeds_and_goes_when_one_seed_is_left(tmp_path):
   # Run again with one seed: no mean to show, and the old one is not left behind.
   assert tb_pages.write_mean_runs(str(tmp_path), [{**v, "seeds": 1}]) == []
   assert not (tmp_path / "a-mean").exists()
+
+
+def test_predictions_draw_each_image_with_its_label_and_the_wrong_ones_in_red(tmp_path):
+  import matplotlib.image
+
+  rng = np.random.default_rng(0)
+  x_NxHxWxC = np.repeat(rng.integers(0, 256, (10, 8, 8, 1), dtype=np.uint8), 3, -1)  # grey
+  x_NxHxWxC[3] = [0, 0, 255]  # one pure blue tile, to be found in the picture
+  y_N, pred_N = np.arange(10) % 4, np.arange(10) % 4
+  path = tmp_path / "p.png"
+  plots.predictions(x_NxHxWxC, y_N, pred_N, ["a", "b", "c", "d"], "t", str(path))
+  rgb = matplotlib.image.imread(path)[..., :3]
+  red = (rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)
+  blue = (rgb[..., 2] > 0.95) & (rgb[..., :2].max(-1) < 0.05)
+  assert not red.any() and blue.sum() > 8 * 8  # all right: no red; the tile drawn enlarged
+  pred_N[5] = 0
+  plots.predictions(x_NxHxWxC, y_N, pred_N, ["a", "b", "c", "d"], "t", str(path))
+  rgb = matplotlib.image.imread(path)[..., :3]
+  red = (rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)
+  assert red.sum() > 20  # the one wrong label, "a (true: b)", in red
