@@ -59,7 +59,7 @@ if [[ $TINY == 1 ]]; then
   NET=(--net conv8-pool-fc16)  # the same path as the tutorial's CNN, compiled in a few seconds
   EPOCHS=1
   MODERN=(--variants tutorial)
-  BENCH=(--batch-sizes 32 --images 64 --repeats 1 --vmap-seeds 1 --no-compile-times)
+  BENCH=(--batch-sizes 32 --images 64 --repeats 1 --vmap-seeds 1 --no-compile-times --compile-cache)
   PRECISIONS=(bf16)  # f32 is the same path with the default dtype; one keeps the test short
   MESH_PLATFORM=cpu  # one CPU device: the step records why it is skipped
 else
