@@ -292,6 +292,33 @@ def test_run_epochs_is_its_epochs_one_after_another_for_each_member(seeds):
       np.testing.assert_allclose(v[i], u, rtol=2e-5, atol=1e-6)
 
 
+def test_an_epochs_loss_in_runs_of_steps_is_each_runs_per_example_mean():
+  # 7 examples in batches of 3: steps of 3, 3 and 1 real examples. TensorBoard's StepLoss.
+  data = _data(n=7, targets="classes")
+  keys = member_state.member_keys([3, 7])
+  epoch = jax.jit(train.train_epoch, static_argnums=0)
+  base = dict(loss="xent", batch_size=3, eval_batch_size=4)
+  one = jax.tree.map(lambda a: a[0], _states((3, 7)))
+  _, per_step = epoch(train.Program(**base, loss_chunks=3), one, keys[0], jnp.int32(0), data)
+  _, two = epoch(train.Program(**base, loss_chunks=2), one, keys[0], jnp.int32(0), data)
+  l_S = np.asarray(per_step["loss_chunks"])  # one run per step
+  assert l_S.shape == (3,)
+  np.testing.assert_allclose(per_step["loss"], (3 * l_S[0] + 3 * l_S[1] + l_S[2]) / 7, rtol=1e-6)
+  # Step s is in run s * 2 // 3: steps 0 and 1, then step 2 (one example) alone.
+  np.testing.assert_allclose(two["loss_chunks"], [(l_S[0] + l_S[1]) / 2, l_S[2]], rtol=1e-6)
+  _, many = epoch(train.Program(**base, loss_chunks=10), one, keys[0], jnp.int32(0), data)
+  np.testing.assert_allclose(many["loss_chunks"], l_S, rtol=1e-6)  # no more runs than steps
+  # The compiled epochs return them per epoch and member, as each member's epoch does.
+  _, m = jax.jit(train.run_epochs, static_argnums=(0, 5))(
+      train.Program(**base, loss_chunks=2), _states((3, 7)), keys, jnp.int32(0), data, 2)
+  assert m["train_loss_chunks"].shape == (2, 2, 2)  # epochs x members x runs
+  for i in range(2):
+    state = jax.tree.map(lambda a: a[i], _states((3, 7)))
+    for e in range(2):
+      state, tm = epoch(train.Program(**base, loss_chunks=2), state, keys[i], jnp.int32(e), data)
+      np.testing.assert_allclose(m["train_loss_chunks"][e, i], tm["loss_chunks"], rtol=2e-5)
+
+
 @pytest.mark.parametrize("every, steps", [(2, [2, 4]), (3, [3])])  # of 5 steps an epoch
 def test_progress_ticks_once_per_period_per_epoch_not_per_member(every, steps):
   data = _data(n=10, targets="classes")
