@@ -73,7 +73,7 @@ def report(work: str) -> dict:
       out["machine"] = bench["machine"]
       out[f"train_step_{precision}"] = {k: bench[k] for k in (
           "reference_batch", "flops_per_image", "mfu", "matmul_peak_gflops", "chip_peak_tflops",
-          "mfu_chip_peak", "vmap", "overhead_fraction")} | {
+          "mfu_chip_peak", "vmap", "overhead_fraction", "compile_cache")} | {
           "images_per_s": {str(r["batch_size"]): r["images_per_s"] for r in bench["rows"]},
           "compile_s": {str(r["batch_size"]): r["compile_s"] for r in bench["rows"]}}
   return out

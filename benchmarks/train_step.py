@@ -288,6 +288,7 @@ def main(argv=None) -> dict:
   chip = chip_peak_tflops(dev.device_kind) if dev.platform != "cpu" else None
   achieved = fpi * jax_ref if jax_ref else None
   out = {"machine": machine, "precision": a.precision, "rows": rows, "reference_batch": ref,
+         "compile_cache": a.compile_cache,  # true: each row's compile_s may be a cache hit
          "overhead_fraction": round(overhead, 4), "flops_per_image": fpi,
          "mfu": round(achieved / (peak * 1e9), 4) if achieved else None,
          "matmul_peak_gflops": round(peak, 1),

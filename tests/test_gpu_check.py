@@ -38,6 +38,7 @@ def test_tiny_check_runs_every_step_and_writes_the_json_and_the_table(tmp_path):
   bench = report["train_step_bf16"]
   assert bench["images_per_s"]["32"] > 0 and 0 < bench["mfu"] < 1
   assert bench["chip_peak_tflops"] is None  # a CPU has no published peak in the table
+  assert bench["compile_cache"] is True  # the tiny check loads its programs; the real one compiles
   md = js.with_suffix(".md").read_text()
   # One CPU device: no mesh to compare, and the row says why rather than staying empty.
   assert report["mesh"] == "skipped: 1 cpu device(s); the mesh rows need 2 or more"

@@ -138,7 +138,7 @@ def predictions(x_NxHxWxC, y_N, pred_N, names: list[str], title: str, path: str)
   h, w = x_NxHxWx3.shape[1:3]
   gap_x, gap_y = max(1, round(w * 0.12)), max(2, round(h * 0.55))  # room for 2 lines of label
   mosaic = np.ones((rows * (h + gap_y), cols * (w + gap_x) - gap_x, 3))  # white between tiles
-  width = cols * 1.5  # inches; the height follows the mosaic's shape, plus the title's 0.5
+  width = cols * 1.5  # inches; the height follows the mosaic's shape, plus 0.6 for the title
   height = width * 0.98 * mosaic.shape[0] / mosaic.shape[1]
   fig = plt.figure(figsize=(width, height + 0.6))
   ax = fig.add_axes((0.01, 0.1 / (height + 0.6), 0.98, height / (height + 0.6)))
