@@ -63,9 +63,7 @@ def _meta(ckpt: Checkpointer, step: int) -> dict:
 
 
 def _state(ckpt: Checkpointer, step: int):
-  import orbax.checkpoint as ocp
-
-  return ckpt.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return ckpt.state_on_host(step)  # on any machine, whatever mesh trained it
 
 
 def newest_readable(ckpt: Checkpointer, keys: tuple[str, ...], *, state: bool) -> tuple:

@@ -5,7 +5,7 @@ PBT winner's schedule, another). After each chunk it records
 the hyperparameters every member trained with; on a decision epoch it
   * halving: keeps the top ⌈M/η⌉ members by validation accuracy and drops the
     rest from the program (the next chunk compiles for fewer members);
-  * pbt: runs `population.pbt_step` on the device (exploit + explore) and
+  * pbt: runs `population.exploit_explore` on the device (exploit + explore) and
     records who copied whom;
   * grid: nothing (every member trains to the end).
 The record lives in `Progress.population`, which is checkpoint metadata: a
@@ -16,6 +16,7 @@ come from the search seed and the epoch, so no sampler state is needed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Literal
 
@@ -24,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax.core import population as pop
-from dl101_jax.host.group import Progress, select
+from dl101_jax.host.group import Progress
+from dl101_jax.host.placement import members_axis, select, width
 from dl101_jax.host.parallel import to_host
 
 Method = Literal["grid", "halving", "pbt"]  # --method's type; its choices, once
@@ -73,9 +75,10 @@ class PopulationStep:
                            "kept": progress.alive})
       return select(states, keep)
     key = pop.key_for(self.seed, pop.EXPLORE, e)
-    states, source_M, hp_M = pop.pbt_step(
+    states, source_M, hp_M = _pbt_placed(
         key, states, jnp.asarray(score_M, jnp.float32), space=self.space,
-        fraction=self.fraction, resample_probability=self.resample_probability)
+        fraction=self.fraction, resample_probability=self.resample_probability,
+        sharding=members_axis(states)[0])
     source_M, hp_M = to_host((source_M, hp_M))
     for j, i in enumerate(alive):
       if source_M[j] != j:
@@ -105,13 +108,32 @@ class ReplayStep:
                                          for k in pop.HPARAMS}})
     if e >= len(self.schedule):
       return states
-    m = len(progress.alive)
     nxt = self.schedule[e]
-    # Jitted, as pbt_step is: the states keep their placement on the device(s).
-    return _set_hparams(states, {k: jnp.full((m,), nxt[k], jnp.float32) for k in pop.HPARAMS})
+    # Jitted, as pbt_step is: the states keep their placement on the device(s). Every row,
+    # the padding's too (placement.py), takes the same values.
+    return _set_hparams(states, {k: jnp.full((width(states),), nxt[k], jnp.float32)
+                                 for k in pop.HPARAMS})
 
 
 _set_hparams = jax.jit(pop.set_hparams)
+
+
+@functools.partial(jax.jit, static_argnames=("space", "fraction", "resample_probability",
+                                             "sharding"))
+def _pbt_placed(key, states, score_M, *, space, fraction, resample_probability, sharding):
+  """`pop.pbt_step` among the first M = len(score_M) members of states that may be padded to
+  W rows and split over 'members' (placement.py): the step sees exactly the M members (the
+  same draws as on one device), the padding is refilled from the new last member, and the
+  states come back where they were (`sharding`; None: where XLA puts them). One program:
+  the exploit's copies cross devices inside it."""
+  m, w = score_M.shape[0], width(states)
+  states, source_M, hp_M = pop.exploit_explore(
+      key, jax.tree.map(lambda a: a[:m], states), score_M, space=space, fraction=fraction,
+      resample_probability=resample_probability)
+  states = jax.tree.map(lambda a: a[jnp.minimum(jnp.arange(w), m - 1)], states)
+  if sharding is not None:
+    states = jax.lax.with_sharding_constraint(states, sharding)
+  return states, source_M, hp_M
 
 
 def record_hparams(rec: dict, progress: Progress) -> None:

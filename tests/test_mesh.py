@@ -1,6 +1,6 @@
 """The (members, data) mesh: a population split over 8 CPU devices on 'members' against the
-same population on one device, PBT's exploit across devices, and checkpoints that move
-between meshes.
+same population on one device, PBT's exploit across devices, checkpoints that move
+between meshes, and the states kept split between chunks (each device its own members).
 
 How exact: members never interact, so no sum is split across devices as in data parallelism.
 What differs is XLA's CPU code for 2 members a device against 12 on one: the batched matmuls
@@ -14,12 +14,14 @@ decisions equal and its accuracies within 4 held-out images.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.host.parallel import mesh_shape
-from helpers import run_module
+from helpers import ROOT, env, run_module
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 FIRST, LAST = 1e-4, 1e-2
@@ -27,6 +29,34 @@ FIRST, LAST = 1e-4, 1e-2
 
 def _run(module, *args, timeout=300):
   r = run_module(module, "--dataset", "digits", *args, timeout=timeout, **EIGHT)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r
+
+
+SPY = r"""
+import json, runpy, sys
+import jax
+from dl101_jax.host import loop
+seen, after = [], loop._after_chunk
+def spy(states, progress, *rest):  # where the states are between chunks
+  leaf = jax.tree.leaves(states)[0]
+  seen.append([progress.epoch, leaf.shape[0], str(leaf.sharding.spec),
+               sorted({s.data.shape[0] for s in leaf.addressable_shards})])
+  return after(states, progress, *rest)
+loop._after_chunk = spy
+sys.argv = sys.argv[1:]  # the module, then its flags
+try:
+  runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+  print("BETWEEN_CHUNKS", json.dumps(seen))
+"""
+
+
+def _spied(module, *args, timeout=300):
+  """`_run`, recording where the states are after each chunk (`loop._after_chunk`)."""
+  r = subprocess.run([sys.executable, "-c", SPY, module, "--dataset", "digits", *args],
+                     cwd=ROOT, env=env(**EIGHT), capture_output=True, text=True,
+                     timeout=timeout)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
 
@@ -52,8 +82,16 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
   _run(*args, "--devices", "1", "--workdir", str(tmp_path / "one"))
   # The 1-device checkpoint of epoch 1 resumes on 8 devices, 2 members a device.
   _rewind(tmp_path / "one", tmp_path / "moved", "dropout+no_dropout", 1)
-  r8 = _run(*args, "--workdir", str(tmp_path / "moved"))
+  r8 = _spied(*args, "--workdir", str(tmp_path / "moved"))
   assert "compiling 12 model(s) into one program (16 over 8 devices)" in r8.stdout
+  # Between chunks each device held its own 2 of the 16 rows, never all of them.
+  between = json.loads(r8.stdout.split("BETWEEN_CHUNKS ")[1].splitlines()[0])
+  assert between == [[2, 16, "P('members',)", [2]]], between
+  # Its checkpoints (12 members: on every device) export on one device.
+  e = run_module("dl101_jax.export", "--workdir", str(tmp_path / "moved"), "--variant",
+                 "dropout", "--seed", "5", "--out", str(tmp_path / "x"))
+  assert e.returncode == 0, e.stderr
+  assert json.load(open(tmp_path / "x" / "model.json"))["epoch"] == 2
   moved, m = _seeds(tmp_path / "moved" / "results.json")
   one, o = _seeds(tmp_path / "one" / "results.json")
   assert moved["mesh"] == {"members": 8, "data": 1} and moved["devices"] == 8
@@ -71,7 +109,10 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
 def test_pbt_exploits_on_eight_devices_and_its_checkpoint_resumes_on_one(tmp_path):
   args = ("experiments.search", "--method", "pbt", "--members", "8", "--pbt-every", "1",
           "--epochs", "3")
-  _run(*args, "--workdir", str(tmp_path / "eight"))  # 8 members: by default, one a device
+  r8 = _spied(*args, "--workdir", str(tmp_path / "eight"))  # 8 members: by default, one a device
+  # Exploits or not, each device kept its one member between chunks.
+  assert json.loads(r8.stdout.split("BETWEEN_CHUNKS ")[1].splitlines()[0]) == [
+      [e, 8, "P('members',)", [1]] for e in (1, 2, 3)]
   _rewind(tmp_path / "eight", tmp_path / "moved", "+".join(f"m{i}" for i in range(8)), 1)
   _run(*args, "--devices", "1", "--workdir", str(tmp_path / "moved"))
   eight = json.load(open(tmp_path / "eight" / "results.json"))
@@ -118,24 +159,56 @@ def test_a_mesh_that_does_not_fit_the_devices_is_one_line(tmp_path, capsys):
       f"the two axes must multiply to {n}"]
 
 
-def test_padding_fills_the_axis_with_the_last_member_and_drops_it_again():
-  """The chunk runner's moves on one device (the same code as on 8, without the split): a
-  population that shrank (a member diverged) to the same padded size pads and drops anew."""
-  import jax.numpy as jnp
-  import numpy as np
+PLACEMENT = r"""
+import sys
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, "tests")
+from test_search import SPACE, population_states
+from dl101_jax.config import Config
+from dl101_jax.core import population as pop
+from dl101_jax.host import placement
+from dl101_jax.host.parallel import runtime
+from dl101_jax.tuning import _pbt_placed
 
-  from dl101_jax.host.chunks import ChunkRunner
-  from dl101_jax.host.parallel import runtime
+rt = runtime(Config(name="t", dataset="digits", net="fc8"), members=12)
+assert rt.axes == {"members": 8, "data": 1}
+states = population_states(12)  # a real TrainState: params, Adam's moments, kept bests
+rows = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]
 
-  runner = ChunkRunner.__new__(ChunkRunner)
-  runner.rt, runner._moves = runtime(Config(name="t", dataset="digits", net="fc8")), {}
-  for m in (3, 2):  # both pad to 4
-    states = {"w": jnp.arange(m * 2.0).reshape(m, 2)}
-    keys = jnp.arange(m)
-    padded, pkeys = runner._move("spread", m, 4)(states, keys)
-    np.testing.assert_array_equal(padded["w"][m:], np.repeat(states["w"][-1:], 4 - m, axis=0))
-    np.testing.assert_array_equal(pkeys, list(range(m)) + [m - 1] * (4 - m))
-    mets = {"loss": jnp.ones((5, 4)), "chunks": jnp.ones((5, 4, 3))}  # E x mp (x K)
-    back, bmets = runner._move("gather", m, 4)(padded, mets)
-    np.testing.assert_array_equal(back["w"], states["w"])
-    assert bmets["loss"].shape == (5, m) and bmets["chunks"].shape == (5, m, 3)
+def check(tree, want_rows, per_device, spec="P('members',)"):
+  leaf = jax.tree.leaves(tree)[0]
+  assert str(leaf.sharding.spec) == spec, leaf.sharding
+  assert {s.data.shape[0] for s in leaf.addressable_shards} == {per_device}
+  for got, want in zip(rows(tree), rows(want_rows), strict=True):
+    np.testing.assert_array_equal(got, want)
+
+take = lambda ix: jax.tree.map(lambda a: a[np.asarray(ix)], states)
+# 12 members: 16 rows, 2 a device; the 4 padding rows copy the last member.
+split = placement.placed(states, 12, rt)
+check(split, take(list(range(12)) + [11] * 4), 2)
+# Halving's rung / pruning: 9 of them, in that order, padded again and still split.
+keep = [0, 3, 5, 7, 9, 11, 2, 4, 6]
+check(placement.select(split, keep), take(keep + [6] * 7), 2)
+# A checkpoint holds exactly the members: 12 can't split over 8 (on every device), 8 can.
+check(placement.trim(split, 12, rt), states, 12, spec="P()")
+check(placement.trim(placement.select(split, range(8)), 8, rt), take(range(8)), 1)
+# PBT on the split, padded population: the same step as on the 12 alone, bit for bit.
+key, score = jax.random.PRNGKey(3), jnp.asarray(np.linspace(0.9, 0.1, 12), jnp.float32)
+kw = dict(space=SPACE, fraction=0.25, resample_probability=0.25)
+one, src1, hp1 = pop.pbt_step(key, states, score, **kw)
+new, src, hp = _pbt_placed(key, split, score, sharding=placement.members_axis(split)[0], **kw)
+np.testing.assert_array_equal(src, src1)
+assert sorted(np.flatnonzero(np.asarray(src) != np.arange(12))) == [9, 10, 11]
+for k in hp1:
+  np.testing.assert_array_equal(hp[k], hp1[k])
+check(new, jax.tree.map(lambda a: a[np.asarray(list(range(12)) + [11] * 4)], one), 2)
+print("placement ok")
+"""
+
+
+def test_members_stay_split_and_padded_through_selection_pbt_and_checkpoints():
+  """placement.py on 8 CPU devices: the moves `fit` makes between chunks keep each device's
+  own members on it, pad with copies of the last member, and hand back exact members."""
+  r = subprocess.run([sys.executable, "-c", PLACEMENT], cwd=ROOT, env=env(**EIGHT),
+                     capture_output=True, text=True, timeout=240)
+  assert r.returncode == 0 and "placement ok" in r.stdout, r.stderr[-3000:]

@@ -133,8 +133,9 @@ class Checkpointer:
     if self._mngr is None:
       import orbax.checkpoint as ocp
 
-      self._mngr = ocp.CheckpointManager(
-          self.directory, item_names=("state", "meta"),
+      self._mngr = ocp.CheckpointManager(  # handlers named: item_metadata reads shapes
+          self.directory, item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                         "meta": ocp.JsonCheckpointHandler()},
           options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
                                                enable_async_checkpointing=False))
     return self._mngr
@@ -227,6 +228,19 @@ class Checkpointer:
     except Exception:  # unreadable: the caller starts over from what it has
       return None
     return out["state"], out["meta"]
+
+  def state_on_host(self, step: int) -> Any:
+    """One step's state as numpy arrays, whatever mesh wrote it: orbax restores a sharded
+    array only onto the devices that saved it unless it is given a target, so the target is
+    the saved shapes, on the host (export, on any machine, from a run on 8 devices)."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    shapes = self.mngr.item_metadata(step)["state"]
+    target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes)
+    return self.mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
 
   def _set_aside(self, steps: list[int]) -> None:
     """Move unreadable newer checkpoints out of the way (the run will write those steps again)."""

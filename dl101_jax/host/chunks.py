@@ -1,6 +1,7 @@
 """A group's compiled program, run a chunk of epochs at a time: compiled once per
 (epochs per call, members alive), compile timed apart, out-of-memory named; on a mesh
-with a 'members' axis, the members padded and spread over it for the chunk."""
+with a 'members' axis, the states come and go split over it (placement.py), and only
+the chunk's metrics are gathered."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dl101_jax.config import Config
 from dl101_jax.core import member_state, train
 from dl101_jax.host import signals
-from dl101_jax.host.group import GroupProgram, select
+from dl101_jax.host.group import GroupProgram
+from dl101_jax.host.placement import spread, width
 from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
 from dl101_jax.host.console import Console, EpochTicker
 
@@ -48,7 +49,7 @@ class ChunkRunner:
     self.compiled: dict[tuple[int, int], Any] = {}
     self.compile_seconds = 0.0
     self.spread_over = rt.axes["members"]  # devices the members are split over
-    self._moves: dict[tuple[str, int, int], Any] = {}
+    self._gathers: dict[tuple[int, int], Any] = {}
 
   def _oom(self, e: BaseException, what: str, members: int):
     return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
@@ -56,13 +57,12 @@ class ChunkRunner:
 
   def __call__(self, states: Any, alive: list[int], epoch: int, data: train.DeviceData,
                n: int) -> tuple[Any, dict[str, np.ndarray], float]:
-    """n epochs from `epoch` for the `alive` members: (states, n_epochs x M metrics on the
-    host, seconds)."""
-    keys_M = select(self.keys, alive)
-    m = keys_M.shape[0]
-    mp = -(-m // self.spread_over) * self.spread_over  # members padded to fill the axis
-    if self.spread_over > 1:
-      states, keys_M = self._move("spread", m, mp)(states, keys_M)
+    """n epochs from `epoch` for the `alive` members: (their states, placed as they came,
+    n_epochs x M metrics on the host, seconds)."""
+    keys_M = spread(self.keys, alive, self.rt.member_sharding)  # padded as the states are
+    m, mp = len(alive), width(keys_M)
+    if width(states) != mp:  # the loop keeps them placed (placement.py); this is its check
+      raise AssertionError(f"{self.group}: states hold {width(states)} members, the chunk {mp}")
     args = (states, keys_M, jax.device_put(np.int32(epoch), self.rt.replicated), data)
     try:
       if (n, mp) not in self.compiled:
@@ -85,8 +85,8 @@ class ChunkRunner:
     try:
       with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
         states, mets_ExM = self.compiled[n, mp](*args)
-      if self.spread_over > 1:
-        states, mets_ExM = self._move("gather", m, mp)(states, mets_ExM)
+      if self.spread_over > 1:  # the states stay split; only the metrics come together
+        mets_ExM = self._gather(m, mp)(mets_ExM)
       mets_ExM = to_host(_wait(mets_ExM))  # the only device->host copy: E epochs x M members
     except Exception as e:
       if is_out_of_memory(e):
@@ -94,22 +94,13 @@ class ChunkRunner:
       raise
     return states, mets_ExM, time.perf_counter() - t0
 
-  def _move(self, way: str, m: int, mp: int) -> Callable:
-    """Jitted, so that every process of a multi-host run moves its part. 'spread': the M
-    members' states and keys padded to mp (copies of the last member, whose results are
-    dropped) and split over the 'members' devices; 'gather': the first M members' states
-    and E x M metrics back on every device, as the host side keeps them between chunks."""
-    if (way, m, mp) not in self._moves:  # m: a member that diverged leaves fewer
-      if way == "spread":
-        pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], mp - m, axis=0)])  # noqa: E731
-        fn = lambda states, keys: jax.tree.map(pad, (states, keys))  # noqa: E731
-        out = self.rt.member_sharding
-      else:
-        fn = lambda states, mets: (jax.tree.map(lambda a: a[:m], states),  # noqa: E731
-                                   jax.tree.map(lambda a: a[:, :m], mets))
-        out = self.rt.replicated
-      self._moves[way, m, mp] = jax.jit(fn, out_shardings=out)
-    return self._moves[way, m, mp]
+  def _gather(self, m: int, mp: int) -> Callable:
+    """Jitted, so that every process of a multi-host run moves its part: the E x M metrics
+    of the first M members, the padding dropped, on every device (to_host reads them)."""
+    if (m, mp) not in self._gathers:  # m: a member that diverged leaves fewer
+      self._gathers[m, mp] = jax.jit(lambda mets: jax.tree.map(lambda a: a[:, :m], mets),
+                                     out_shardings=self.rt.replicated)
+    return self._gathers[m, mp]
 
 
 def _wait(tree: Any) -> Any:

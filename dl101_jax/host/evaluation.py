@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dl101_jax.core import member_state, train
+from dl101_jax.host import placement
 from dl101_jax.host.parallel import to_host
 
 
@@ -57,13 +58,14 @@ def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None 
   if split is not None:
     data = dataclasses.replace(data, x_val=jax.device_put(split[0]),
                                y_val=jax.device_put(split[1]))
-  # The mesh the states live on (replicated between chunks): each device evaluates its own
+  # The mesh the states live on (a finished group's: split over 'members' when they fill it
+  # evenly, else on every device; placement.py): each device evaluates its own
   # members (axis 'members', k of them) on its part of each batch (axis 'data', d), as in
   # training; unconstrained, every device would evaluate everything. The metrics come back
   # replicated, as to_host reads them.
   mesh = getattr(jax.tree.leaves(group.states)[0].sharding, "mesh", None)
   k, d = (int(dict(mesh.shape).get(a, 1)) if mesh is not None else 1 for a in ("members", "data"))
-  ix_M = np.asarray(idx + idx[-1:] * (-len(idx) % k), np.int32)  # padded to k's multiple
+  ix_M = placement.padded(idx, k)  # to k's multiple, with copies of the last
   c = group.members[0].config
   bs = -(-min(c.eval_batch_size, data.x_val.shape[0]) // d) * d  # as group.py's, d's multiple
   prog = train.Program(loss=c.loss, batch_size=c.batch_size, tta=c.tta if tta is None else tta,

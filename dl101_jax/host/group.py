@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl101_jax.host import checkpoint as ckpt_lib
+from dl101_jax.host import checkpoint as ckpt_lib, placement
 from dl101_jax.core import member_state, train
 from dl101_jax.config import Config
 from dl101_jax.host.data import Dataset, fingerprint
@@ -100,16 +100,6 @@ def group_name(members: list[Member]) -> str:
   return "+".join(dict.fromkeys(m.variant for m in members))
 
 
-@jax.jit
-def _take(tree: Any, ix_M: jax.Array) -> Any:  # one program, not an eager gather per leaf
-  return jax.tree.map(lambda a: a[ix_M], tree)
-
-
-def select(tree: Any, idx: list[int]) -> Any:
-  """The members `idx` of a stacked pytree, in that order."""
-  return _take(tree, np.asarray(idx, np.int32))  # uncommitted: global multi-process arrays too
-
-
 def device_data(ds: Dataset, normalizer, rt: Runtime) -> train.DeviceData:
   """Put a dataset on the device(s) once, replicated."""
   arrays = train.DeviceData(ds.x_train, ds.y_train, ds.x_val, ds.y_val,
@@ -180,7 +170,7 @@ class GroupProgram:
 def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
                     rt: Runtime, fingerprint: str) -> tuple[Any, Progress]:
   """The newest checkpoint's states and progress if it matches the config and the data (its
-  `data_lib.fingerprint`), or fresh ones."""
+  `data_lib.fingerprint`), or fresh ones; placed for the chunks (`placement`)."""
   configs = [m.config.to_dict() for m in gp.members]
 
   def target(meta):
@@ -195,14 +185,18 @@ def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
           f"the checkpoint in {ckpt.directory} was trained on other data (fingerprint "
           f"{saved}, this data {fingerprint}: another --data-dir?); use that data, another "
           f"--workdir, or --restart")
-    return gp.abstract(list(meta["alive"]), rt.replicated)
+    return gp.abstract(list(meta["alive"]), placement.exact(rt, len(meta["alive"])))
 
   restored = ckpt.restore_latest(target) if ckpt else None
-  if restored:
+  if restored:  # written on any mesh, read onto this one, then padded and split as chunks want
     states, meta = restored
-    return states, Progress.from_meta(meta)
+    progress = Progress.from_meta(meta)
+    return placement.placed(states, len(progress.alive), rt), progress
   progress = Progress.fresh(len(gp.members))
-  return gp.init(progress.alive, rt.replicated), progress
+  # Made where they will train: the padding rows are the last member's config, so its copies.
+  k = rt.axes["members"] if rt.member_sharding is not None else 1
+  return gp.init(list(placement.padded(progress.alive, k)),
+                 rt.member_sharding or rt.replicated), progress
 
 
 def checkpointer(c0: Config, group: str) -> ckpt_lib.Checkpointer | None:

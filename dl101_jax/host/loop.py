@@ -15,15 +15,15 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from dl101_jax.host import evaluation, files, signals
+from dl101_jax.host import evaluation, files, placement, signals
 from dl101_jax.core import member_state, train
 from dl101_jax.config import Config, ConfigError
 from dl101_jax.host.data import Dataset
 from dl101_jax.host.group import (GroupProgram, GroupResult, Member, Progress, checkpointer,
-                                  data_spec, restore_or_init, select)
+                                  data_spec, restore_or_init)
 from dl101_jax.core.optim import LABELS, schedule_factor
 from dl101_jax.host.chunks import ChunkRunner, chunk_length
-from dl101_jax.host.parallel import Runtime, to_host
+from dl101_jax.host.parallel import Runtime, to_device, to_host
 from dl101_jax.host.console import Console, EpochTicker
 from dl101_jax.host.report import METRICS, TensorBoardRun, epoch_line, step_line
 from dl101_jax.host.tb_detail import Probe, log_chunk_losses, probe_for
@@ -84,19 +84,22 @@ def keep_best(states: Any, mets_ExM: dict[str, np.ndarray], progress: Progress,
               rt: Runtime) -> Any:
   """Each member's best epoch so far kept inside its state (`member_state.keep_best`), from
   the chunk's last validation: only a chunk's last epoch can be a best epoch, its weights
-  are the ones at hand. Nothing to keep without a validation split."""
+  are the ones at hand. Nothing to keep without a validation split. The padding (copies of
+  the last member) keeps the last member's best, as its copies must."""
   if "val_accuracy" not in mets_ExM:
     return states
-  val_M, epoch = jax.device_put((np.asarray(mets_ExM["val_accuracy"][-1], np.float32),
-                                  np.int32(progress.epoch)), rt.replicated)
-  return member_state.keep_best(states, val_M, epoch)
+  val_M = np.asarray(mets_ExM["val_accuracy"][-1], np.float32)
+  val_W = val_M[placement.padded(range(len(val_M)), placement.members_axis(states)[1])]
+  val_W = to_device(val_W, placement.members_axis(states)[0] or rt.replicated)  # as the states
+  return member_state.keep_best(states, val_W, jax.device_put(np.int32(progress.epoch),
+                                                              rt.replicated))
 
 
 def prune(states: Any, progress: Progress, dead: list[int]) -> Any:
   """Drop diverged members from the stacked states (no more compute for them)."""
   keep = [j for j, i in enumerate(progress.alive) if i not in dead]
   progress.alive = [progress.alive[j] for j in keep]
-  return select(states, keep) if keep else None
+  return placement.select(states, keep) if keep else None
 
 
 def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime, *,
@@ -127,7 +130,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
   resumed = _say_resumed(console, group, progress, c0.epochs, spe)
   tb = open_tensorboard(members, c0, resumed, spe) if rt.is_primary else {}
   runner = ChunkRunner(gp, rt, console, group, ticker)
-  probe = probe_for(gp.model, c0.loss, c0.tensorboard_verbose, data) if tb else None
+  probe = probe_for(gp.model, c0.loss, c0.tensorboard_verbose, data)  # every process measures
   console.new_block()  # a group's live block never overwrites the previous group's
   show = lambda ep, seconds, force: _show(Shown(console, members, progress.histories, c0, spe,
                                                 ds, seconds, label_variants), ep, force)
@@ -148,7 +151,7 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       # save; a resume then recomputes the same divergence from the previous checkpoint.
       stop = should_stop()
       finished = progress.epoch >= c0.epochs or not progress.alive
-      _save(ckpt, progress, states, members, meta, force=bool(stop) or finished)
+      _save(ckpt, progress, states, members, meta, rt, force=bool(stop) or finished)
       if stop and not finished:
         raise signals.Interrupted(signals.exit_code(stop))
     _end_sessions(tb, progress)
@@ -157,7 +160,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
     for closing in (ckpt, *tb.values()):
       if closing:
         closing.close()
-  return GroupResult(members, progress, states, resumed, runner.compile_seconds, n_params)
+  final = placement.trim(states, len(progress.alive), rt) if progress.alive else None
+  return GroupResult(members, progress, final, resumed, runner.compile_seconds, n_params)
 
 
 def _log_detail(tb: dict, states: Any, progress: Progress, n: int, c0: Config, spe: int,
@@ -175,8 +179,8 @@ def _log_rates(tb: dict, states: Any, progress: Progress, n: int, c0: Config, sp
   the states (constant within a chunk: a search changes it between chunks), read back once
   per chunk, times the schedule's factor at the epoch's last step. Before the chunk's
   members are pruned: the states' axis is still progress.alive."""
-  if not tb:
-    return
+  # Read on every process (the states may be split over them; reading is a collective),
+  # written where the TensorBoard runs are.
   rate_M = np.asarray(to_host(member_state.hparams(states, ("learning_rate",))["learning_rate"]))
   factor = schedule_factor(c0.schedule, c0.epochs * spe)
   for j, i in enumerate(progress.alive):
@@ -209,13 +213,14 @@ def _say_layers(console: Console, group: str, gp: GroupProgram, c0: Config) -> i
   return n_params
 
 
-def _save(ckpt: Any, progress: Progress, states: Any, members: list[Member], meta: dict, *,
-          force: bool) -> None:
+def _save(ckpt: Any, progress: Progress, states: Any, members: list[Member], meta: dict,
+          rt: Runtime, *, force: bool) -> None:
   """A checkpoint every --checkpoint-every epochs, and when the group finishes or is stopped
-  (`force`). Between chunks a signal stops the run after the next epoch: still "training"."""
+  (`force`): the alive members and no padding, so any mesh reads it back. Between chunks a
+  signal stops the run after the next epoch: still "training"."""
   if ckpt and progress.alive and (progress.epoch % members[0].config.checkpoint_every == 0
                                   or force):
-    ckpt.save(progress.epoch, states,
+    ckpt.save(progress.epoch, placement.trim(states, len(progress.alive), rt),
               progress.to_meta([m.config.to_dict() for m in members], meta))
 
 

@@ -181,11 +181,15 @@ def to_device(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def to_host(tree: Any) -> Any:
-  """Replicated global arrays -> numpy, on every process."""
+  """Global arrays -> numpy, whole, on every process. An array split over processes (the
+  members' states) is gathered, a collective: every process must call this together."""
+  from jax.experimental import multihost_utils
 
   def one(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(jax.device_get(x.addressable_data(0)))
+      if x.is_fully_replicated:
+        return np.asarray(jax.device_get(x.addressable_data(0)))
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
   return jax.tree.map(one, tree)

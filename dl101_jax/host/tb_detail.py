@@ -142,8 +142,10 @@ class Probe:
           skip: list[int] = ()) -> None:
     """Measure the alive members' states (stacked in `alive`'s order) and write the epoch's
     histograms into their runs; `skip`: members that just diverged (their weights are NaN)."""
-    if not tb or states is None:
+    if states is None:
       return
+    # Measured on every process (the states may be split over them: reading is a
+    # collective), written where the runs are.
     got = to_host(self.fn(states, self.x, self.y))
     for j, i in enumerate(alive):
       if i not in tb or i in skip:

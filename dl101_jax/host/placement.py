@@ -1,0 +1,93 @@
+"""Where a group's stacked members live: on a mesh with a 'members' axis of k devices,
+split over it, k-th by k-th, from the first chunk to the last.
+
+Between chunks the states stay where the chunk left them, so each device holds only its own
+members (a population of 36 on 8 chips keeps 5 a chip, not 36). The axis needs a multiple of
+k: a group of M members is padded to W = ⌈M/k⌉·k with copies of its last member, which train
+exactly as it does and whose results are never read. The host knows M (`Progress.alive`);
+the states' leading axis is W. Everything that picks members (pruning the diverged,
+halving's rungs, PBT's exploit) picks among the first M and pads again, in one program that
+moves only what changes hands. A checkpoint and a finished group hold exactly the M members:
+split over the axis when M fills it evenly, else (no shorter split exists) on every device.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+from dl101_jax.host.parallel import Runtime
+
+
+def members_axis(tree: Any) -> tuple[NamedSharding | None, int]:
+  """(the 'members' placement of a stacked pytree, the devices on that axis); (None, 1)
+  when every device holds every member (one device, or a mesh that splits only batches)."""
+  s = getattr(jax.tree.leaves(tree)[0], "sharding", None)
+  spec = getattr(s, "spec", None)
+  if isinstance(s, NamedSharding) and spec and spec[0] == "members":
+    return s, int(s.mesh.shape["members"])
+  return None, 1
+
+
+def width(tree: Any) -> int:
+  """W: the members a stacked pytree holds, padding included."""
+  return int(jax.tree.leaves(tree)[0].shape[0])
+
+
+def padded(idx: Sequence[int], k: int) -> np.ndarray:
+  """`idx` filled up to a multiple of k with its last entry: the padding copies the last."""
+  idx = list(idx)
+  return np.asarray(idx + idx[-1:] * (-len(idx) % k), np.int32)
+
+
+@jax.jit
+def _take(tree: Any, ix_M: jax.Array) -> Any:  # one program, not an eager gather per leaf
+  return jax.tree.map(lambda a: a[ix_M], tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _take_to(sharding: NamedSharding):  # one jit per placement (shardings are hashable)
+  return jax.jit(lambda tree, ix_M: jax.tree.map(lambda a: a[ix_M], tree),
+                 out_shardings=sharding)
+
+
+def spread(tree: Any, idx: Sequence[int], sharding: NamedSharding | None) -> Any:
+  """The members `idx` of a stacked pytree, in that order, padded and split over `sharding`'s
+  'members' axis; with None, exactly `idx`, where the tree lives. Jitted, so that every
+  process of a multi-host run moves its part; the index is uncommitted (global arrays too)."""
+  if sharding is None:
+    return _take(tree, np.asarray(list(idx), np.int32))
+  return _take_to(sharding)(tree, padded(idx, int(sharding.mesh.shape["members"])))
+
+
+def select(tree: Any, idx: Sequence[int]) -> Any:
+  """The members `idx` (positions among the first M) of a stacked pytree, in that order,
+  placed as the tree is: split over 'members' and padded again, or where it was."""
+  return spread(tree, idx, members_axis(tree)[0])
+
+
+def exact(rt: Runtime, m: int) -> NamedSharding:
+  """Where exactly m members can live: split over 'members' when m fills it evenly, else
+  on every device (an uneven split is not an array JAX can hold)."""
+  s = rt.member_sharding
+  return s if s is not None and m % rt.axes["members"] == 0 else rt.replicated
+
+
+def trim(tree: Any, m: int, rt: Runtime) -> Any:
+  """The first m members of a stacked pytree and no padding: what a checkpoint and a
+  finished group hold. A no-op where there is no padding to drop."""
+  if members_axis(tree)[0] is None and width(tree) == m:
+    return tree
+  return _take_to(exact(rt, m))(tree, np.arange(m, dtype=np.int32))
+
+
+def placed(tree: Any, m: int, rt: Runtime) -> Any:
+  """A stacked pytree of exactly m members (restored, or made on every device) where the
+  chunks want it: padded and split over 'members' on such a mesh, else as it is."""
+  if rt.member_sharding is None:
+    return tree
+  return spread(tree, range(m), rt.member_sharding)
