@@ -7,7 +7,8 @@ Runs experiments.dropout on digits (`--seeds members/2`: its two variants make o
 program of `--members` models) once per mesh, each in a fresh process that sees
 `--devices` devices (on a CPU, XLA's --xla_force_host_platform_device_count), and
 reports training images per second (every member's images; compiling excluded: the
-program's wall seconds in results.json) and the ratio to the data-parallel row. On a
+program's wall seconds in results.json), the ratio to the data-parallel row, and the most
+memory of states one device held between chunks (results.json's state_bytes_per_device). On a
 machine with that many accelerators (a TPU v2-8, 8 GPUs), pass --platform to use them.
 About 3 minutes on 2 CPU cores. Results: benchmarks/results/mesh_*.json. With fewer than 2
 devices there is no mesh to compare: it says so, writes {"skipped": why} to --out if given,
@@ -53,7 +54,8 @@ def once(mesh: str, args: argparse.Namespace, workdir: str) -> dict:
   images = res["dataset"]["train_size"] * args.epochs * group["members"]
   return {"mesh": res["mesh"], "members": group["members"],
           "training_seconds": group["wall_seconds"], "compile_seconds": group["compile_seconds"],
-          "images_per_s": round(images / group["wall_seconds"], 1)}
+          "images_per_s": round(images / group["wall_seconds"], 1),
+          "state_mib_per_device": round(group["state_bytes_per_device"] / 2**20, 2)}
 
 
 def _count(platform: str) -> int:
@@ -67,13 +69,13 @@ def _count(platform: str) -> int:
 
 def table(rows: list[dict]) -> str:
   base = next(r for r in rows if r["mesh"]["members"] == 1)["images_per_s"]
-  out = ["| mesh (members x data) | images/s | vs data only | training s | compile s |",
-         "|---|---|---|---|---|"]
+  out = ["| mesh (members x data) | images/s | vs data only | training s | compile s "
+         "| states MiB a device |", "|---|---|---|---|---|---|"]
   for r in rows:
     m = r["mesh"]
     out.append(f"| {m['members']} x {m['data']} | {r['images_per_s']:.0f} | "
                f"{r['images_per_s'] / base:.2f} | {r['training_seconds']:.1f} | "
-               f"{r['compile_seconds']:.1f} |")
+               f"{r['compile_seconds']:.1f} | {r.get('state_mib_per_device', 'n/a')} |")
   return "\n".join(out)
 
 

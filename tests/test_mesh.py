@@ -101,6 +101,10 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
     assert abs(m[k]["train_loss"][1] - o[k]["train_loss"][1]) < FIRST, (k, m[k], o[k])
     for metric in ("val_loss", "val_accuracy"):
       assert abs(m[k][metric][-1] - o[k][metric][-1]) < LAST, (k, metric)
+  # Memory, as results.json records it: every device held 2 of the 16 rows, where one device
+  # holds all 12 (every leaf of a state is stacked over the members).
+  (g8,), (g1,) = moved["groups"], one["groups"]
+  assert g1["state_bytes_per_device"] == 6 * g8["state_bytes_per_device"] > 0
   # The padded slots leave no trace: 12 histories of 2 epochs, 12 TensorBoard runs.
   assert sorted(len(h["epoch"]) for h in m.values()) == [2] * 12
   assert len([d for d in os.listdir(tmp_path / "moved") if "-seed" in d]) == 12

@@ -1,6 +1,7 @@
 """Many processes: 2 processes x 2 devices against 1 process x 4 devices (jax.distributed), on
 a (members, data) = (2, 2) mesh: the two members live on different processes, and each
-member's batch is split over its process's two devices."""
+member's batch is split over its process's two devices; the checkpoint they write together
+exports from one process."""
 
 import json
 import os
@@ -41,3 +42,10 @@ def test_two_processes_match_one_process(tmp_path):
   for name in ("dropout", "no_dropout"):
     assert abs(vm[name] - vs[name]) < 1e-3, (name, vm, vs)
   assert "| Adam:no_dropout |" in outs[0][0] and "| Adam" not in outs[1][0]  # process 0 reports
+  # Each process wrote its own member's part of the checkpoint; one process reads both back.
+  for name in ("dropout", "no_dropout"):
+    e = run_module("dl101_jax.export", "--workdir", wd, "--variant", name,
+                   "--out", str(tmp_path / "x" / name))
+    assert e.returncode == 0, e.stderr
+    spec = json.load(open(tmp_path / "x" / name / "model.json"))
+    assert (spec["epoch"], spec["parameters"]) == (1, rm["variants"][0]["parameters"])

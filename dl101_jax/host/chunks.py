@@ -16,7 +16,7 @@ from dl101_jax.config import Config
 from dl101_jax.core import member_state, train
 from dl101_jax.host import signals
 from dl101_jax.host.group import GroupProgram
-from dl101_jax.host.placement import spread, width
+from dl101_jax.host.placement import bytes_per_device, spread, width
 from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
 from dl101_jax.host.console import Console, EpochTicker
 
@@ -48,6 +48,7 @@ class ChunkRunner:
                                rt.replicated)
     self.compiled: dict[tuple[int, int], Any] = {}
     self.compile_seconds = 0.0
+    self.state_bytes = 0  # the most bytes of states one device held after a chunk
     self.spread_over = rt.axes["members"]  # devices the members are split over
     self._gathers: dict[tuple[int, int], Any] = {}
 
@@ -85,6 +86,7 @@ class ChunkRunner:
     try:
       with jax.transfer_guard("disallow"):  # explicit transfers only, inside the epochs
         states, mets_ExM = self.compiled[n, mp](*args)
+      self.state_bytes = max(self.state_bytes, bytes_per_device(states))
       if self.spread_over > 1:  # the states stay split; only the metrics come together
         mets_ExM = self._gather(m, mp)(mets_ExM)
       mets_ExM = to_host(_wait(mets_ExM))  # the only device->host copy: E epochs x M members

@@ -77,6 +77,7 @@ class GroupResult:
   resumed_epoch: int = 0
   compile_seconds: float = 0.0
   parameters: int = 0  # per member
+  state_bytes_per_device: int = 0  # the most one device held between chunks (0: none ran)
 
   @property
   def histories(self) -> list[dict]:

@@ -161,7 +161,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
       if closing:
         closing.close()
   final = placement.trim(states, len(progress.alive), rt) if progress.alive else None
-  return GroupResult(members, progress, final, resumed, runner.compile_seconds, n_params)
+  return GroupResult(members, progress, final, resumed, runner.compile_seconds, n_params,
+                     runner.state_bytes)
 
 
 def _log_detail(tb: dict, states: Any, progress: Progress, n: int, c0: Config, spe: int,

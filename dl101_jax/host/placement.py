@@ -13,6 +13,7 @@ split over the axis when M fills it evenly, else (no shorter split exists) on ev
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any, Sequence
 
@@ -91,3 +92,13 @@ def placed(tree: Any, m: int, rt: Runtime) -> Any:
   if rt.member_sharding is None:
     return tree
   return spread(tree, range(m), rt.member_sharding)
+
+
+def bytes_per_device(tree: Any) -> int:
+  """The most bytes of a pytree's arrays that any one of this process's devices holds (the
+  shards' sizes: metadata, nothing is read)."""
+  held: collections.Counter = collections.Counter()
+  for leaf in jax.tree.leaves(tree):
+    for shard in getattr(leaf, "addressable_shards", ()):
+      held[shard.device] += shard.data.nbytes
+  return max(held.values(), default=0)

@@ -56,7 +56,9 @@ def run_json(config: Config, ds: data_lib.Dataset, rt: Any,
       "groups": [{"name": group_name(g.members), "members": len(g.members),
                   "seeds": sorted({m.config.seed for m in g.members}),
                   "wall_seconds": round(g.wall_seconds, 3),
-                  "compile_seconds": round(g.compile_seconds, 3)} for g in groups],
+                  "compile_seconds": round(g.compile_seconds, 3),
+                  # Where the members lived: the most bytes of states one device held.
+                  "state_bytes_per_device": g.state_bytes_per_device} for g in groups],
   }
 
 
