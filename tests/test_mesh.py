@@ -135,6 +135,25 @@ def test_pbt_exploits_on_eight_devices_and_its_checkpoint_resumes_on_one(tmp_pat
     assert round(abs(m8["final_val_accuracy"] - m1["final_val_accuracy"]) * n) <= 4, m8["name"]
 
 
+def test_halving_on_eight_devices_pads_each_rung_and_its_checkpoint_resumes_on_one(tmp_path):
+  args = ("experiments.search", "--method", "halving", "--members", "12", "--rung-epochs", "1",
+          "--epochs", "3", "--train-size", "720")
+  r8 = _spied(*args, "--workdir", str(tmp_path / "eight"))
+  # 12 members train as 16 rows, 2 a device; the rungs keep 6, then 3, each padded to 8 (one
+  # program for both: the second rung compiles nothing).
+  assert json.loads(r8.stdout.split("BETWEEN_CHUNKS ")[1].splitlines()[0]) == [
+      [1, 16, "P('members',)", [2]], [2, 8, "P('members',)", [1]], [3, 8, "P('members',)", [1]]]
+  assert r8.stdout.count("compiling") == 2
+  _rewind(tmp_path / "eight", tmp_path / "moved", "+".join(f"m{i:02d}" for i in range(12)), 1)
+  _run(*args, "--devices", "1", "--workdir", str(tmp_path / "moved"))  # epoch 1's 6, on 1
+  eight = json.load(open(tmp_path / "eight" / "results.json"))
+  moved = json.load(open(tmp_path / "moved" / "results.json"))
+  kept = lambda r: [(g["epoch"], g["kept"]) for g in r["search"]["rungs"]]  # noqa: E731
+  assert kept(eight) == kept(moved) == [(1, kept(eight)[0][1]), (2, kept(eight)[1][1])]
+  assert [len(k) for _, k in kept(eight)] == [6, 3]
+  assert eight["search"]["winner"]["name"] == moved["search"]["winner"]["name"]
+
+
 def test_the_default_split_and_the_flag():
   c = Config(name="t", dataset="digits", net="fc8")
   assert mesh_shape(c, 8, members=12) == (8, 1)  # enough members: each device trains its own
