@@ -87,7 +87,7 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
   # Between chunks each device held its own 2 of the 16 rows, never all of them.
   between = json.loads(r8.stdout.split("BETWEEN_CHUNKS ")[1].splitlines()[0])
   assert between == [[2, 16, "P('members',)", [2]]], between
-  # Its checkpoints (12 members: on every device) export on one device.
+  # Its checkpoints (12 members: 3 a device, over 4 groups of 2) export on one device.
   e = run_module("dl101_jax.export", "--workdir", str(tmp_path / "moved"), "--variant",
                  "dropout", "--seed", "5", "--out", str(tmp_path / "x"))
   assert e.returncode == 0, e.stderr
@@ -145,7 +145,7 @@ def test_halving_on_eight_devices_pads_each_rung_and_its_checkpoint_resumes_on_o
       [1, 16, "P('members',)", [2]], [2, 8, "P('members',)", [1]], [3, 8, "P('members',)", [1]]]
   assert r8.stdout.count("compiling") == 2
   _rewind(tmp_path / "eight", tmp_path / "moved", "+".join(f"m{i:02d}" for i in range(12)), 1)
-  _run(*args, "--devices", "1", "--workdir", str(tmp_path / "moved"))  # epoch 1's 6, on 1
+  _run(*args, "--devices", "1", "--workdir", str(tmp_path / "moved"))  # epoch 1's 6 (3 a device)
   eight = json.load(open(tmp_path / "eight" / "results.json"))
   moved = json.load(open(tmp_path / "moved" / "results.json"))
   kept = lambda r: [(g["epoch"], g["kept"]) for g in r["search"]["rungs"]]  # noqa: E731
@@ -212,9 +212,15 @@ check(split, take(list(range(12)) + [11] * 4), 2)
 # Halving's rung / pruning: 9 of them, in that order, padded again and still split.
 keep = [0, 3, 5, 7, 9, 11, 2, 4, 6]
 check(placement.select(split, keep), take(keep + [6] * 7), 2)
-# A checkpoint holds exactly the members: 12 can't split over 8 (on every device), 8 can.
-check(placement.trim(split, 12, rt), states, 12, spec="P()")
+# A checkpoint holds exactly the members: 8 split over the 8 devices; 12 over 4 groups of 2
+# devices (3 a device, not 12); 7 (no common divisor with 8) on every device.
 check(placement.trim(placement.select(split, range(8)), 8, rt), take(range(8)), 1)
+twelve = placement.trim(split, 12, rt)
+check(twelve, states, 3)
+assert jax.tree.leaves(twelve)[0].sharding.mesh.shape == {"members": 4, "copies": 2}
+check(placement.trim(split, 7, rt), take(range(7)), 7, spec="P()")
+# ... and a restore puts them back on the chunks' split, padded.
+check(placement.placed(twelve, 12, rt), take(list(range(12)) + [11] * 4), 2)
 # PBT on the split, padded population: the same step as on the 12 alone, bit for bit.
 key, score = jax.random.PRNGKey(3), jnp.asarray(np.linspace(0.9, 0.1, 12), jnp.float32)
 kw = dict(space=SPACE, fraction=0.25, resample_probability=0.25)

@@ -58,8 +58,8 @@ def evaluate_members(group: Any, data: train.DeviceData, *, variant: str | None 
   if split is not None:
     data = dataclasses.replace(data, x_val=jax.device_put(split[0]),
                                y_val=jax.device_put(split[1]))
-  # The mesh the states live on (a finished group's: split over 'members' when they fill it
-  # evenly, else on every device; placement.py): each device evaluates its own
+  # The mesh the states live on (a finished group's: split over 'members' as far as their
+  # number allows, placement.exact): each device evaluates its own
   # members (axis 'members', k of them) on its part of each batch (axis 'data', d), as in
   # training; unconstrained, every device would evaluate everything. The metrics come back
   # replicated, as to_host reads them.

@@ -7,19 +7,21 @@ k: a group of M members is padded to W = ⌈M/k⌉·k with copies of its last me
 exactly as it does and whose results are never read. The host knows M (`Progress.alive`);
 the states' leading axis is W. Everything that picks members (pruning the diverged,
 halving's rungs, PBT's exploit) picks among the first M and pads again, in one program that
-moves only what changes hands. A checkpoint and a finished group hold exactly the M members:
-split over the axis when M fills it evenly, else (no shorter split exists) on every device.
+moves only what changes hands. A checkpoint and a finished group hold exactly the M members,
+split as far as M allows (`exact`): over all k devices when M fills them evenly, else over
+gcd(M, k) groups of them.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import math
 from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dl101_jax.host.parallel import Runtime
 
@@ -72,10 +74,19 @@ def select(tree: Any, idx: Sequence[int]) -> Any:
 
 
 def exact(rt: Runtime, m: int) -> NamedSharding:
-  """Where exactly m members can live: split over 'members' when m fills it evenly, else
-  on every device (an uneven split is not an array JAX can hold)."""
-  s = rt.member_sharding
-  return s if s is not None and m % rt.axes["members"] == 0 else rt.replicated
+  """Where exactly m members can live, no padding: JAX holds no uneven split, so over
+  g = gcd(m, k) groups of the k 'members' devices, each group holding m/g of them (copied
+  over its devices). m filling the axis is g = k, the chunks' own split; g = 1 is every
+  device. 12 members on 8 devices: 4 groups of 2 devices, 3 members a device, not 12."""
+  k = rt.axes["members"]
+  g = math.gcd(m, k)
+  if g == k:
+    return rt.member_sharding or rt.replicated
+  if g == 1:
+    return rt.replicated
+  # Contiguous groups of the mesh's devices, in its order (each with its 'data' devices).
+  return NamedSharding(Mesh(rt.mesh.devices.reshape(g, -1), ("members", "copies")),
+                       P("members"))
 
 
 def trim(tree: Any, m: int, rt: Runtime) -> Any:
@@ -83,7 +94,10 @@ def trim(tree: Any, m: int, rt: Runtime) -> Any:
   finished group hold. A no-op where there is no padding to drop."""
   if members_axis(tree)[0] is None and width(tree) == m:
     return tree
-  return _take_to(exact(rt, m))(tree, np.arange(m, dtype=np.int32))
+  to = exact(rt, m)
+  if to.mesh is not rt.mesh:  # first onto the groups' mesh (W rows divide over g groups):
+    tree = jax.device_put(tree, to)  # a jit can't take one mesh's arrays to another's
+  return _take_to(to)(tree, np.arange(m, dtype=np.int32))
 
 
 def placed(tree: Any, m: int, rt: Runtime) -> Any:
