@@ -77,12 +77,16 @@ def exact(rt: Runtime, m: int) -> NamedSharding:
   """Where exactly m members can live, no padding: JAX holds no uneven split, so over
   g = gcd(m, k) groups of the k 'members' devices, each group holding m/g of them (copied
   over its devices). m filling the axis is g = k, the chunks' own split; g = 1 is every
-  device. 12 members on 8 devices: 4 groups of 2 devices, 3 members a device, not 12."""
+  device. 12 members on 8 devices: 4 groups of 2 devices, 3 members a device, not 12.
+  Several processes: all k or every device."""
   k = rt.axes["members"]
   g = math.gcd(m, k)
   if g == k:
     return rt.member_sharding or rt.replicated
-  if g == 1:
+  # Under several processes, moving arrays between two meshes (jax.device_put's reshard)
+  # hung in a gloo collective here (2 processes x 2 CPU devices, 6 members over 4), so
+  # there the members go to every device.
+  if g == 1 or rt.processes > 1:
     return rt.replicated
   # Contiguous groups of the mesh's devices, in its order (each with its 'data' devices).
   return NamedSharding(Mesh(rt.mesh.devices.reshape(g, -1), ("members", "copies")),
