@@ -8,7 +8,10 @@ and convolutions take other kernels, whose roundings differ in the last bit (an 
 training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout compounds that
 (after epoch 2 one of 12 members' validation loss moved by 1e-4, its accuracy by 3 of 360
 images). So: an epoch from the same weights within 1e-4, the end within 1e-2; PBT's
-decisions equal and its accuracies within 4 held-out images.
+decisions equal and its accuracies within 4 held-out images. These bounds are for digits at
+Adam's lr 1e-3: on one device, vmapping the same members 3 wide instead of 9 moves an lr 1e-2
+member 7 of 360 images (docs/results/mesh_width_floor_digits.md), and a CIFAR-10 epoch's 104
+steps compound the last bit further (docs/results/mesh_protocol_cifar.md).
 """
 
 import json
