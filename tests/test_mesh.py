@@ -10,7 +10,7 @@ training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout comp
 images). So: an epoch from the same weights within 1e-4, the end within 1e-2; PBT's
 decisions equal and its accuracies within 4 held-out images. These bounds are for digits at
 Adam's lr 1e-3: on one device, vmapping the same members 3 wide instead of 9 moves an lr 1e-2
-member 7 of 360 images (docs/results/mesh_width_floor_digits.md), and a CIFAR-10 epoch's 104
+member 7 of 360 images (docs/results/mesh_width_floor_digits.md), and a CIFAR-10 epoch's 105
 steps compound the last bit further (docs/results/mesh_protocol_cifar.md).
 """
 
