@@ -109,13 +109,17 @@ class ReplayStep:
     if e >= len(self.schedule):
       return states
     nxt = self.schedule[e]
-    # Jitted, as pbt_step is: the states keep their placement on the device(s). Every row,
-    # the padding's too (placement.py), takes the same values.
-    return _set_hparams(states, {k: jnp.full((width(states),), nxt[k], jnp.float32)
-                                 for k in pop.HPARAMS})
+    # Every row, the padding's too (placement.py), takes the same values.
+    return _set_placed(states, {k: jnp.full((width(states),), nxt[k], jnp.float32)
+                                for k in pop.HPARAMS}, sharding=members_axis(states)[0])
 
 
-_set_hparams = jax.jit(pop.set_hparams)
+@functools.partial(jax.jit, static_argnames="sharding")
+def _set_placed(states, hp_M, *, sharding):
+  """`pop.set_hparams`, jitted, the states kept where they were (`sharding`; None: where XLA
+  puts them): the next chunk's program was compiled for that placement."""
+  states = pop.set_hparams(states, hp_M)
+  return states if sharding is None else jax.lax.with_sharding_constraint(states, sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("space", "fraction", "resample_probability",

@@ -234,6 +234,18 @@ assert sorted(np.flatnonzero(np.asarray(src) != np.arange(12))) == [9, 10, 11]
 for k in hp1:
   np.testing.assert_array_equal(hp[k], hp1[k])
 check(new, jax.tree.map(lambda a: a[np.asarray(list(range(12)) + [11] * 4)], one), 2)
+# A replayed schedule sets every row's values and leaves the rows where the next chunk's
+# program expects them (it refused a replay on a split mesh before).
+from dl101_jax.host.group import Progress
+from dl101_jax.tuning import ReplayStep
+values = {"learning_rate": 0.003, "dropout": 0.25, "weight_decay": 0.01, "l2": 0.0005}
+progress = Progress.fresh(12)
+progress.epoch = 1
+replayed = ReplayStep(schedule=({"epoch": 1, **values}, {"epoch": 2, **values}))(split, progress)
+assert {s.data.shape[0] for s in jax.tree.leaves(replayed)[0].addressable_shards} == {2}
+for k, v in pop.get_hparams(replayed).items():
+  assert str(v.sharding.spec) == "P('members',)", (k, v.sharding)
+  np.testing.assert_allclose(np.asarray(v), np.full(16, values[k], np.float32))
 print("placement ok")
 """
 
