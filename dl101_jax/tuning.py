@@ -26,7 +26,7 @@ import numpy as np
 
 from dl101_jax.core import population as pop
 from dl101_jax.host.group import Progress
-from dl101_jax.host.placement import members_axis, select, width
+from dl101_jax.host.placement import members_axis, select, stay, width
 from dl101_jax.host.parallel import to_host
 
 Method = Literal["grid", "halving", "pbt"]  # --method's type; its choices, once
@@ -118,8 +118,7 @@ class ReplayStep:
 def _set_placed(states, hp_M, *, sharding):
   """`pop.set_hparams`, jitted, the states kept where they were (`sharding`; None: where XLA
   puts them): the next chunk's program was compiled for that placement."""
-  states = pop.set_hparams(states, hp_M)
-  return states if sharding is None else jax.lax.with_sharding_constraint(states, sharding)
+  return stay(pop.set_hparams(states, hp_M), sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("space", "fraction", "resample_probability",
@@ -135,9 +134,7 @@ def _pbt_placed(key, states, score_M, *, space, fraction, resample_probability, 
       key, jax.tree.map(lambda a: a[:m], states), score_M, space=space, fraction=fraction,
       resample_probability=resample_probability)
   states = jax.tree.map(lambda a: a[jnp.minimum(jnp.arange(w), m - 1)], states)
-  if sharding is not None:
-    states = jax.lax.with_sharding_constraint(states, sharding)
-  return states, source_M, hp_M
+  return stay(states, sharding), source_M, hp_M
 
 
 def record_hparams(rec: dict, progress: Progress) -> None:

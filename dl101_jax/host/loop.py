@@ -8,6 +8,7 @@ logs, checkpoints, and stops at that safe point when asked to.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import Any, Callable
@@ -89,10 +90,16 @@ def keep_best(states: Any, mets_ExM: dict[str, np.ndarray], progress: Progress,
   if "val_accuracy" not in mets_ExM:
     return states
   val_M = np.asarray(mets_ExM["val_accuracy"][-1], np.float32)
-  val_W = val_M[placement.padded(range(len(val_M)), placement.members_axis(states)[1])]
-  val_W = to_device(val_W, placement.members_axis(states)[0] or rt.replicated)  # as the states
-  return member_state.keep_best(states, val_W, jax.device_put(np.int32(progress.epoch),
-                                                              rt.replicated))
+  split, k = placement.members_axis(states)
+  val_W = to_device(val_M[placement.padded(range(len(val_M)), k)], split or rt.replicated)
+  return _keep_best(states, val_W, jax.device_put(np.int32(progress.epoch), rt.replicated),
+                    split=split)
+
+
+@functools.partial(jax.jit, static_argnames="split")
+def _keep_best(states: Any, val_W: jax.Array, epoch: jax.Array, *, split: Any) -> Any:
+  """member_state.keep_best in one program, the states left on their split."""
+  return placement.stay(member_state.keep_best(states, val_W, epoch), split)
 
 
 def prune(states: Any, progress: Progress, dead: list[int]) -> Any:

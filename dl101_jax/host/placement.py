@@ -73,6 +73,12 @@ def select(tree: Any, idx: Sequence[int]) -> Any:
   return spread(tree, idx, members_axis(tree)[0])
 
 
+def stay(tree: Any, split: NamedSharding | None) -> Any:
+  """Inside a jitted step that rewrites stacked states: them on `split`, the 'members'
+  placement the next chunk's program was compiled for (None: where XLA puts them)."""
+  return tree if split is None else jax.lax.with_sharding_constraint(tree, split)
+
+
 def exact(rt: Runtime, m: int) -> NamedSharding:
   """Where exactly m members can live, no padding: JAX holds no uneven split, so over
   g = gcd(m, k) groups of the k 'members' devices, each group holding m/g of them (copied
