@@ -67,6 +67,9 @@ def report(work: str) -> dict:
   if mesh:
     out["mesh"] = mesh.get("skipped") or {
         f"{r['mesh']['members']}x{r['mesh']['data']}": r["images_per_s"] for r in mesh["rows"]}
+    if not mesh.get("skipped"):  # the most training-state memory one chip held, per mesh
+      out["mesh_state_mib"] = {f"{r['mesh']['members']}x{r['mesh']['data']}":
+                               r.get("state_mib_per_device") for r in mesh["rows"]}
   for precision in ("f32", "bf16"):
     bench = _load(os.path.join(work, f"train_step_{precision}.json"))
     if bench:
@@ -77,6 +80,17 @@ def report(work: str) -> dict:
           "images_per_s": {str(r["batch_size"]): r["images_per_s"] for r in bench["rows"]},
           "compile_s": {str(r["batch_size"]): r["compile_s"] for r in bench["rows"]}}
   return out
+
+
+def _mesh_cell(r: dict) -> str:
+  """The mesh step's result: images/s per (members x data) mesh, then the training states'
+  MiB one chip held (benchmark files before 2026-12-06 lack them)."""
+  cell = "images/s " + ", ".join(f"{k}: {v:.0f}" for k, v in r["mesh"].items())
+  cell += " (members x data)"
+  mib = r.get("mesh_state_mib") or {}
+  if mib and None not in mib.values():
+    cell += "; states MiB a chip " + ", ".join(f"{k}: {v}" for k, v in mib.items())
+  return cell
 
 
 def markdown(r: dict) -> str:
@@ -102,8 +116,7 @@ def markdown(r: dict) -> str:
       result = (f"images/s {ips}; {b['mfu']:.2f} of the measured matmul peak "
                 f"({b['matmul_peak_gflops']:.0f} GFLOP/s){chip}")
     elif s["name"] == "mesh" and r.get("mesh"):
-      result = r["mesh"] if isinstance(r["mesh"], str) else "images/s " + ", ".join(
-          f"{k}: {v:.0f}" for k, v in r["mesh"].items()) + " (members x data)"
+      result = r["mesh"] if isinstance(r["mesh"], str) else _mesh_cell(r)
     elif s["rc"] != 0:
       result = " / ".join(s["log_tail"])[-200:].replace("|", "\\|")
     lines.append(f"| {s['name']} | {s['rc']} | {s['seconds']} | {result} |")
