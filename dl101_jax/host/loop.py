@@ -167,9 +167,8 @@ def fit(members: list[Member], ds: Dataset, data: train.DeviceData, rt: Runtime,
     for closing in (ckpt, *tb.values()):
       if closing:
         closing.close()
-  final = placement.trim(states, len(progress.alive), rt) if progress.alive else None
-  return GroupResult(members, progress, final, resumed, runner.compile_seconds, n_params,
-                     runner.state_bytes)
+  return GroupResult(members, progress, placement.trim(states, len(progress.alive), rt),
+                     resumed, runner.compile_seconds, n_params, runner.state_bytes)
 
 
 def _log_detail(tb: dict, states: Any, progress: Progress, n: int, c0: Config, spe: int,

@@ -101,8 +101,8 @@ def exact(rt: Runtime, m: int) -> NamedSharding:
 
 def trim(tree: Any, m: int, rt: Runtime) -> Any:
   """The first m members of a stacked pytree and no padding: what a checkpoint and a
-  finished group hold. A no-op where there is no padding to drop."""
-  if members_axis(tree)[0] is None and width(tree) == m:
+  finished group hold. A no-op where there is no padding to drop, or no member (None)."""
+  if tree is None or members_axis(tree)[0] is None and width(tree) == m:
     return tree
   to = exact(rt, m)
   if to.mesh is not rt.mesh:  # first onto the groups' mesh (W rows divide over g groups):
