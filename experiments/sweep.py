@@ -93,10 +93,12 @@ def best_of(config: SweepConfig, points_cfg: dict[str, dict]) -> Callable[[Resul
       points.append(dict(points_cfg[v["name"]], name=v["name"], diverged=v["diverged"],
                          val_accuracy=v["final"]["val_accuracy"] or 0.0,
                          val_accuracy_std=v["final_std"]["val_accuracy"] or 0.0))
-    best = max(points, key=lambda p: p["val_accuracy"])
-    test = results.test_accuracy(best["name"])  # the one look at the test split
-    best = dict(best, test_accuracy=float(np.mean(test)) if test else None,
-                test_accuracy_per_seed=test)
+    trained = [p for p in points if not p["diverged"]]  # every point diverged: no best
+    best = max(trained, key=lambda p: p["val_accuracy"]) if trained else None
+    if best:
+      test = results.test_accuracy(best["name"])  # the one look at the test split
+      best = dict(best, test_accuracy=float(np.mean(test)) if test else None,
+                  test_accuracy_per_seed=test)
     return {"sweep": {"axes": {k: list(v) for k, v in config.axes.items()}, "points": points,
                       "best": best, "programs": len(results.groups),
                       "selected_on": results.json["dataset"]["validation"],
@@ -126,6 +128,11 @@ def run(config: SweepConfig = CONFIG) -> Results:
   if results.is_primary:
     sweep = results.json["sweep"]
     best = sweep["best"]
+    if best is None:
+      print(f"\nEvery one of the {len(sweep['points'])} settings diverged (loss NaN/inf or "
+            f"above --diverge-above): no best, and the test split was not scored; try lower "
+            f"--learning-rates")
+      return results
     print(f"\nBest of {len(sweep['points'])} settings x {config.seeds} seed(s), one compiled "
           f"program, chosen on {sweep['selected_on']}: {best['name']}: val acc "
           f"{best['val_accuracy']:.4f} ± {best['val_accuracy_std']:.4f}; test accuracy "

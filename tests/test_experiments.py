@@ -185,6 +185,15 @@ def test_divergence_is_a_result(tmp_path):
   assert hparams_ends(str(tmp_path / bad)) == [2] and hparams_ends(str(tmp_path / good)) == [1]
 
 
+def test_a_sweep_whose_every_setting_diverges_says_so(tmp_path):
+  r = run_module("experiments.sweep", "--dataset", "digits", "--epochs", "1",
+                 "--learning-rates", "10,20", "--workdir", str(tmp_path))
+  assert r.returncode == 0, r.stderr  # it crashed formatting a best that did not exist
+  sweep = json.load(open(tmp_path / "results.json"))["sweep"]
+  assert sweep["best"] is None and all(p["diverged"] for p in sweep["points"])
+  assert "Every one of the 2 settings diverged" in r.stdout
+
+
 def test_sweep_grid_is_one_program(tmp_path):
   r = run_module("experiments.sweep", "--dataset", "digits", "--epochs", "1", "--seeds", "2",
                  "--learning-rates", "1e-3,1e-2", "--dropouts", "0,0.5", "--workdir", str(tmp_path))
