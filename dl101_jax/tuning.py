@@ -5,7 +5,7 @@ PBT winner's schedule, another). After each chunk it records
 the hyperparameters every member trained with; on a decision epoch it
   * halving: keeps the top ⌈M/η⌉ members by validation accuracy and drops the
     rest from the program (the next chunk compiles for fewer members);
-  * pbt: runs `population.exploit_explore` on the device (exploit + explore) and
+  * pbt: runs `population.pbt_step` on the device (exploit + explore) and
     records who copied whom;
   * grid: nothing (every member trains to the end).
 The record lives in `Progress.population`, which is checkpoint metadata: a
@@ -130,7 +130,7 @@ def _pbt_placed(key, states, score_M, *, space, fraction, resample_probability, 
   states come back where they were (`sharding`; None: where XLA puts them). One program:
   the exploit's copies cross devices inside it."""
   m, w = score_M.shape[0], width(states)
-  states, source_M, hp_M = pop.exploit_explore(
+  states, source_M, hp_M = pop.pbt_step(
       key, jax.tree.map(lambda a: a[:m], states), score_M, space=space, fraction=fraction,
       resample_probability=resample_probability)
   states = jax.tree.map(lambda a: a[jnp.minimum(jnp.arange(w), m - 1)], states)

@@ -195,8 +195,7 @@ def restore_or_init(gp: GroupProgram, ckpt: ckpt_lib.Checkpointer | None,
     return placement.placed(states, len(progress.alive), rt), progress
   progress = Progress.fresh(len(gp.members))
   # Made where they will train: the padding rows are the last member's config, so its copies.
-  k = rt.axes["members"] if rt.member_sharding is not None else 1
-  return gp.init(list(placement.padded(progress.alive, k)),
+  return gp.init(list(placement.padded(progress.alive, rt.axes["members"])),
                  rt.member_sharding or rt.replicated), progress
 
 
