@@ -2,7 +2,7 @@
 
 Everything here is a function of pytrees. A *group* is M members (seeds, and
 variants that differ only in values) stacked on a leading axis and trained by
-one jitted program: `vmap` over members of a `lax.scan` over steps, inside a
+one jitted program: `vmap` (or `lax.map`) over members of a `lax.scan` over steps, inside a
 `lax.scan` over epochs. The dataset is an argument of that program, resident on
 the device; per-epoch metrics are the only thing that comes back.
 
@@ -163,6 +163,9 @@ class Program:
   # The mesh axis the stacked members are sharded on ('members'), or None: vmap's
   # spmd_axis_name, so a batch's 'data' constraint keeps each member on its own devices.
   member_axis: str | None = None
+  # Members one after another (lax.map) instead of vmapped side by side: each member runs
+  # the same unbatched code whatever the group's width (config.member_loop).
+  member_loop: bool = False
   # In-epoch progress: every `progress_every` steps the program calls the host's
   # on_progress(epoch, steps_done) (jax.debug.callback, once per tick, not per member).
   progress_every: int = 0
@@ -258,6 +261,8 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
   """n_epochs of training (+ validation) for all M members; metrics are n_epochs x M."""
 
   def members_epoch(states, epoch):
+    if prog.member_loop:
+      return jax.lax.map(lambda sk: train_epoch(prog, *sk, epoch, data), (states, keys_M))
     if keys_M.shape[0] == 1:
       # One member: skip vmap, whose batched dots cost ~14% on CPU (measured).
       one = jax.tree.map(lambda a: a[0], states)
@@ -272,8 +277,9 @@ def run_epochs(prog: Program, states: TrainState, keys_M: jax.Array, epoch0: jax
     if prog.loss_chunks:
       out["train_loss_chunks"] = tm["loss_chunks"]  # M x K
     if data.x_val is not None:
-      vm = jax.vmap(lambda v: evaluate(prog, states.apply_fn, v, data),
-                    spmd_axis_name=prog.member_axis)(model_variables(states))
+      ev = lambda v: evaluate(prog, states.apply_fn, v, data)
+      vm = (jax.lax.map(ev, model_variables(states)) if prog.member_loop else
+            jax.vmap(ev, spmd_axis_name=prog.member_axis)(model_variables(states)))
       out.update(val_loss=vm["loss"], val_accuracy=vm["accuracy"])
     return states, out
 

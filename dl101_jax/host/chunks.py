@@ -18,6 +18,7 @@ from dl101_jax.host import signals
 from dl101_jax.host.group import GroupProgram
 from dl101_jax.host.placement import bytes_per_device, spread, width
 from dl101_jax.host.parallel import Runtime, is_out_of_memory, out_of_memory, to_host
+from dl101_jax.host.per_device import PerDevice
 from dl101_jax.host.console import Console, EpochTicker
 
 
@@ -51,6 +52,9 @@ class ChunkRunner:
     self.state_bytes = 0  # the most bytes of states one device held after a chunk
     self.spread_over = rt.axes["members"]  # devices the members are split over
     self._gathers: dict[tuple[int, int], Any] = {}
+    # --member-loop on a members mesh: the one-device program on each device's rows.
+    self.per_device = PerDevice(self.run, rt) if gp.prog.member_loop and self.spread_over > 1 \
+        else None
 
   def _oom(self, e: BaseException, what: str, members: int):
     return out_of_memory(e, what=f"{what} {self.group}", batch_size=self.batch_size,
@@ -71,7 +75,8 @@ class ChunkRunner:
         self.console.say(f"{self.group}: compiling {m} model(s) into one program"
                          + (f" ({mp} over {self.spread_over} devices)"
                             if self.spread_over > 1 else "") + "...")
-        self.compiled[n, mp] = self.run.lower(*args, n_epochs=n).compile()
+        self.compiled[n, mp] = (self.per_device.compile(args, n) if self.per_device else
+                                self.run.lower(*args, n_epochs=n).compile())
         self.compile_seconds += time.perf_counter() - t0
         self.console.say(f"{self.group}: compiled in {time.perf_counter() - t0:.1f} s")
     except Exception as e:

@@ -144,7 +144,10 @@ class GroupProgram:
                          alternate_flip=c0.alternate_flip,
                          augment_first=c0.augment_first, batch_sharding=rt.batch_sharding,
                          member_axis="members" if rt.member_sharding is not None else None,
-                         progress_every=max(1, progress.spe // 20) if progress else 0,
+                         member_loop=c0.member_loop,
+                         # the member loop runs each member's epoch whole: no in-epoch ticks
+                         progress_every=max(1, progress.spe // 20)
+                         if progress and not c0.member_loop else 0,
                          on_progress=progress.tick if progress else None,
                          loss_chunks=LOSS_CHUNKS)
     tx = make_optimizer(c0.optimizer, c0.schedule, c0.epochs * spe, c0.momentum,

@@ -130,14 +130,16 @@ class Runtime:
 
 def mesh_shape(config: Config, n_devices: int, members: int = 0) -> tuple[int, int]:
   """(members, data) devices: --mesh, checked against the devices; else all on 'members'
-  when a program trains at least `members` >= n_devices members, all on 'data' otherwise."""
+  when a program trains at least `members` >= n_devices members (or with --member-loop,
+  which trains each device's rows alone), all on 'data' otherwise."""
   if config.mesh:
     m, d = config.mesh_axes
     if m * d != n_devices:
       raise ConfigError("mesh", f"{config.mesh} uses {m * d} devices, but {n_devices} are "
                         f"used (--devices, or all); the two axes must multiply to {n_devices}")
     return m, d
-  return (n_devices, 1) if n_devices > 1 and members >= n_devices else (1, n_devices)
+  on_members = n_devices > 1 and (members >= n_devices or config.member_loop)
+  return (n_devices, 1) if on_members else (1, n_devices)
 
 
 def runtime(config: Config, members: int = 0) -> Runtime:
