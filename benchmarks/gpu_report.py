@@ -65,11 +65,10 @@ def report(work: str) -> dict:
     out[name] = _run_summary(_load(os.path.join(work, name, "results.json")))
   mesh = _load(os.path.join(work, "mesh.json"))
   if mesh:
-    out["mesh"] = mesh.get("skipped") or {
-        f"{r['mesh']['members']}x{r['mesh']['data']}": r["images_per_s"] for r in mesh["rows"]}
+    key = lambda r: r.get("label") or f"{r['mesh']['members']}x{r['mesh']['data']}"  # noqa: E731
+    out["mesh"] = mesh.get("skipped") or {key(r): r["images_per_s"] for r in mesh["rows"]}
     if not mesh.get("skipped"):  # the most training-state memory one chip held, per mesh
-      out["mesh_state_mib"] = {f"{r['mesh']['members']}x{r['mesh']['data']}":
-                               r.get("state_mib_per_device") for r in mesh["rows"]}
+      out["mesh_state_mib"] = {key(r): r.get("state_mib_per_device") for r in mesh["rows"]}
   for precision in ("f32", "bf16"):
     bench = _load(os.path.join(work, f"train_step_{precision}.json"))
     if bench:

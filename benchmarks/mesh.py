@@ -4,10 +4,11 @@
     python -m benchmarks.mesh --platform gpu --devices 0     # every GPU there is (gpu_check.sh)
 
 Runs experiments.dropout on digits (`--seeds members/2`: its two variants make one
-program of `--members` models) once per mesh, each in a fresh process that sees
-`--devices` devices (on a CPU, XLA's --xla_force_host_platform_device_count), and
-reports training images per second (every member's images; compiling excluded: the
-program's wall seconds in results.json), the ratio to the data-parallel row, and the most
+program of `--members` models) once per mesh and once more all on members with
+--member-loop, each in a fresh process that sees `--devices` devices (on a CPU, XLA's
+--xla_force_host_platform_device_count), and reports training images per second (every
+member's images; compiling excluded: the program's wall seconds in results.json), the
+ratio to the data-parallel row, and the most
 memory of states one device held between chunks (results.json's state_bytes_per_device). On a
 machine with that many accelerators (a TPU v2-8, 8 GPUs), pass --platform to use them.
 About 3 minutes on 2 CPU cores. Results: benchmarks/results/mesh_*.json. With fewer than 2
@@ -38,7 +39,7 @@ def meshes(devices: int) -> list[str]:
   return out + [f"members=1,data={devices}"]
 
 
-def once(mesh: str, args: argparse.Namespace, workdir: str) -> dict:
+def once(mesh: str, args: argparse.Namespace, workdir: str, loop: bool = False) -> dict:
   env = dict(os.environ)
   if args.platform == "cpu":
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
@@ -46,13 +47,15 @@ def once(mesh: str, args: argparse.Namespace, workdir: str) -> dict:
   cmd = [sys.executable, "-m", "experiments.dropout", "--dataset", "digits", "--epochs",
          str(args.epochs), "--seeds", str(args.members // 2), "--batch-size", "96",
          "--mesh", mesh, "--platform", args.platform, "--checkpoint-every", "0",
-         "--workdir", workdir]
+         "--workdir", workdir] + (["--member-loop"] if loop else [])
   subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=1800)
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)
   (group,) = res["groups"]
   images = res["dataset"]["train_size"] * args.epochs * group["members"]
-  return {"mesh": res["mesh"], "members": group["members"],
+  m, d = res["mesh"]["members"], res["mesh"]["data"]
+  return {"mesh": res["mesh"], "label": f"{m}x{d}" + (" loop" if loop else ""),
+          "member_loop": loop, "members": group["members"],
           "training_seconds": group["wall_seconds"], "compile_seconds": group["compile_seconds"],
           "images_per_s": round(images / group["wall_seconds"], 1),
           "state_mib_per_device": round(group["state_bytes_per_device"] / 2**20, 2)}
@@ -69,11 +72,12 @@ def _count(platform: str) -> int:
 
 def table(rows: list[dict]) -> str:
   base = next(r for r in rows if r["mesh"]["members"] == 1)["images_per_s"]
+  label = lambda r: (f"{r['mesh']['members']} x {r['mesh']['data']}"  # noqa: E731
+                     + (", --member-loop" if r.get("member_loop") else ""))
   out = ["| mesh (members x data) | images/s | vs data only | training s | compile s "
          "| states MiB a device |", "|---|---|---|---|---|---|"]
   for r in rows:
-    m = r["mesh"]
-    out.append(f"| {m['members']} x {m['data']} | {r['images_per_s']:.0f} | "
+    out.append(f"| {label(r)} | {r['images_per_s']:.0f} | "
                f"{r['images_per_s'] / base:.2f} | {r['training_seconds']:.1f} | "
                f"{r['compile_seconds']:.1f} | {r.get('state_mib_per_device', 'n/a')} |")
   return "\n".join(out)
@@ -107,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     for i, mesh in enumerate(meshes(args.devices)):
       rows.append(once(mesh, args, os.path.join(tmp, str(i))))
       print(f"{mesh}: {rows[-1]['images_per_s']} images/s", flush=True)
+    # All on members again, each device running its rows alone (--member-loop): the price of
+    # training every member bit for bit as one device does.
+    rows.append(once(meshes(args.devices)[0], args, os.path.join(tmp, "loop"), loop=True))
+    print(f"{rows[-1]['label']}: {rows[-1]['images_per_s']} images/s", flush=True)
   report = {"benchmark": "mesh", "date": datetime.date.today().isoformat(),
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "cores": os.cpu_count(), "platform": args.platform,

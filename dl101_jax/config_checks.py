@@ -129,9 +129,11 @@ def check_counts(c) -> None:
   _need(c, c.num_processes >= 1, "num_processes", "an integer >= 1")
   _need(c, not c.mesh or bool(re.fullmatch(r"members=[1-9]\d*,data=[1-9]\d*", c.mesh)),
         "mesh", "members=M,data=D with positive integers (e.g. members=4,data=2), or empty")
-  _need(c, not (c.member_loop and re.fullmatch(r"members=\d+,data=\d+", c.mesh)
-                and not c.mesh.endswith(",data=1")), "member_loop",
-        "used with a mesh that does not split batches (--mesh members=K,data=1, or no --mesh)")
+  if c.member_loop and re.fullmatch(r"members=\d+,data=\d+", c.mesh) and c.mesh_axes[1] > 1:
+    m, d = c.mesh_axes
+    raise ConfigError("member_loop", f"trains each device's own members whole, so --mesh must "
+                      f"not split batches: use --mesh members={m * d},data=1 or no --mesh, "
+                      f"got --mesh {c.mesh}")
   _need(c, 0 <= c.process_id < c.num_processes, "process_id",
         f"in [0, {c.num_processes})")
 

@@ -89,12 +89,13 @@ def test_the_chip_table_matches_jax_device_kinds():
 def test_mesh_rows_on_several_devices_are_one_row_of_images_per_second(tmp_path):
   work, out = _one_step(tmp_path, "mesh", 0, 60, "done\n")
   rows = [{"mesh": {"members": m, "data": d}, "images_per_s": ips, "state_mib_per_device": mib}
-          for m, d, ips, mib in ((2, 1, 900.4, 1.5), (1, 2, 600.0, 3.0))]
+          for m, d, ips, mib in ((2, 1, 900.4, 1.5), (1, 2, 600.0, 3.0), (2, 1, 800.0, 1.5))]
+  rows[-1]["label"] = "2x1 loop"  # --member-loop's row: the same mesh, labelled apart
   (work / "mesh.json").write_text(json.dumps({"benchmark": "mesh", "rows": rows}))
   assert gpu_report.main([str(work), str(out)]) == 0
   (md,) = out.glob("gpu_check_unknown_*.md")
-  assert ("| mesh | 0 | 60 | images/s 2x1: 900, 1x2: 600 (members x data); states MiB a chip "
-          "2x1: 1.5, 1x2: 3.0 |") in md.read_text()
+  assert ("| mesh | 0 | 60 | images/s 2x1: 900, 1x2: 600, 2x1 loop: 800 (members x data); "
+          "states MiB a chip 2x1: 1.5, 1x2: 3.0, 2x1 loop: 1.5 |") in md.read_text()
 
 
 def test_the_mesh_benchmark_on_one_device_says_it_is_skipped(tmp_path, capsys):

@@ -74,7 +74,8 @@ class ChunkRunner:
         t0 = time.perf_counter()
         self.console.say(f"{self.group}: compiling {m} model(s) into one program"
                          + (f" ({mp} over {self.spread_over} devices)"
-                            if self.spread_over > 1 else "") + "...")
+                            if self.spread_over > 1 else "")
+                         + (", a copy for each device" if self.per_device else "") + "...")
         self.compiled[n, mp] = (self.per_device.compile(args, n) if self.per_device else
                                 self.run.lower(*args, n_epochs=n).compile())
         self.compile_seconds += time.perf_counter() - t0
