@@ -34,8 +34,14 @@ def test_differences_are_the_largest_over_seeds_at_epoch_1_and_the_last(tmp_path
   assert abs(row["val_loss"]["epoch_1"] - 3e-4) < 1e-9
   assert abs(row["val_loss"]["last_epoch"] - 2e-3) < 1e-9
   assert row["train_loss"] == {"epoch_1": 0.0, "last_epoch": 0.0}
+  # Every value but the placement: the experiment's and the variant's names, and 2 seeds x
+  # (2 epochs + 2 train + 2 val losses); the mesh is left out. Two differ.
+  assert (row["numbers"], row["numbers_differing"]) == (14, 2)
+  assert row["first_differing"] == ["/variants[0]/per_seed[1]/val_loss[0]",
+                                    "/variants[0]/per_seed[1]/val_loss[1]"]
   md = open(str(out) + ".md").read()
   assert "| dropout | 2 | 8×1 vs 1×1 |" in md and "3.0e-04 / 2.0e-03" in md
+  assert "| 2 of 14 |" in md
   assert md in capsys.readouterr().out
 
 

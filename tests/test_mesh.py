@@ -30,6 +30,9 @@ from dl101_jax.config import Config, ConfigError
 from dl101_jax.host.parallel import mesh_shape
 from helpers import ROOT, env, run_module
 
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from compare_runs import numbers  # noqa: E402
+
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 FIRST, LAST = 1e-4, 1e-2
 
@@ -117,20 +120,6 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
   assert len([d for d in os.listdir(tmp_path / "moved") if "-seed" in d]) == 12
 
 
-UNTIMED = {"seconds", "wall_seconds", "compile_seconds", "process_seconds", "mesh", "devices",
-           "state_bytes_per_device", "software", "config"}
-
-
-def _numbers(tree, path=""):
-  """Every value of a results.json by its path, but for the times and where it ran."""
-  if isinstance(tree, dict):
-    return {k: v for key, sub in tree.items() if key not in UNTIMED
-            for k, v in _numbers(sub, f"{path}/{key}").items()}
-  if isinstance(tree, list):
-    return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f"{path}[{i}]").items()}
-  return {path: tree}
-
-
 def test_member_loop_pbt_resumed_on_eight_devices_equals_one_device_bit_for_bit(tmp_path):
   # --member-loop: each device runs the one-device program on its own rows, members one after
   # another, so nothing about the mesh or the width reaches a member's arithmetic. 12 members
@@ -149,7 +138,7 @@ def test_member_loop_pbt_resumed_on_eight_devices_equals_one_device_bit_for_bit(
   moved = json.load(open(tmp_path / "moved" / "results.json"))
   assert one["mesh"] == {"members": 1, "data": 1} and moved["mesh"] == {"members": 8, "data": 1}
   assert any(m["lineage"] for m in one["search"]["population"])  # it exploited
-  a, b = _numbers(one), _numbers(moved)
+  a, b = numbers(one), numbers(moved)  # all but the times and the placement
   assert len(a) > 1000 and a == b, [(k, a[k], b.get(k)) for k in a if a[k] != b.get(k)][:5]
 
 

@@ -31,6 +31,20 @@ import os
 import sys
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# What says when and where a run trained, not what it computed: left out of `numbers`.
+PLACE_AND_TIME = {"seconds", "wall_seconds", "compile_seconds", "process_seconds", "mesh",
+                  "devices", "processes", "state_bytes_per_device", "software", "config"}
+
+
+def numbers(tree, path: str = "") -> dict:
+  """Every value of a results.json by its path (e.g. /variants[0]/per_seed[1]/val_loss[2]),
+  but for the times and the placement: two runs that computed alike have equal numbers."""
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() if key not in PLACE_AND_TIME
+            for k, v in numbers(sub, f"{path}/{key}").items()}
+  if isinstance(tree, list):
+    return {k: v for i, sub in enumerate(tree) for k, v in numbers(sub, f"{path}[{i}]").items()}
+  return {path: tree}
 
 
 def _results(workdir: str) -> dict[str, dict]:
@@ -56,7 +70,10 @@ def compare(a_dir: str, b_dir: str, common_seeds: bool = False) -> dict:
     if sa.keys() != sb.keys() or not sa:
       out["problems"].append(f"{name}: different seeds")
       continue
-    row = {"mesh": [a[name].get("mesh"), b[name].get("mesh")], "seeds": len(sa)}
+    na, nb = numbers(a[name]), numbers(b[name])
+    differ = sorted(k for k in na.keys() | nb.keys() if na.get(k) != nb.get(k))
+    row = {"mesh": [a[name].get("mesh"), b[name].get("mesh")], "seeds": len(sa),
+           "numbers": len(na), "numbers_differing": len(differ), "first_differing": differ[:5]}
     for m in METRICS:
       first = last = 0.0
       for k in sa:
@@ -75,13 +92,15 @@ def markdown(c: dict) -> str:
   lines = [f"# {c['a']} against {c['b']}", "",
            "Largest absolute difference over every seed of every variant, at epoch 1 and at "
            "the last epoch.", "",
-           "| experiment | models | mesh | " + " | ".join(METRICS) + " |",
-           "|---|---|---|" + "---|" * len(METRICS)]
+           "| experiment | models | mesh | " + " | ".join(METRICS) + " | numbers differing |",
+           "|---|---|---|" + "---|" * (len(METRICS) + 1)]
   for name, r in c["experiments"].items():
     mesh = " vs ".join(f"{m['members']}×{m['data']}" if m else "?" for m in r["mesh"])
     cells = [f"{r[m]['epoch_1']:.1e} / {r[m]['last_epoch']:.1e}" for m in METRICS]
-    lines.append(f"| {name} | {r['seeds']} | {mesh} | " + " | ".join(cells) + " |")
-  lines += ["", "Cells: epoch 1 / last epoch."]
+    lines.append(f"| {name} | {r['seeds']} | {mesh} | " + " | ".join(cells)
+                 + f" | {r['numbers_differing']} of {r['numbers']} |")
+  lines += ["", "Cells: epoch 1 / last epoch. Numbers: every value of results.json but its "
+            "times and placement (mesh, devices, processes, config, software)."]
   if c["problems"]:
     lines += ["", "Problems:", *[f"- {p}" for p in c["problems"]]]
   return "\n".join(lines) + "\n"
