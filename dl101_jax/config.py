@@ -162,7 +162,7 @@ class Config:
   mesh: str = _field("", RUN, "scale-out")
   """Devices per axis, 'members=4,data=2': a program's members sharded on the first, each batch on the second; empty: all devices on members when a program trains at least as many members as there are devices, else on data."""
   member_loop: bool = _field(False, RUN, "scale-out")
-  """Train a program's members one after another instead of vmapped side by side, each device its own rows: any mesh or width then trains every member bit for bit as one device does (a --mesh must not split data). Slower on a GPU."""
+  """Train a program's members one after another (lax.map), not vmapped, each device running the one-device program on its own rows: every member then trains bit for bit as on one device, on any mesh and in a group of any size. Each device compiles its own copy; a --mesh must not split data."""
   coordinator: str = _field("", RUN, "scale-out")
   """Multi-host: HOST:PORT of process 0 for jax.distributed; 'auto' lets JAX detect it."""
   num_processes: int = _field(1, RUN, "scale-out")

@@ -3,8 +3,8 @@ rows, and nothing else. Hand-written because jit on a mesh compiles one partitio
 program, and XLA's partitioner rewrites it enough to move a member's last bits
 (docs/results/member_loop_exact.md); a one-device program on device d computes exactly
 what it computes on device 0, and the member loop makes it independent of the width. The
-devices' calls are dispatched one after another and run concurrently. Each device compiles
-its own copy (the CPU's persistent cache keys on the device; a GPU's does not)."""
+devices' calls are dispatched one after another; JAX's asynchronous dispatch runs them at
+once. Each device compiles its own copy."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ class PerDevice:
     self.devices = [d for d in rt.mesh.devices.flat if d.process_index == jax.process_index()]
 
   def compile(self, args: tuple, n_epochs: int) -> Callable:
-    # One after another: on 2 CPU cores, compiling 8 copies in threads was no faster. A
-    # GPU's persistent cache leaves the device out of its key, so copies 2..k are hits.
+    # One after another: on 2 CPU cores, compiling 8 copies in threads was no faster. JAX's
+    # persistent cache keys a CPU program on its device, a GPU's not: there copies 2..k
+    # should be cache hits (not yet measured).
     progs = {d: self.run.lower(*_local(args, d), n_epochs=n_epochs).compile()
              for d in self.devices}
     rows = NamedSharding(self.rt.mesh, P("members"))
