@@ -125,7 +125,7 @@ def test_member_loop_pbt_moved_to_eight_devices_and_back_equals_one_device_bit_f
   # another, so nothing about the mesh or the width reaches a member's arithmetic. 12 members
   # (16 rows, 2 a device) exploit across devices after epochs 1 and 2.
   args = ("experiments.search", "--method", "pbt", "--members", "12", "--pbt-every", "1",
-          "--epochs", "3", "--train-size", "720", "--member-loop")
+          "--epochs", "3", "--train-size", "360", "--member-loop")
   _run(*args, "--devices", "1", "--workdir", str(tmp_path / "one"))
   # The 1-device checkpoint of epoch 1 resumes on 8 devices: epochs 2 and 3 and the exploit
   # after epoch 2 run there.
