@@ -120,7 +120,7 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
   assert len([d for d in os.listdir(tmp_path / "moved") if "-seed" in d]) == 12
 
 
-def test_member_loop_pbt_moved_to_eight_devices_and_back_equals_one_device_bit_for_bit(tmp_path):
+def test_member_loop_pbt_resumed_on_eight_devices_equals_one_device_bit_for_bit(tmp_path):
   # --member-loop: each device runs the one-device program on its own rows, members one after
   # another, so nothing about the mesh or the width reaches a member's arithmetic. 12 members
   # (16 rows, 2 a device) exploit across devices after epochs 1 and 2.
@@ -140,11 +140,6 @@ def test_member_loop_pbt_moved_to_eight_devices_and_back_equals_one_device_bit_f
   assert any(m["lineage"] for m in one["search"]["population"])  # it exploited
   a, b = numbers(one), numbers(moved)  # all but the times and the placement
   assert len(a) > 1000 and a == b, [(k, a[k], b.get(k)) for k in a if a[k] != b.get(k)][:5]
-  # And back: the 8-device checkpoint of epoch 2 ends on 1 device, again equal.
-  _rewind(tmp_path / "moved", tmp_path / "back", "+".join(f"m{i:02d}" for i in range(12)), 2)
-  _run(*args, "--devices", "1", "--workdir", str(tmp_path / "back"))
-  c = numbers(json.load(open(tmp_path / "back" / "results.json")))
-  assert a == c, [(k, a[k], c.get(k)) for k in a if a[k] != c.get(k)][:5]
 
 
 def test_halving_on_eight_devices_pads_each_rung_and_its_checkpoint_resumes_on_one(tmp_path):
