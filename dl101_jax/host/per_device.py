@@ -24,9 +24,9 @@ def _local(tree: Any, device: Any) -> Any:
 
 def _whole(parts: list[Any], sharding: NamedSharding) -> Any:
   """The devices' outputs, leaf by leaf, as one global array split as `sharding` says."""
+  axis = list(sharding.spec).index("members")
+
   def join(*leaves):
-    spec = sharding.spec
-    axis = list(spec).index("members")
     shape = list(leaves[0].shape)
     shape[axis] *= int(sharding.mesh.shape["members"])
     return jax.make_array_from_single_device_arrays(tuple(shape), sharding, list(leaves))
