@@ -7,8 +7,8 @@ What differs is XLA's CPU code for 2 members a device against 12 on one: the bat
 and convolutions take other kernels, whose roundings differ in the last bit (an epoch's
 training losses agreed to 1.3e-5 here, most exactly), and Adam with dropout compounds that
 (after epoch 2 one of 12 members' validation loss moved by 1e-4, its accuracy by 3 of 360
-images). So: an epoch from the same weights within 1e-4, the end within 1e-2; PBT's
-decisions equal and its accuracies within 4 held-out images. These bounds are for digits at
+images). So: an epoch from the same weights within 1e-4, the end within 1e-2; halving's
+rungs and winner equal. These bounds are for digits at
 Adam's lr 1e-3: on one device, vmapping the same members 3 wide instead of 9 moves an lr 1e-2
 member 7 of 360 images (docs/results/mesh_width_floor_digits.md), and a CIFAR-10 epoch's 105
 steps compound the last bit further (docs/results/mesh_protocol_cifar.md).
@@ -123,7 +123,7 @@ def test_twelve_members_padded_over_eight_devices_resume_a_one_device_checkpoint
 def test_member_loop_pbt_resumed_on_eight_devices_equals_one_device_bit_for_bit(tmp_path):
   # --member-loop: each device runs the one-device program on its own rows, members one after
   # another, so nothing about the mesh or the width reaches a member's arithmetic. 12 members
-  # (16 rows, 2 a device) exploit across devices after epochs 1 and 2.
+  # exploit after every epoch; after epoch 2 across the 8 devices (16 rows, 2 a device).
   args = ("experiments.search", "--method", "pbt", "--members", "12", "--pbt-every", "1",
           "--epochs", "3", "--train-size", "360", "--member-loop")
   _run(*args, "--devices", "1", "--workdir", str(tmp_path / "one"))

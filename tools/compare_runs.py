@@ -10,7 +10,10 @@
 Both workdirs hold one results.json per experiment (WORKDIR/NAME/results.json, or one at the
 top). Every seed of every variant is matched by (experiment, variant, seed index); the
 largest absolute difference of each metric is reported for epoch 1 and for the last epoch,
-with the mesh each run used. Writes OUT.json and OUT.md; exits 1 if a seed is missing on
+with the mesh each run used, and how many of all the values of results.json differ (times
+and placement aside: `numbers`; 0 for --member-loop runs in one process on any mesh, as
+docs/results/member_loop_exact.md measured). Writes
+OUT.json and OUT.md; exits 1 if a seed is missing on
 one side or a history differs in length (those runs did not train the same models).
 
 --common-seeds compares only the seeds both ran: a noise floor without a second mesh, e.g.
